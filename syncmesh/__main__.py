@@ -1,0 +1,5 @@
+import sys
+
+from syncmesh.cli import main
+
+sys.exit(main())

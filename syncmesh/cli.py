@@ -1,0 +1,118 @@
+"""The ``syncmesh`` command: ``edge``, ``registry``, ``demo``, ``schemas``, ``install-peers``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from syncmesh.configfile import ConfigError, load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger("syncmesh")
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time
+        pass
+    try:
+        asyncio.run(coro)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _edge(args: argparse.Namespace) -> int:
+    from edge_sync.app import run_edge
+    from edge_sync.config import EdgeConfig
+
+    config = load_config(args.config, EdgeConfig, "SYNCMESH_EDGE")
+    return _run(run_edge(config))
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from global_registry.app import run_registry
+    from global_registry.config import RegistryConfig
+
+    config = load_config(args.config, RegistryConfig, "SYNCMESH_REGISTRY")
+    return _run(run_registry(config))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from syncmesh.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        workdir=args.workdir,
+        dns_port=args.dns_port,
+        admin_port=args.admin_port,
+        consul=args.consul,
+        nacos=args.nacos,
+    )
+    return _run(run_demo(options))
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from syncmesh import schemagen
+
+    return schemagen.main(["--check"] if args.check else [])
+
+
+def _install_peers(args: argparse.Namespace) -> int:
+    from syncmesh.testing import install
+
+    return install.main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="syncmesh", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    edge = sub.add_parser("edge", help="run the per-cluster agent")
+    edge.add_argument("--config", required=False, help="edge.toml (env SYNCMESH_EDGE__* overrides)")
+    edge.set_defaults(func=_edge)
+
+    reg = sub.add_parser("registry", help="run the global registry with DNS and admin HTTP")
+    reg.add_argument("--config", required=False, help="registry.toml (env SYNCMESH_REGISTRY__*)")
+    reg.set_defaults(func=_registry)
+
+    demo = sub.add_parser("demo", help="embedded NATS, two file-source clusters, registry, DNS")
+    demo.add_argument("--workdir", default=None, help="folder for service files and NATS data")
+    demo.add_argument("--dns-port", type=int, default=1053)
+    demo.add_argument("--admin-port", type=int, default=8080)
+    demo.add_argument("--consul", action="store_true", help="cluster east follows a real Consul")
+    demo.add_argument("--nacos", action="store_true", help="cluster west follows a real Nacos")
+    demo.set_defaults(func=_demo)
+
+    schemas = sub.add_parser("schemas", help="write (or --check) schemas/*.json")
+    schemas.add_argument("--check", action="store_true")
+    schemas.set_defaults(func=_schemas)
+
+    peers = sub.add_parser("install-peers", help="build/fetch Consul, Nacos; print peer versions")
+    peers.set_defaults(func=_install_peers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"syncmesh: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The wire contract: the one source of every message syncmesh puts on NATS.
+
+Both sides (edge_sync publishes, global_registry and inventory tools consume)
+import these Structs; `syncmesh.schemagen` turns them into the JSON Schema files
+under ``schemas/`` for consumers in other languages. A change to any Struct here
+that is not backwards compatible bumps ``SCHEMA_VERSION`` and the ``v1`` in the
+subjects.
+
+Ordering: every message of one agent carries ``(epoch, revision)``. ``epoch`` is
+the agent's boot time in milliseconds (a restarted agent has a larger one) and
+``revision`` grows by one for every message that agent publishes. A consumer
+keeps, per key, the message with the largest ``(epoch, revision)`` and drops
+the rest, so replays, duplicates and reordering are harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Health",
+    "Label",
+    "Instance",
+    "ServiceState",
+    "Gateway",
+    "Locality",
+    "ClusterBeat",
+    "GatewayProbeReport",
+    "ProbeReport",
+    "RankedCluster",
+    "ResolveRequest",
+    "ResolveReply",
+    "InventoryRequest",
+    "InventoryService",
+    "InventoryCluster",
+    "Inventory",
+    "ResyncRequest",
+    "encode",
+    "decode_service_state",
+    "decode_cluster_beat",
+    "WIRE_TYPES",
+]
+
+SCHEMA_VERSION = 1
+
+# A DNS label as syncmesh uses it: lower case letters, digits and inner dashes.
+Label = Annotated[str, Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Weight = Annotated[int, Meta(ge=0, le=65535)]
+NonNegative = Annotated[int, Meta(ge=0)]
+
+# Consul's three check states; Nacos maps healthy -> passing, unhealthy or
+# disabled -> critical. "warning" still receives traffic (as in Consul DNS).
+Health = Literal["passing", "warning", "critical"]
+
+
+class Instance(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One instance of a service; ``id`` is its explicit identity in the cluster."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=256)]
+    address: Annotated[str, Meta(min_length=1, max_length=64)]
+    port: Port
+    health: Health = "passing"
+    weight: Weight = 100
+    zone: str | None = None
+    meta: dict[str, str] = {}
+
+
+class ServiceState(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The full state of one service in one cluster, or its tombstone.
+
+    Subject: ``syncmesh.v1.svc.<cluster>.<namespace>.<service>``.
+    """
+
+    schema: int
+    cluster: Label
+    namespace: Label
+    service: Label
+    epoch: NonNegative
+    revision: NonNegative
+    source: Literal["consul", "nacos", "file"]
+    # The name as the source spells it (Nacos ``com.foo.Bar``); ``service`` is its label.
+    source_name: Annotated[str, Meta(min_length=1, max_length=512)]
+    instances: list[Instance] = []
+    deleted: bool = False
+
+
+class Gateway(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A cluster's ingress for cross-cluster calls; probed over TCP by every replica."""
+
+    address: Annotated[str, Meta(min_length=1, max_length=64)]
+    port: Port
+    weight: Weight = 100
+
+
+class Locality(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    region: str = ""
+    zone: str = ""
+
+
+class ClusterBeat(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Liveness and topology of one cluster's agent. Subject: ``syncmesh.v1.cluster.<cluster>``."""
+
+    schema: int
+    cluster: Label
+    epoch: NonNegative
+    revision: NonNegative
+    # Seconds between beats; a consumer calls the agent stale after a few missed ones.
+    interval_s: Annotated[float, Meta(gt=0, le=3600)]
+    gateways: list[Gateway] = []
+    locality: Locality = Locality()
+    client_cidrs: list[str] = []
+    agent_version: str = ""
+    source_kind: Literal["consul", "nacos", "file"] = "file"
+    source_health: Literal["ok", "degraded"] = "ok"
+    source_error: str = ""
+    # Count and digest of the (namespace, service) -> revision set this agent has
+    # published, so a consumer can tell that it missed something (anti-entropy).
+    services: NonNegative = 0
+    digest: str = ""
+    # Wall-clock send time (Unix seconds), for operators; ordering never uses it.
+    sent_at: float = 0.0
+
+
+class ResyncRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Sent to ``syncmesh.v1.resync.<cluster>``: the agent republishes everything."""
+
+    schema: int
+    reason: str = ""
+
+
+class GatewayProbeReport(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    cluster: str
+    address: str
+    port: int
+    state: str
+    up: bool
+    rtt_ms: float | None = None
+
+
+class ProbeReport(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One replica's view of every gateway. Subject: ``syncmesh.v1.probe.<replica>``."""
+
+    schema: int
+    replica: str
+    sent_at: float
+    gateways: list[GatewayProbeReport] = []
+
+
+class RankedCluster(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One candidate cluster in nearness order, with why it is where it is."""
+
+    cluster: str
+    rank: int
+    reason: str
+    gateways: list[Gateway] = []
+    healthy_instances: int = 0
+    rtt_ms: float | None = None
+    stale: bool = False
+
+
+class ResolveRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Request on ``syncmesh.v1.api.resolve``."""
+
+    namespace: str = "default"
+    service: str
+    client: str | None = None
+    cluster: str | None = None
+
+
+class ResolveReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    namespace: str
+    service: str
+    known: bool
+    clusters: list[RankedCluster] = []
+    error: str = ""
+
+
+class InventoryRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Request on ``syncmesh.v1.api.inventory``; empty filters mean everything."""
+
+    cluster: str | None = None
+    namespace: str | None = None
+
+
+class InventoryService(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    cluster: str
+    namespace: str
+    service: str
+    source_name: str
+    instances: list[Instance] = []
+    epoch: int = 0
+    revision: int = 0
+
+
+class InventoryCluster(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    cluster: str
+    stale: bool
+    beat: ClusterBeat | None = None
+
+
+class Inventory(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    clusters: list[InventoryCluster] = []
+    services: list[InventoryService] = []
+    error: str = ""
+
+
+WIRE_TYPES: dict[str, type[Struct]] = {
+    "ServiceState": ServiceState,
+    "ClusterBeat": ClusterBeat,
+    "ResyncRequest": ResyncRequest,
+    "ProbeReport": ProbeReport,
+    "ResolveRequest": ResolveRequest,
+    "ResolveReply": ResolveReply,
+    "InventoryRequest": InventoryRequest,
+    "Inventory": Inventory,
+}
+
+_encoder = msgspec.json.Encoder()
+_service_decoder = msgspec.json.Decoder(ServiceState)
+_beat_decoder = msgspec.json.Decoder(ClusterBeat)
+
+
+def encode(message: Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_service_state(data: bytes) -> ServiceState:
+    """Decode and validate; raises ``msgspec.ValidationError``/``DecodeError``."""
+    return _service_decoder.decode(data)
+
+
+def decode_cluster_beat(data: bytes) -> ClusterBeat:
+    return _beat_decoder.decode(data)

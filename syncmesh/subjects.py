@@ -1,0 +1,85 @@
+"""NATS subject names and the JetStream stream that holds the last state per subject.
+
+Pure ``encode_*``/``parse_*`` functions; the only place subject strings are built.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = [
+    "PREFIX",
+    "STREAM",
+    "STREAM_SUBJECTS",
+    "SVC_WILDCARD",
+    "CLUSTER_WILDCARD",
+    "RESOLVE",
+    "INVENTORY",
+    "INVENTORY_CHANGES",
+    "service_subject",
+    "cluster_subject",
+    "resync_subject",
+    "probe_subject",
+    "cluster_service_wildcard",
+    "SubjectKey",
+    "parse_subject",
+    "msg_id",
+]
+
+PREFIX = "syncmesh.v1"
+# One stream keeps the last message of every service and cluster subject
+# (max_msgs_per_subject=1): a consumer rebuilds the whole inventory from it.
+STREAM = "SYNCMESH_V1"
+SVC_WILDCARD = f"{PREFIX}.svc.>"
+CLUSTER_WILDCARD = f"{PREFIX}.cluster.*"
+STREAM_SUBJECTS = [SVC_WILDCARD, CLUSTER_WILDCARD]
+RESOLVE = f"{PREFIX}.api.resolve"
+INVENTORY = f"{PREFIX}.api.inventory"
+# Core NATS (not stored): each registry replica announces view changes here.
+INVENTORY_CHANGES = f"{PREFIX}.changes"
+
+
+def service_subject(cluster: str, namespace: str, service: str) -> str:
+    return f"{PREFIX}.svc.{cluster}.{namespace}.{service}"
+
+
+def cluster_subject(cluster: str) -> str:
+    return f"{PREFIX}.cluster.{cluster}"
+
+
+def cluster_service_wildcard(cluster: str) -> str:
+    return f"{PREFIX}.svc.{cluster}.>"
+
+
+def resync_subject(cluster: str) -> str:
+    return f"{PREFIX}.resync.{cluster}"
+
+
+def probe_subject(replica: str) -> str:
+    return f"{PREFIX}.probe.{replica}"
+
+
+class SubjectKey(NamedTuple):
+    """What a stream subject names: a service of a cluster, or the cluster's beat."""
+
+    kind: str  # "svc" or "cluster"
+    cluster: str
+    namespace: str = ""
+    service: str = ""
+
+
+def parse_subject(subject: str) -> SubjectKey | None:
+    """The key a stream subject names, or None when it is not one of ours."""
+    parts = subject.split(".")
+    if len(parts) < 4 or parts[0] != "syncmesh" or parts[1] != "v1":
+        return None
+    if parts[2] == "svc" and len(parts) == 6:
+        return SubjectKey("svc", parts[3], parts[4], parts[5])
+    if parts[2] == "cluster" and len(parts) == 4:
+        return SubjectKey("cluster", parts[3])
+    return None
+
+
+def msg_id(cluster: str, epoch: int, revision: int) -> str:
+    """JetStream de-duplication id (``Nats-Msg-Id``): one per published revision."""
+    return f"{cluster}:{epoch}:{revision}"

@@ -1,0 +1,84 @@
+"""What the DNS resolver (and the NATS ``resolve`` API) needs from the registry view.
+
+The registry's pure view implements ``ViewReader``; the DNS resolver depends
+only on this protocol, so either side is tested without the other.
+
+Ranking class: the answer for a name depends on the client only through the
+cluster whose client CIDRs contain the client address (longest prefix wins) —
+or none. DNS answers are therefore precomputed and cached per
+``(qname, qtype, client_class)``, and a view change names exactly the keys it
+affects (``ViewChange``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from syncmesh.schema import RankedCluster
+
+__all__ = ["ServiceKey", "Resolution", "ViewChange", "ViewReader", "IPAddress"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    namespace: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Ranked candidate clusters for one service, best first.
+
+    ``known`` is true when any cluster (healthy or not) has the service, so the
+    DNS layer can tell NXDOMAIN (unknown) from NOERROR/NODATA (known, nothing
+    healthy). ``clusters`` holds only candidates: at least one healthy instance,
+    at least one gateway up, and an agent that is fresh or served under the
+    stale policy; each candidate's ``gateways`` are only those that are up.
+    """
+
+    key: ServiceKey
+    known: bool
+    clusters: tuple[RankedCluster, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ViewChange:
+    """What one applied event or probe transition changed.
+
+    ``services``: the service keys whose resolution may differ now.
+    ``everything``: topology changed (client CIDRs, localities, cluster set):
+    every cached answer is invalid.
+    """
+
+    services: frozenset[ServiceKey] = field(default_factory=frozenset)
+    everything: bool = False
+
+    def __bool__(self) -> bool:
+        return self.everything or bool(self.services)
+
+    def merge(self, other: ViewChange) -> ViewChange:
+        if self.everything or other.everything:
+            return ViewChange(everything=True)
+        return ViewChange(services=self.services | other.services)
+
+
+class ViewReader(Protocol):
+    def client_class(self, client: IPAddress | None) -> str | None:
+        """The cluster whose client CIDRs contain ``client`` (longest prefix), or None."""
+        ...
+
+    def resolve(
+        self, key: ServiceKey, client_class: str | None, pinned: str | None = None
+    ) -> Resolution:
+        """Candidates for ``key`` ranked for clients of ``client_class``.
+
+        With ``pinned``, only that cluster is considered (``known`` still tells
+        whether the service exists in that cluster).
+        """
+        ...
+
+    def cluster_known(self, cluster: str) -> bool: ...
