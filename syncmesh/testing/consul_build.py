@@ -103,8 +103,9 @@ def _run(argv: Sequence[str], cwd: Path, env: dict[str, str], log: Path) -> str:
     return proc.stdout
 
 
-def _download_source(work: Path, env: dict[str, str], log: Path) -> Path:
-    """Fetch the module through the proxy; return its (read-only) GOMODCACHE dir."""
+def _download_source(work: Path, env: dict[str, str], log: Path) -> tuple[Path, str]:
+    """Fetch the module through the proxy; return its (read-only) GOMODCACHE
+    dir and the tagged commit's time."""
     fetch = work / "fetch"
     fetch.mkdir()
     _run(["go", "mod", "init", "syncmesh.local/consulfetch"], fetch, env, log)
@@ -112,7 +113,11 @@ def _download_source(work: Path, env: dict[str, str], log: Path) -> Path:
     info = json.loads(out)
     if info.get("Error") or not info.get("Dir"):
         raise ConsulBuildError(f"go mod download failed: {info.get('Error')}")
-    return Path(info["Dir"])
+    # `go mod download -json` only points at the .info file that has the time.
+    tag_time = "1970-01-01T00:00:01Z"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        tag_time = str(json.loads(Path(info["Info"]).read_text())["Time"])
+    return Path(info["Dir"]), tag_time
 
 
 def _copy_writable(src: Path, dst: Path) -> None:
@@ -149,16 +154,17 @@ def _build(out: Path, log: Path) -> None:
     builds.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"consul-{CONSUL_VERSION}-", dir=builds) as tmp:
         work = Path(tmp)
-        src_dir = _download_source(work, env, log)
+        src_dir, tag_time = _download_source(work, env, log)
         src = work / "src"
         _copy_writable(src_dir, src)
         _patch_go_mod(src / "go.mod")
-        # The build date must be RFC3339; GitCommit only shows up in `version`.
+        # BuildDate must be RFC3339; the tag's commit time (like upstream's
+        # release builds) keeps rebuilds reproducible.
         ldflags = (
             "-s -w -X github.com/hashicorp/consul/version.GitCommit=v"
             + CONSUL_VERSION
             + "-modproxy -X github.com/hashicorp/consul/version.BuildDate="
-            + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            + tag_time
         )
         tmp_out = out.with_name(out.name + ".tmp")
         build = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp_out), "."]
