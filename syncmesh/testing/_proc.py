@@ -22,6 +22,7 @@ __all__ = [
     "ManagedProcess",
     "free_port",
     "free_ports",
+    "reserve_ports",
     "cache_dir",
     "wait_tcp",
     "wait_until",
@@ -63,6 +64,11 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port found")
+
+
+def reserve_ports(ports: list[int]) -> None:
+    """Mark ports that a peer will bind as taken (Nacos binds P-1000, P+1000, P+1001)."""
+    _handed_out.update(ports)
 
 
 def free_ports(n: int) -> list[int]:
