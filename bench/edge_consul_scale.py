@@ -1,0 +1,234 @@
+"""Edge agent at catalog scale: a real Consul with 5,000 services x 3 instances.
+
+Registers the catalog through /v1/txn (bounded concurrency), starts a real
+nats-server, runs the edge agent in its own process (``python -m edge_sync``)
+and measures, from outside that process:
+
+- initial_sync_s: agent start until JetStream acknowledged all 5,000 services
+  (the agent's own ``syncmesh_edge_published_total``), then checked on the stream;
+- max_consul_conns: the most TCP connections the agent process had established
+  to Consul's HTTP port at any sample (every 20 ms, from /proc/<pid>/fd and
+  /proc/net/tcp);
+- idle_cpu_pct: agent CPU (utime+stime from /proc/<pid>/stat) over 10 s idle,
+  as a percentage of one core;
+- ref_list_s: in the same invocation, a bare aiohttp client fetching
+  /v1/health/service/<name> for all 5,000 with the same concurrency (32), and
+  ratio_vs_ref = initial_sync_s / ref_list_s.
+
+Usage: .venv/bin/python bench/edge_consul_scale.py [--services 5000] [--instances 3]
+The last line is the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from edge_sync.remote_state import read_last_states
+from syncmesh import natsconn
+from syncmesh.testing._proc import ManagedProcess, free_port, wait_until
+from syncmesh.testing.consul_peer import consul_agent
+from syncmesh.testing.nats_peer import nats_server
+
+CLUSTER = "bench"
+FETCH_CONCURRENCY = 32
+TXN_OPS = 64
+NODES = 100
+
+
+def _node(k: int) -> str:
+    return f"node-{k % NODES:03d}"
+
+
+def _ops(services: int, instances: int) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = [
+        {"Node": {"Verb": "set", "Node": {"Node": _node(k), "Address": f"127.0.{k // 250}.{k % 250 + 1}"}}}
+        for k in range(NODES)
+    ]
+    for i in range(services):
+        name = f"svc-{i:05d}"
+        for j in range(instances):
+            node = _node(i * instances + j)
+            sid = f"{name}-{j}"
+            ops.append(
+                {"Service": {"Verb": "set", "Node": node, "Service": {"ID": sid, "Service": name, "Port": 10000 + j}}}
+            )
+            ops.append(
+                {
+                    "Check": {
+                        "Verb": "set",
+                        "Check": {
+                            "Node": node,
+                            "CheckID": f"chk-{sid}",
+                            "Name": "bench",
+                            "Status": "passing",
+                            "ServiceID": sid,
+                            "ServiceName": name,
+                        },
+                    }
+                }
+            )
+    return ops
+
+
+async def register(http_url: str, services: int, instances: int) -> float:
+    ops = _ops(services, instances)
+    # Nodes first, in their own transaction: service ops need them.
+    chunks = [ops[:NODES]] + [ops[i : i + TXN_OPS] for i in range(NODES, len(ops), TXN_OPS)]
+    started = time.monotonic()
+    limit = asyncio.Semaphore(8)
+    async with aiohttp.ClientSession(http_url) as http:
+
+        async def put(chunk: list[dict[str, Any]]) -> None:
+            async with limit, http.put("/v1/txn", json=chunk) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"txn failed: HTTP {resp.status} {await resp.text()}")
+
+        await put(chunks[0])
+        await asyncio.gather(*(put(c) for c in chunks[1:]))
+        async with http.get("/v1/catalog/services") as resp:
+            listed = await resp.json()
+    if len([n for n in listed if n.startswith("svc-")]) != services:
+        raise RuntimeError(f"catalog has {len(listed)} services, expected {services}")
+    return time.monotonic() - started
+
+
+async def reference_list(http_url: str, services: int) -> float:
+    names = [f"svc-{i:05d}" for i in range(services)]
+    connector = aiohttp.TCPConnector(limit=FETCH_CONCURRENCY)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(http_url, connector=connector) as http:
+        queue = list(reversed(names))
+
+        async def worker() -> None:
+            while queue:
+                name = queue.pop()
+                async with http.get(f"/v1/health/service/{name}") as resp:
+                    await resp.read()
+
+        await asyncio.gather(*(worker() for _ in range(FETCH_CONCURRENCY)))
+    return time.monotonic() - started
+
+
+def consul_connections(pid: int, port: int) -> int:
+    inodes: set[str] = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return 0
+    hex_port = f"{port:04X}"
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if state == "01" and remote.endswith(":" + hex_port) and inode in inodes:
+                count += 1
+    return count
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with session.get(url) as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def main(services: int, instances: int) -> str:
+    work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    async with consul_agent(workdir=work / "consul") as consul, nats_server(workdir=work / "nats") as nats:
+        reg_s = await register(consul.http_url, services, instances)
+        print(f"registered {services} services x {instances} instances in {reg_s:.1f}s", flush=True)
+        consul_port = int(consul.http_addr.rsplit(":", 1)[1])
+        metrics_port = free_port()
+        config = work / "edge.toml"
+        config.write_text(
+            f'cluster = "{CLUSTER}"\nmetrics_port = {metrics_port}\n'
+            f'[nats]\nservers = ["{nats.url}"]\n'
+            f'[source]\nkind = "consul"\n[source.consul]\naddress = "{consul.http_addr}"\n'
+            f"fetch_concurrency = {FETCH_CONCURRENCY}\n"
+        )
+        agent = ManagedProcess(
+            "edge-agent",
+            [sys.executable, "-m", "edge_sync", "--config", str(config), "--log-level", "WARNING"],
+            work / "agent.log",
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        max_conns = 0
+        started = time.monotonic()
+        agent.start()
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+
+                async def synced() -> bool:
+                    nonlocal max_conns
+                    if not agent.alive():
+                        raise agent.fail("agent exited")
+                    max_conns = max(max_conns, consul_connections(agent.pid, consul_port))
+                    published = await metric(http, url, "syncmesh_edge_published_total")
+                    return published >= services
+
+                await wait_until(synced, 300, interval=0.02, what="initial sync")
+                initial_sync_s = time.monotonic() - started
+                print(f"initial sync {initial_sync_s:.2f}s", flush=True)
+                pending = await metric(http, url, "syncmesh_edge_pending_publishes")
+                # Idle: let the last beats and timers settle, then 10 s of CPU.
+                await asyncio.sleep(2.0)
+                cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
+                end = t0 + 10.0
+                while time.monotonic() < end:
+                    max_conns = max(max_conns, consul_connections(agent.pid, consul_port))
+                    await asyncio.sleep(0.5)
+                idle_cpu_pct = (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100
+            nc = await natsconn.connect(natsconn.NatsConfig(servers=[nats.url]))
+            try:
+                states = await read_last_states(nc.jetstream(), CLUSTER)
+            finally:
+                await nc.close()
+            live = [s for s in states.values() if s is not None and not s.deleted]
+            complete = sum(1 for s in live if len(s.instances) == instances)
+            if complete != services:
+                raise RuntimeError(f"stream has {complete} complete services, expected {services}")
+        finally:
+            await agent.stop()
+        ref_list_s = await reference_list(consul.http_url, services)
+    return (
+        f"services={services} instances={services * instances} pending_after_sync={pending:.0f} "
+        f"initial_sync_s={initial_sync_s:.2f} max_consul_conns={max_conns} idle_cpu_pct={idle_cpu_pct:.2f} "
+        f"ref_list_s={ref_list_s:.2f} ratio_vs_ref={initial_sync_s / ref_list_s:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--services", type=int, default=5000)
+    parser.add_argument("--instances", type=int, default=3)
+    args = parser.parse_args()
+    print(asyncio.run(main(args.services, args.instances)), flush=True)

@@ -1,0 +1,249 @@
+"""Cold-start ingest benchmark of the global registry against a real nats-server.
+
+Publishes CLUSTERS x SERVICES service states (INSTANCES instances each) and
+one beat per cluster into the state stream, measures a bare nats-py ordered
+consumer reading the same stream without decoding (the reference), then
+starts a registry replica in a fresh subprocess and measures how long it takes
+to rebuild the view (start -> caught up with the stream) and its peak RSS.
+
+    .venv/bin/python bench/registry_ingest.py [--clusters 100 --services 1000 --instances 5]
+
+The last line is machine-readable::
+
+    rebuild_s=... states_per_s=... peak_rss_mb=... ref_ordered_consumer_states_per_s=... ratio_vs_ref=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from global_registry.app import RegistryApp  # noqa: E402
+from global_registry.config import ApiConfig, RegistryConfig  # noqa: E402
+from global_registry.stream_consumer import parse_ack_reply, subscribe_ordered  # noqa: E402
+from dns_server.config import DnsConfig  # noqa: E402
+from syncmesh import subjects  # noqa: E402
+from syncmesh.natsconn import NatsConfig, ensure_stream  # noqa: E402
+from syncmesh.schema import (  # noqa: E402
+    ClusterBeat,
+    Gateway,
+    Instance,
+    Locality,
+    ServiceState,
+    encode,
+)
+from syncmesh.testing.nats_peer import nats_server  # noqa: E402
+
+GOAL_STATES_PER_S = 40_000
+GOAL_REBUILD_S = 5.0
+GOAL_RSS_MB = 1000
+
+
+def service_state(cluster: int, service: int, instances: int) -> ServiceState:
+    return ServiceState(
+        schema=1,
+        cluster=f"c{cluster:03d}",
+        namespace="default",
+        service=f"svc-{service:04d}",
+        epoch=1_700_000_000_000,
+        revision=service + 2,
+        source="consul",
+        source_name=f"svc-{service:04d}",
+        instances=[
+            Instance(
+                id=f"svc-{service:04d}-{i}",
+                address=f"10.{cluster % 250}.{service % 250}.{i + 1}",
+                port=8080,
+                health="passing" if i else "warning",
+                zone=f"z{i % 3}",
+                meta={"version": "v1", "team": "bench"},
+            )
+            for i in range(instances)
+        ],
+    )
+
+
+def cluster_beat(cluster: int, gateway_port: int) -> ClusterBeat:
+    return ClusterBeat(
+        schema=1,
+        cluster=f"c{cluster:03d}",
+        epoch=1_700_000_000_000,
+        revision=1,
+        interval_s=3600.0,
+        gateways=[Gateway(address="127.0.0.1", port=gateway_port)],
+        locality=Locality(region=f"r{cluster % 5}", zone=f"r{cluster % 5}-z{cluster % 3}"),
+        client_cidrs=[f"10.{cluster % 250}.0.0/16"],
+        agent_version="bench",
+        services=1000,
+    )
+
+
+async def publish(url: str, clusters: int, services: int, instances: int, gateway_port: int) -> int:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await ensure_stream(js)
+    sent = 0
+    for c in range(clusters):
+        beat = cluster_beat(c, gateway_port)
+        await nc.publish(
+            subjects.cluster_subject(beat.cluster),
+            encode(beat),
+            headers={"Nats-Msg-Id": subjects.msg_id(beat.cluster, beat.epoch, beat.revision)},
+        )
+        for s in range(services):
+            state = service_state(c, s, instances)
+            await nc.publish(
+                subjects.service_subject(state.cluster, state.namespace, state.service),
+                encode(state),
+                headers={"Nats-Msg-Id": subjects.msg_id(state.cluster, state.epoch, state.revision)},
+            )
+        sent += services + 1
+        await nc.flush()
+    expected = clusters * (services + 1)
+    deadline = time.monotonic() + 60
+    while True:
+        info = await js.stream_info(subjects.STREAM)
+        if info.state.messages >= expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    await nc.close()
+    if info.state.messages != expected:
+        raise SystemExit(f"stream holds {info.state.messages} messages, expected {expected}")
+    return int(info.state.bytes)
+
+
+async def reference_consumer(url: str, expected: int) -> float:
+    """Seconds for a bare ordered consumer to read the whole stream (no decode, no apply)."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    done = asyncio.Event()
+    count = 0
+
+    async def on_message(msg: object) -> None:
+        nonlocal count
+        count += 1
+        ack = parse_ack_reply(msg.reply)  # type: ignore[attr-defined]
+        if count >= expected or (ack is not None and ack.pending == 0):
+            done.set()
+
+    started = time.perf_counter()
+    sub = await subscribe_ordered(js, on_message)
+    await asyncio.wait_for(done.wait(), 120)
+    elapsed = time.perf_counter() - started
+    await sub.unsubscribe()
+    await nc.close()
+    return elapsed
+
+
+async def child(url: str) -> None:
+    """The registry replica under test, in its own process (for an honest peak RSS)."""
+    config = RegistryConfig(
+        nats=NatsConfig(servers=[url]),
+        admin_port=0,
+        dns=DnsConfig(enabled=False),
+        api=ApiConfig(enabled=False),
+    )
+    started = time.perf_counter()
+    async with RegistryApp(config) as app:
+        await asyncio.wait_for(app.wait_ready(), 300)
+        ready_s = time.perf_counter() - started
+        ingest = app._ingest
+        catchup_s = (ingest.caught_up_at or 0.0) - (ingest.started_at or 0.0)
+        print(
+            json.dumps(
+                {
+                    "services": app.view.service_count(),
+                    "instances": app.view.instance_count,
+                    "clusters": len(app.view.clusters),
+                    "catchup_s": catchup_s,
+                    "ready_s": ready_s,
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                }
+            ),
+            flush=True,
+        )
+
+
+async def gateway_listener() -> asyncio.Server:
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    return await asyncio.start_server(accept, "127.0.0.1", 0)
+
+
+async def main(args: argparse.Namespace) -> None:
+    states = args.clusters * args.services
+    with tempfile.TemporaryDirectory(prefix="syncmesh-bench-") as tmp:
+        async with nats_server(workdir=Path(tmp)) as peer:
+            gateway = await gateway_listener()
+            port = gateway.sockets[0].getsockname()[1]
+            t0 = time.perf_counter()
+            stream_bytes = await publish(peer.url, args.clusters, args.services, args.instances, port)
+            print(
+                f"published {states} service states + {args.clusters} beats "
+                f"({stream_bytes / 1e6:.1f} MB in the stream) in {time.perf_counter() - t0:.1f}s",
+                flush=True,
+            )
+            ref_s = await reference_consumer(peer.url, states + args.clusters)
+            ref_rate = states / ref_s
+            print(f"reference: bare ordered consumer read the stream in {ref_s:.2f}s", flush=True)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--child",
+                peer.url,
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 600)
+            proc.terminate()
+            await proc.wait()
+            gateway.close()
+            result = json.loads(line)
+            if result["services"] != states:
+                raise SystemExit(f"registry holds {result['services']} services, expected {states}")
+            rebuild_s = result["catchup_s"]
+            rate = states / rebuild_s
+            print(
+                f"registry: {result['clusters']} clusters, {result['services']} services, "
+                f"{result['instances']} instances; caught up in {rebuild_s:.2f}s, "
+                f"ready (first probe of every gateway) after {result['ready_s']:.2f}s",
+                flush=True,
+            )
+            met = (
+                rate >= GOAL_STATES_PER_S
+                and rebuild_s <= GOAL_REBUILD_S
+                and result["peak_rss_mb"] <= GOAL_RSS_MB
+            )
+            print(
+                f"rebuild_s={rebuild_s:.2f} states_per_s={rate:.0f} "
+                f"peak_rss_mb={result['peak_rss_mb']:.0f} "
+                f"ref_ordered_consumer_states_per_s={ref_rate:.0f} "
+                f"ratio_vs_ref={rate / ref_rate:.2f} goal_met={'yes' if met else 'no'}"
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clusters", type=int, default=100)
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--instances", type=int, default=5)
+    parser.add_argument("--child", metavar="NATS_URL", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        asyncio.run(child(arguments.child))
+    else:
+        asyncio.run(main(arguments))

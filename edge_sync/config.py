@@ -1,0 +1,128 @@
+"""Settings of one edge agent, validated by msgspec.
+
+Loaded by ``syncmesh.configfile.load_config(path, EdgeConfig, "SYNCMESH_EDGE")``:
+an unknown key or a bad value is rejected with the key's path and the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from syncmesh.natsconn import NatsConfig
+from syncmesh.schema import Gateway, Label, Locality
+
+__all__ = [
+    "FileSourceConfig",
+    "ConsulSourceConfig",
+    "NacosSourceConfig",
+    "SourceConfig",
+    "FilterConfig",
+    "EdgeConfig",
+    "SourceKind",
+]
+
+SourceKind = Literal["file", "consul", "nacos"]
+PositiveSeconds = Annotated[float, Meta(gt=0, le=86400)]
+
+
+class FileSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A TOML or YAML service file (``.yaml``/``.yml`` is YAML, anything else TOML)."""
+
+    path: str = "services.toml"
+    poll_interval_s: Annotated[float, Meta(gt=0, le=60)] = 0.2
+    # A full re-read even when mtime and size look unchanged (coarse-mtime filesystems).
+    rehash_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 2.0
+
+
+class ConsulSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    address: str = "127.0.0.1:8500"
+    scheme: Literal["http", "https"] = "http"
+    token: str = ""
+    ca_file: str = ""
+    datacenter: str = ""
+    # Blocking-query wait; Consul caps it at 10 minutes.
+    wait_s: Annotated[float, Meta(ge=1, le=600)] = 55.0
+    # Hard bound of TCP connections to Consul (one aiohttp connector for all requests).
+    max_connections: Annotated[int, Meta(ge=4, le=64)] = 48
+    # Concurrent /v1/health/service/<name> fetches; two more connections hold the long polls.
+    fetch_concurrency: Annotated[int, Meta(ge=1, le=62)] = 32
+    # Token bucket for the blocking-query loops, so an erroring Consul is not hammered.
+    rate_per_s: Annotated[float, Meta(gt=0, le=1000)] = 5.0
+    burst: Annotated[int, Meta(ge=1, le=1000)] = 10
+    request_timeout_s: PositiveSeconds = 10.0
+    # A catalog change that no check change explains waits this long for one before a re-list.
+    attribution_grace_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
+    # Anti-entropy: re-fetch every service this often (0 = never).
+    full_relist_interval_s: Annotated[float, Meta(ge=0, le=86400)] = 600.0
+    # Consul's own server entry is infrastructure, not a routable service.
+    skip_services: list[str] = msgspec.field(default_factory=lambda: ["consul"])
+
+    def __post_init__(self) -> None:
+        if self.fetch_concurrency + 2 > self.max_connections:
+            raise ValueError(
+                f"fetch_concurrency ({self.fetch_concurrency}) + 2 long polls must not exceed "
+                f"max_connections ({self.max_connections})"
+            )
+
+
+class NacosSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    server_addr: str = "127.0.0.1:8848"
+    username: str = ""
+    password: str = ""
+    # Nacos namespace ids; "public" (or "") is syncmesh namespace "default".
+    namespaces: list[str] = msgspec.field(default_factory=lambda: ["public"])
+    groups: Annotated[list[str], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["DEFAULT_GROUP"]
+    )
+    list_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    page_size: Annotated[int, Meta(ge=1, le=1000)] = 500
+    # Where the SDK may write its cache and logs; "" = a private temporary folder.
+    # The SDK's disk cache is never read at start (it could resurrect old instances).
+    work_dir: str = ""
+    timeout_ms: Annotated[int, Meta(ge=100, le=120000)] = 10000
+
+
+class SourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    kind: SourceKind = "file"
+    file: FileSourceConfig = msgspec.field(default_factory=FileSourceConfig)
+    consul: ConsulSourceConfig = msgspec.field(default_factory=ConsulSourceConfig)
+    nacos: NacosSourceConfig = msgspec.field(default_factory=NacosSourceConfig)
+
+
+class FilterConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Opt-out filters: every service is synced unless excluded.
+
+    Patterns are shell globs matched against the source name and against
+    ``<namespace>/<source name>``.
+    """
+
+    include: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    exclude: list[str] = []
+
+
+class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    cluster: Label
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    source: SourceConfig = msgspec.field(default_factory=SourceConfig)
+    gateways: list[Gateway] = []
+    locality: Locality = Locality()
+    client_cidrs: list[str] = []
+    beat_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 2.0
+    # Prometheus endpoint: port 0 = off, -1 = an ephemeral port (tests).
+    metrics_address: str = "127.0.0.1"
+    metrics_port: Annotated[int, Meta(ge=-1, le=65535)] = 0
+    filters: FilterConfig = msgspec.field(default_factory=FilterConfig)
+    publish_batch: Annotated[int, Meta(ge=1, le=10000)] = 256
+    publish_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 5.0
+    agent_version: str = ""
+
+    def __post_init__(self) -> None:
+        for cidr in self.client_cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"client_cidrs: {cidr!r} is not an address range ({exc})") from None

@@ -1,0 +1,86 @@
+"""The agent's Prometheus metrics, on a registry the caller owns (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["EdgeMetrics"]
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.published = Counter(
+            "syncmesh_edge_published",
+            "Messages acknowledged by JetStream, by kind (service, tombstone, beat).",
+            ["kind"],
+            registry=registry,
+        )
+        self.publish_errors = Counter(
+            "syncmesh_edge_publish_errors",
+            "Publishes that failed, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.source_errors = Counter(
+            "syncmesh_edge_source_errors",
+            "Errors talking to or reading the source, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.invalid_input = Counter(
+            "syncmesh_edge_invalid_input",
+            "Input rejected (bad service file, instance the schema cannot carry, "
+            "malformed resync request or stream message), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.last_sync = Gauge(
+            "syncmesh_edge_last_successful_sync_timestamp_seconds",
+            "Unix time of the last successful read of the source.",
+            registry=registry,
+        )
+        self.services = Gauge(
+            "syncmesh_edge_services", "Services seen in the source (after filters).", registry=registry
+        )
+        self.instances = Gauge(
+            "syncmesh_edge_instances", "Instances of the services seen in the source.", registry=registry
+        )
+        self.label_collisions = Gauge(
+            "syncmesh_edge_label_collisions",
+            "Source names not published because another name holds their DNS label.",
+            registry=registry,
+        )
+        self.label_collision_events = Counter(
+            "syncmesh_edge_label_collision_events",
+            "Times a source name lost its DNS label to another name.",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "syncmesh_edge_pending_publishes",
+            "Services whose latest state NATS has not acknowledged yet.",
+            registry=registry,
+        )
+        self.nats_connected = Gauge(
+            "syncmesh_edge_nats_connected", "1 while connected to NATS.", registry=registry
+        )
+        self.source_ok = Gauge(
+            "syncmesh_edge_source_ok", "1 while the source answers, 0 when degraded.", registry=registry
+        )
+        self.source_requests = Counter(
+            "syncmesh_edge_source_requests",
+            "Requests sent to the source, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.resync_requests = Counter(
+            "syncmesh_edge_resync_requests",
+            "Resync requests received, by outcome (done, deferred, invalid).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.start_tombstones = Counter(
+            "syncmesh_edge_start_tombstones",
+            "Tombstones queued at start-up for services NATS held but the source no longer has.",
+            registry=registry,
+        )

@@ -1,0 +1,106 @@
+"""Settings of one registry replica (``registry.toml``, env prefix ``SYNCMESH_REGISTRY``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from dns_server.config import DnsConfig
+from syncmesh.natsconn import NatsConfig
+from syncmesh.schema import Label, Locality
+
+__all__ = [
+    "StaleConfig",
+    "ProbeConfig",
+    "LimitsConfig",
+    "ApiConfig",
+    "ReplicaLocality",
+    "RegistryConfig",
+]
+
+PositiveSeconds = Annotated[float, Meta(gt=0, le=86_400)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=1)]
+
+
+class StaleConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """When an agent counts as stale, and what the registry does with its cluster then."""
+
+    # "serve": keep answering with the last known state while the cluster's
+    # gateways pass their probes (flagged in metrics and in the answers' TXT);
+    # "drop": a stale cluster is no candidate at all.
+    policy: Literal["serve", "drop"] = "serve"
+    # TTL = after_beats x the beat interval the agent announces in its beat.
+    after_beats: Annotated[float, Meta(ge=1, le=1000)] = 3.0
+
+
+class ProbeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """TCP connect probes of every gateway, from this replica."""
+
+    # Disabled: every announced gateway counts as up and no RTT is known.
+    enabled: bool = True
+    interval_s: PositiveSeconds = 2.0
+    timeout_s: PositiveSeconds = 1.0
+    # Consecutive successes to go up, consecutive failures to go down.
+    rise: Annotated[int, Meta(ge=1, le=100)] = 2
+    fall: Annotated[int, Meta(ge=1, le=100)] = 3
+    # Each delay is interval x (1 +/- jitter) so probes of many replicas spread out.
+    jitter: Fraction = 0.1
+    max_concurrent: Annotated[int, Meta(ge=1, le=10_000)] = 64
+    # Weight of a new sample in the RTT moving average.
+    rtt_alpha: Annotated[float, Meta(gt=0, le=1)] = 0.3
+    # RTT buckets on a log scale, each (1 + ratio) times wider than the last;
+    # only a bucket change (with half a bucket of hysteresis) can reorder clusters.
+    rtt_bucket_ratio: Annotated[float, Meta(gt=0, le=10)] = 0.5
+    # RTTs below this all fall in bucket 0 (loopback and same-rack jitter).
+    rtt_floor_ms: Annotated[float, Meta(gt=0, le=10_000)] = 1.0
+    # How often this replica publishes its ProbeReport for observers.
+    report_interval_s: PositiveSeconds = 10.0
+
+
+class LimitsConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Bounds on what an agent may publish; a message beyond them is rejected."""
+
+    max_message_bytes: Count = 1_048_576
+    max_instances_per_service: Count = 10_000
+    max_services_per_cluster: Count = 200_000
+    max_gateways_per_cluster: Count = 64
+    max_client_cidrs: Count = 4096
+    max_clusters: Count = 4096
+
+
+class ApiConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The NATS request/reply API (``resolve`` and ``inventory``)."""
+
+    enabled: bool = True
+    # Replicas share one queue group, so each request gets one answer.
+    queue_group: str = "syncmesh-registry"
+    # An inventory reply larger than this asks the caller to filter instead.
+    max_reply_bytes: Count = 1_000_000
+
+
+class ReplicaLocality(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where this replica runs: the reference for clients in no cluster's CIDRs."""
+
+    region: str = ""
+    zone: str = ""
+
+    def to_locality(self) -> Locality:
+        return Locality(region=self.region, zone=self.zone)
+
+
+class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
+    # This replica's name: one subject token (probe reports go to syncmesh.v1.probe.<replica>).
+    replica: Label = "registry"
+    locality: ReplicaLocality = msgspec.field(default_factory=ReplicaLocality)
+    admin_address: str = "127.0.0.1"
+    # 0 picks a free port (tests); the bound port is RegistryApp.admin_port.
+    admin_port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    stale: StaleConfig = msgspec.field(default_factory=StaleConfig)
+    probe: ProbeConfig = msgspec.field(default_factory=ProbeConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)

@@ -1,0 +1,84 @@
+"""Nearest ranking of candidate clusters (DESIGN.md, "Nearest"), a pure function.
+
+Order, most significant first:
+1. the cluster whose client CIDRs contain the client (``client-cidr``);
+2. same zone as the reference locality (``same-zone``; zone and region equal);
+3. same region (``same-region``);
+4. lower RTT bucket measured from this replica (``rtt``);
+5. cluster name (``order``).
+
+The reference locality is the client's cluster's, or this replica's own when
+the client is in no cluster's CIDRs. A cluster's ``reason`` is the first
+criterion that places it: its tier (1-3) when it has one; otherwise ``rtt``
+when its RTT bucket is known and no other tier-less candidate shares it, else
+``order`` (its place among equals was decided by name alone).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from syncmesh.schema import Gateway, Locality, RankedCluster
+
+__all__ = ["Candidate", "REASONS", "rank"]
+
+REASONS = ("client-cidr", "same-zone", "same-region", "rtt", "order")
+_NO_RTT = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A cluster that passed the candidate rules for one service."""
+
+    cluster: str
+    locality: Locality
+    gateways: tuple[Gateway, ...]
+    healthy_instances: int
+    rtt_bucket: int | None = None
+    rtt_ms: float | None = None
+    stale: bool = False
+
+
+def _tier(candidate: Candidate, client_cluster: str | None, reference: Locality) -> int:
+    if client_cluster is not None and candidate.cluster == client_cluster:
+        return 0
+    loc = candidate.locality
+    if reference.zone and loc.zone == reference.zone and loc.region == reference.region:
+        return 1
+    if reference.region and loc.region == reference.region:
+        return 2
+    return 3
+
+
+def rank(
+    candidates: Iterable[Candidate], client_cluster: str | None, reference: Locality
+) -> tuple[RankedCluster, ...]:
+    keyed = []
+    for c in candidates:
+        tier = _tier(c, client_cluster, reference)
+        bucket = c.rtt_bucket if c.rtt_bucket is not None else _NO_RTT
+        keyed.append(((tier, bucket, c.cluster), c))
+    keyed.sort(key=lambda item: item[0])
+    shared = Counter((tier, bucket) for (tier, bucket, _), _c in keyed if tier == 3)
+    ranked = []
+    for position, ((tier, bucket, _), c) in enumerate(keyed):
+        if tier < 3:
+            reason = REASONS[tier]
+        elif c.rtt_bucket is not None and shared[(tier, bucket)] == 1:
+            reason = "rtt"
+        else:
+            reason = "order"
+        ranked.append(
+            RankedCluster(
+                cluster=c.cluster,
+                rank=position,
+                reason=reason,
+                gateways=list(c.gateways),
+                healthy_instances=c.healthy_instances,
+                rtt_ms=None if c.rtt_ms is None else round(c.rtt_ms, 3),
+                stale=c.stale,
+            )
+        )
+    return tuple(ranked)

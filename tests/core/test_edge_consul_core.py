@@ -1,0 +1,201 @@
+"""Consul pure core: blocking indexes, health/namespace mapping, change attribution, fetch backlog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edge_sync.consul_core import (
+    BlockingIndex,
+    ConsulFormatError,
+    ConsulTracker,
+    FetchBacklog,
+    aggregate_health,
+    map_health_entries,
+    namespace_of,
+)
+from edge_sync.model import ServiceRef
+from syncmesh.labels import to_label
+
+pytestmark = pytest.mark.core
+
+
+def entry(node: str, sid: str, port: int, statuses: list[str], **svc: Any) -> dict[str, Any]:
+    return {
+        "Node": {"Node": node, "Address": "10.0.0.9", "Meta": svc.pop("node_meta", {})},
+        "Service": {"ID": sid, "Service": "web", "Port": port, "Address": svc.pop("address", ""), **svc},
+        "Checks": [{"Status": s, "CheckID": f"c{i}"} for i, s in enumerate(statuses)],
+    }
+
+
+def check(node: str, cid: str, status: str, service: str = "", index: int = 10) -> dict[str, Any]:
+    return {
+        "Node": node,
+        "CheckID": cid,
+        "Status": status,
+        "ServiceName": service,
+        "ServiceID": service,
+        "ModifyIndex": index,
+        "CreateIndex": 1,
+    }
+
+
+def test_index_resets_when_it_goes_backwards_and_never_blocks_below_one() -> None:
+    idx = BlockingIndex()
+    assert not idx.observe("100") and idx.value == 100
+    assert not idx.observe("100") and idx.value == 100
+    assert idx.observe("7") and idx.value == 0  # restarted Consul: non-blocking re-read
+    assert not idx.observe("7") and idx.value == 7
+    assert idx.observe("0") and idx.value == 0  # 0 after 7 is also "backwards"
+    assert idx.resets == 2
+
+
+def test_index_below_one_becomes_one() -> None:
+    idx = BlockingIndex()
+    idx.observe("0")
+    assert idx.value == 1
+    for header in (None, "garbage"):
+        other = BlockingIndex()
+        other.observe(header)
+        assert other.value == 1
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([], "passing"),
+        (["passing", "passing"], "passing"),
+        (["passing", "warning"], "warning"),
+        (["warning", "critical", "passing"], "critical"),
+        (["maintenance"], "critical"),
+        (["passing", "bogus"], "critical"),
+    ],
+)
+def test_aggregate_health(statuses: list[str], expected: str) -> None:
+    assert aggregate_health(statuses) == expected
+
+
+def test_namespace_from_meta_then_tag_else_default() -> None:
+    assert namespace_of({"Meta": {"syncmesh-namespace": "payments"}}) == "payments"
+    assert namespace_of({"Tags": ["x", "syncmesh-namespace=Prod.EU"]}) == to_label("Prod.EU")
+    assert namespace_of({"Meta": {}, "Tags": []}) == "default"
+
+
+def test_health_entries_map_to_instances_per_namespace() -> None:
+    entries = [
+        entry("n1", "web-1", 80, ["passing", "passing"], Weights={"Passing": 10, "Warning": 1}),
+        entry("n2", "web-2", 81, ["passing", "warning"], Weights={"Passing": 10, "Warning": 2}, address="10.1.1.1"),
+        # Node-level maintenance shows up as a critical check on the node.
+        entry("n3", "web-3", 82, ["critical"], Meta={"syncmesh-namespace": "blue", "zone": "z1"}),
+        entry("n4", "web-4", 0, ["passing"]),  # no port: the schema cannot carry it
+    ]
+    by_ns, nodes, invalid = map_health_entries("web", entries)
+    default = {i.id: i for i in by_ns["default"]}
+    assert default["n1/web-1"].health == "passing" and default["n1/web-1"].weight == 10
+    assert default["n1/web-1"].address == "10.0.0.9"  # falls back to the node address
+    assert default["n2/web-2"].health == "warning" and default["n2/web-2"].weight == 2
+    assert default["n2/web-2"].address == "10.1.1.1"
+    [blue] = by_ns["blue"]
+    assert blue.health == "critical" and blue.zone == "z1" and blue.meta["syncmesh-namespace"] == "blue"
+    assert nodes == {"n1", "n2", "n3"}
+    assert [i.reason for i in invalid] == ["invalid_instance"]
+
+
+def test_malformed_answers_raise_format_errors() -> None:
+    tracker = ConsulTracker([], lambda n: True, 1.0)
+    with pytest.raises(ConsulFormatError):
+        tracker.on_catalog(["not", "a", "dict"], 1, 0.0)
+    with pytest.raises(ConsulFormatError):
+        tracker.on_checks({"not": "a list"}, 1, 0.0)
+    with pytest.raises(ConsulFormatError):
+        map_health_entries("web", [{"Node": None}])
+
+
+def ready_tracker() -> ConsulTracker:
+    tracker = ConsulTracker(["consul"], lambda n: not n.startswith("skip"), grace_s=1.0)
+    assert tracker.on_catalog({"web": [], "api": ["v1"], "consul": [], "skip-me": []}, 5, 0.0).fetch == set()
+    plan = tracker.on_checks(
+        [check("n1", "serfHealth", "passing"), check("n1", "c-web", "passing", "web")], 5, 0.0
+    )
+    # Both snapshots known: fetch everything wanted, once.
+    assert plan.fetch == {"web", "api"}
+    for name in ("web", "api"):
+        tracker.on_service_health(name, [entry("n1", f"{name}-1", 80, ["passing"])])
+    return tracker
+
+
+def test_catalog_diff_fetches_added_and_retagged_and_removes_gone() -> None:
+    tracker = ready_tracker()
+    plan = tracker.on_catalog({"web": ["new-tag"], "db": []}, 9, 0.0)
+    assert plan.fetch == {"web", "db"}
+    assert plan.removed == [ServiceRef("default", "api")]
+    assert not tracker.relist_due(10.0)  # explained by the diff
+
+
+def test_check_status_flip_fetches_only_that_service() -> None:
+    tracker = ready_tracker()
+    plan = tracker.on_checks(
+        [check("n1", "serfHealth", "passing"), check("n1", "c-web", "critical", "web", 11)], 11, 0.0
+    )
+    assert plan.fetch == {"web"}
+
+
+def test_node_check_change_fetches_every_service_on_that_node() -> None:
+    tracker = ready_tracker()
+    plan = tracker.on_checks(
+        [check("n1", "serfHealth", "critical", index=12), check("n1", "c-web", "passing", "web")], 12, 0.0
+    )
+    assert plan.fetch == {"web", "api"}
+
+
+def test_unexplained_catalog_change_relists_after_the_grace_period() -> None:
+    tracker = ready_tracker()
+    plan = tracker.on_catalog({"web": [], "api": ["v1"]}, 20, now=100.0)  # e.g. a port change
+    assert plan.fetch == set() and plan.removed == []
+    assert not tracker.relist_due(100.5)
+    assert tracker.relist_due(101.0)
+    assert not tracker.relist_due(102.0)  # once
+
+
+def test_catalog_change_explained_by_a_check_index_does_not_relist() -> None:
+    tracker = ready_tracker()
+    tracker.on_catalog({"web": [], "api": ["v1"]}, 30, now=0.0)
+    tracker.on_checks(
+        [check("n1", "serfHealth", "passing"), check("n1", "c-web", "passing", "web"),
+         check("n1", "c-web2", "passing", "web", index=30)],
+        30,
+        0.5,
+    )
+    assert not tracker.relist_due(5.0)
+
+
+def test_fetch_result_for_a_service_removed_meanwhile_is_ignored() -> None:
+    tracker = ready_tracker()
+    tracker.on_catalog({"web": []}, 40, 0.0)
+    result = tracker.on_service_health("api", [entry("n1", "api-1", 80, ["passing"])])
+    assert result.changed == [] and result.removed == []
+
+
+def test_namespace_move_removes_the_old_namespace() -> None:
+    tracker = ready_tracker()
+    result = tracker.on_service_health("web", [entry("n1", "web-1", 80, ["passing"], Meta={"syncmesh-namespace": "blue"})])
+    assert [(s.namespace, s.name) for s in result.changed] == [("blue", "web")]
+    assert result.removed == [ServiceRef("default", "web")]
+    gone = tracker.on_service_health("web", [])
+    assert gone.changed == [] and gone.removed == [ServiceRef("blue", "web")]
+
+
+def test_backlog_requeues_a_service_that_changed_during_its_fetch() -> None:
+    backlog = FetchBacklog()
+    backlog.add(["a", "b", "a"])
+    assert len(backlog) == 2
+    assert backlog.next() == "a"
+    backlog.add(["a"])  # changed while being fetched
+    assert backlog.next() == "b"
+    backlog.done("b")
+    assert backlog.next() is None
+    backlog.done("a")
+    assert backlog.next() == "a"  # fetched again: the running fetch may have missed the change
+    backlog.done("a")
+    assert backlog.idle

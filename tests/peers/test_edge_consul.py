@@ -1,0 +1,181 @@
+"""The edge agent against a real Consul agent and a real nats-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from edge_sync.app import EdgeAgent
+from edge_sync.config import EdgeConfig
+from edge_sync.consul_source import ConsulSource
+from edge_sync.remote_state import read_last_states
+from syncmesh import natsconn
+from syncmesh.schema import ServiceState
+from syncmesh.testing._proc import wait_until
+from syncmesh.testing.consul_peer import ConsulPeer, consul_agent
+from syncmesh.testing.nats_peer import NatsPeer
+
+pytestmark = pytest.mark.peers
+
+
+def edge_config(nats: NatsPeer, consul: ConsulPeer, token: str | None = None, **consul_extra: Any) -> EdgeConfig:
+    source: dict[str, Any] = {"address": consul.http_addr, "wait_s": 5, **consul_extra}
+    if token:
+        source["token"] = token
+    return msgspec.convert(
+        {"cluster": "east", "nats": {"servers": [nats.url]}, "source": {"kind": "consul", "consul": source}},
+        EdgeConfig,
+    )
+
+
+@pytest.fixture
+async def consul(tmp_path: Path) -> AsyncIterator[ConsulPeer]:
+    async with consul_agent(workdir=tmp_path / "consul") as peer:
+        yield peer
+
+
+@pytest.fixture
+async def reader(nats_peer: NatsPeer) -> AsyncIterator[Any]:
+    nc = await natsconn.connect(natsconn.NatsConfig(servers=[nats_peer.url]))
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def states(nc: Any) -> dict[tuple[str, str], ServiceState]:
+    found = await read_last_states(nc.jetstream(), "east")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+async def register(consul: ConsulPeer, name: str, sid: str, port: int, **extra: Any) -> None:
+    body = {
+        "Name": name,
+        "ID": sid,
+        "Address": "127.0.0.10",
+        "Port": port,
+        "Check": {"CheckID": f"ttl-{sid}", "TTL": "600s", "Status": "passing"},
+        **extra,
+    }
+    async with aiohttp.ClientSession(headers=consul.headers()) as http, http.put(
+        f"{consul.http_url}/v1/agent/service/register", json=body
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def consul_put(consul: ConsulPeer, path: str) -> None:
+    async with aiohttp.ClientSession(headers=consul.headers()) as http, http.put(f"{consul.http_url}{path}") as resp:
+        assert resp.status == 200, await resp.text()
+
+
+def instance_health(state: ServiceState) -> dict[str, str]:
+    return {i.id.split("/", 1)[1]: i.health for i in state.instances}
+
+
+async def test_register_health_flip_and_deregister(nats_peer: NatsPeer, consul: ConsulPeer, reader: Any) -> None:
+    await register(consul, "web", "web-1", 8001)
+    await register(consul, "web", "web-2", 8002, Weights={"Passing": 7, "Warning": 1})
+    await register(consul, "Billing.API", "bill-1", 9001, Meta={"syncmesh-namespace": "payments"})
+    async with EdgeAgent(edge_config(nats_peer, consul)) as agent:
+        await agent.wait_synced(30)
+        got = await states(reader)
+        assert set(got) == {("default", "web"), ("payments", "billing-api-" + got_label_suffix(got))}
+        web = got[("default", "web")]
+        assert instance_health(web) == {"web-1": "passing", "web-2": "passing"}
+        assert {i.port: i.weight for i in web.instances} == {8001: 1, 8002: 7}
+        assert all(i.id.startswith("syncmesh-consul-dev/") for i in web.instances)  # node + service ID
+
+        # Health flip: warning, then critical.
+        await consul_put(consul, "/v1/agent/check/warn/ttl-web-2")
+
+        async def web2(expected: str) -> bool:
+            return instance_health((await states(reader))[("default", "web")]).get("web-2") == expected
+
+        await wait_until(lambda: web2("warning"), 10, what="warning published")
+        await consul_put(consul, "/v1/agent/check/fail/ttl-web-2")
+        await wait_until(lambda: web2("critical"), 10, what="critical published")
+        # Maintenance mode is critical too.
+        await consul_put(consul, "/v1/agent/service/maintenance/web-1?enable=true&reason=test")
+
+        async def web1_maint() -> bool:
+            return instance_health((await states(reader))[("default", "web")]).get("web-1") == "critical"
+
+        await wait_until(web1_maint, 10, what="maintenance published")
+
+        # A new service, then deregistration of every instance of web: tombstone.
+        await register(consul, "api", "api-1", 7000)
+        await wait_until(lambda: has(reader, ("default", "api")), 10, what="new service")
+        await consul_put(consul, "/v1/agent/service/deregister/web-1")
+        await consul_put(consul, "/v1/agent/service/deregister/web-2")
+
+        async def web_tombstoned() -> bool:
+            state = (await states(reader))[("default", "web")]
+            return state.deleted and state.instances == []
+
+        await wait_until(web_tombstoned, 10, what="tombstone")
+        assert agent.metrics.get_sample_value("syncmesh_edge_published_total", {"kind": "tombstone"}) == 1
+        assert agent.metrics.get_sample_value("syncmesh_edge_services") == 2
+
+
+def got_label_suffix(got: dict[tuple[str, str], ServiceState]) -> str:
+    [label] = [k[1] for k in got if k[0] == "payments"]
+    return label.rsplit("-", 1)[1]
+
+
+async def has(nc: Any, key: tuple[str, str]) -> bool:
+    state = (await states(nc)).get(key)
+    return state is not None and not state.deleted
+
+
+@pytest.mark.reliability
+async def test_recovers_by_itself_after_consul_restart(nats_peer: NatsPeer, consul: ConsulPeer, reader: Any) -> None:
+    # Raise the raft index well above what a fresh dev agent reaches after a
+    # restart, so the restarted catalog's index is certain to go backwards.
+    async with aiohttp.ClientSession() as http:
+        for n in range(150):
+            async with http.put(f"{consul.http_url}/v1/kv/bump/{n}", data=b"x") as resp:
+                assert resp.status == 200
+    await register(consul, "web", "web-1", 8001)
+    async with EdgeAgent(edge_config(nats_peer, consul)) as agent:
+        await agent.wait_synced(30)
+        assert isinstance(agent.source, ConsulSource)
+        await consul.restart()
+        # Registered after the restart: only seen if both watches recovered.
+        await register(consul, "late", "late-1", 8100)
+        await wait_until(lambda: has(reader, ("default", "late")), 30, what="service after restart")
+        await consul_put(consul, "/v1/agent/check/fail/ttl-web-1")
+
+        async def web_critical() -> bool:
+            state = (await states(reader)).get(("default", "web"))
+            return state is not None and not state.deleted and state.instances[0].health == "critical"
+
+        await wait_until(web_critical, 30, what="health change after restart")
+        # The restarted dev agent's raft index starts over: the loops noticed and reset.
+        assert agent.source.index_resets >= 1
+        errors = agent.metrics.get_sample_value("syncmesh_edge_source_errors_total", {"reason": "consul_connect"})
+        assert errors is not None and errors >= 1
+        assert agent.core is not None and agent.core.source_health == "ok"
+
+
+async def test_acl_token_and_forbidden_token(nats_peer: NatsPeer, reader: Any, tmp_path: Path) -> None:
+    async with consul_agent(acl=True, workdir=tmp_path / "consul-acl") as consul:
+        assert consul.token
+        await register(consul, "secure", "secure-1", 8443)
+        async with EdgeAgent(edge_config(nats_peer, consul, token=consul.token)) as agent:
+            await agent.wait_synced(30)
+            assert await has(reader, ("default", "secure"))
+        bad = edge_config(nats_peer, consul, token="00000000-0000-0000-0000-000000000000")
+        async with EdgeAgent(bad) as agent:
+
+            async def forbidden() -> bool:
+                value = agent.metrics.get_sample_value("syncmesh_edge_source_errors_total", {"reason": "consul_forbidden"})
+                return (value or 0) >= 1
+
+            await wait_until(forbidden, 15, what="forbidden counted")
+            assert agent.core is not None and agent.core.source_health == "degraded"
+            assert not agent.core.source_synced

@@ -1,0 +1,137 @@
+"""Fault tests: NATS away for 20 s while the source changes; the agent killed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from edge_sync.app import EdgeAgent, run_edge
+from edge_sync.config import EdgeConfig
+from edge_sync.remote_state import read_last_states
+from syncmesh import natsconn
+from syncmesh.schema import ServiceState
+from syncmesh.testing._proc import wait_until
+from syncmesh.testing.nats_peer import NatsPeer
+
+pytestmark = [pytest.mark.peers, pytest.mark.reliability]
+
+
+def service_file(services: dict[str, list[tuple[str, int, str]]]) -> str:
+    lines: list[str] = []
+    for name, instances in services.items():
+        lines += ["[[services]]", f'name = "{name}"']
+        for address, port, health in instances:
+            lines += ["[[services.instances]]", f'address = "{address}"', f"port = {port}", f'health = "{health}"']
+    return "\n".join(lines) + "\n"
+
+
+def edge_config(peer: NatsPeer, path: Path) -> EdgeConfig:
+    return msgspec.convert(
+        {
+            "cluster": "east",
+            "nats": {"servers": [peer.url]},
+            "source": {"kind": "file", "file": {"path": str(path)}},
+            "beat_interval_s": 0.5,
+        },
+        EdgeConfig,
+    )
+
+
+async def stream_states(peer: NatsPeer) -> dict[tuple[str, str], ServiceState]:
+    nc = await natsconn.connect(natsconn.NatsConfig(servers=[peer.url]))
+    try:
+        found = await read_last_states(nc.jetstream(), "east")
+    finally:
+        await nc.close()
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def live_view(states: dict[tuple[str, str], ServiceState]) -> dict[str, list[tuple[str, int, str]]]:
+    return {
+        key[1]: [(i.address, i.port, i.health) for i in s.instances]
+        for key, s in sorted(states.items())
+        if not s.deleted
+    }
+
+
+def published(agent: EdgeAgent) -> float:
+    m = agent.metrics
+    return sum(m.get_sample_value("syncmesh_edge_published_total", {"kind": k}) or 0 for k in ("service", "tombstone"))
+
+
+async def test_nats_down_20s_while_source_changes(nats_peer: NatsPeer, tmp_path: Path) -> None:
+    path = tmp_path / "services.toml"
+    start = {
+        "a": [("10.0.0.1", 80, "passing")],
+        "b": [("10.0.0.2", 80, "passing")],
+        "keep": [("10.0.0.3", 80, "passing")],
+    }
+    path.write_text(service_file(start))
+    async with EdgeAgent(edge_config(nats_peer, path)) as agent:
+        await agent.wait_synced(30)
+        assert live_view(await stream_states(nats_peer)) == start
+        before = published(agent)
+
+        await nats_peer.stop_node(0)
+        await wait_until(_disconnected(agent), 10, what="agent saw the outage")
+        loop = asyncio.get_running_loop()
+        outage_end = loop.time() + 20.0
+        # While NATS is away: a goes away, c appears, b changes ten times.
+        current = dict(start)
+        del current["a"]
+        current["c"] = [("10.0.0.4", 81, "passing")]
+        for n in range(10):
+            current["b"] = [("10.0.0.2", 80, "critical" if n % 2 == 0 else "warning"), ("10.0.1.2", 9000 + n, "passing")]
+            path.write_text(service_file(current))
+            await asyncio.sleep(0.5)
+        assert agent.core is not None and agent.core.state.dirty_count == 3  # latest state per key only
+        await asyncio.sleep(max(0.0, outage_end - loop.time()))
+        await nats_peer.start_node(0)
+
+        await agent.wait_synced(60)
+        final = await stream_states(nats_peer)
+        assert live_view(final) == current  # exactly the source's state
+        assert final[("default", "a")].deleted
+        # Coalesced: one message per changed key, not one per change.
+        assert published(agent) - before == 3
+        assert (agent.metrics.get_sample_value("syncmesh_edge_nats_connected") or 0) == 1
+
+
+def _disconnected(agent: EdgeAgent) -> Any:
+    async def check() -> bool:
+        return agent.publisher is not None and not agent.publisher.connected.is_set()
+
+    return check
+
+
+async def test_agent_killed_services_deleted_then_restarted_tombstones_appear(nats_peer: NatsPeer, tmp_path: Path) -> None:
+    path = tmp_path / "services.toml"
+    path.write_text(service_file({n: [("10.0.0.1", 80 + i, "passing")] for i, n in enumerate(["x", "y", "z"])}))
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_edge(edge_config(nats_peer, path), ready))
+    await asyncio.wait_for(ready.wait(), 10)
+
+    async def three_live() -> bool:
+        return len(live_view(await stream_states(nats_peer))) == 3
+
+    await wait_until(three_live, 20, what="first agent published")
+    first_epoch = (await stream_states(nats_peer))[("default", "x")].epoch
+    task.cancel()  # killed: no goodbye, no tombstones on the way out
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(live_view(await stream_states(nats_peer))) == 3
+
+    # While no agent runs, x and y are deleted from the source.
+    path.write_text(service_file({"z": [("10.0.0.1", 82, "passing")]}))
+    async with EdgeAgent(edge_config(nats_peer, path)) as agent:
+        await agent.wait_synced(30)
+        final = await stream_states(nats_peer)
+        assert final[("default", "x")].deleted and final[("default", "y")].deleted
+        assert final[("default", "x")].epoch == agent.epoch > first_epoch
+        assert live_view(final) == {"z": [("10.0.0.1", 82, "passing")]}
+        assert agent.metrics.get_sample_value("syncmesh_edge_start_tombstones_total") == 2
