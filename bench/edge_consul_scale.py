@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from syncmesh.testing.nats_peer import nats_server
 
 CLUSTER = "bench"
 FETCH_CONCURRENCY = 32
+REPO = Path(__file__).resolve().parents[1]
 TXN_OPS = 64
 NODES = 100
 
@@ -50,7 +52,12 @@ def _node(k: int) -> str:
 
 def _ops(services: int, instances: int) -> list[dict[str, Any]]:
     ops: list[dict[str, Any]] = [
-        {"Node": {"Verb": "set", "Node": {"Node": _node(k), "Address": f"127.0.{k // 250}.{k % 250 + 1}"}}}
+        {
+            "Node": {
+                "Verb": "set",
+                "Node": {"Node": _node(k), "Address": f"127.0.{k // 250}.{k % 250 + 1}"},
+            }
+        }
         for k in range(NODES)
     ]
     for i in range(services):
@@ -59,7 +66,13 @@ def _ops(services: int, instances: int) -> list[dict[str, Any]]:
             node = _node(i * instances + j)
             sid = f"{name}-{j}"
             ops.append(
-                {"Service": {"Verb": "set", "Node": node, "Service": {"ID": sid, "Service": name, "Port": 10000 + j}}}
+                {
+                    "Service": {
+                        "Verb": "set",
+                        "Node": node,
+                        "Service": {"ID": sid, "Service": name, "Port": 10000 + j},
+                    }
+                }
             )
             ops.append(
                 {
@@ -155,14 +168,17 @@ async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
     async with session.get(url) as resp:
         text = await resp.text()
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
 async def main(services: int, instances: int) -> str:
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
-    async with consul_agent(workdir=work / "consul") as consul, nats_server(workdir=work / "nats") as nats:
+    async with (
+        consul_agent(workdir=work / "consul") as consul,
+        nats_server(workdir=work / "nats") as nats,
+    ):
         reg_s = await register(consul.http_url, services, instances)
         print(f"registered {services} services x {instances} instances in {reg_s:.1f}s", flush=True)
         consul_port = int(consul.http_addr.rsplit(":", 1)[1])
@@ -178,7 +194,7 @@ async def main(services: int, instances: int) -> str:
             "edge-agent",
             [sys.executable, "-m", "edge_sync", "--config", str(config), "--log-level", "WARNING"],
             work / "agent.log",
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         max_conns = 0
@@ -192,7 +208,9 @@ async def main(services: int, instances: int) -> str:
                     if not agent.alive():
                         raise agent.fail("agent exited")
                     max_conns = max(max_conns, consul_connections(agent.pid, consul_port))
-                    published = await metric(http, url, "syncmesh_edge_published_total")
+                    published = await metric(
+                        http, url, 'syncmesh_edge_published_total{kind="service"}'
+                    )
                     return published >= services
 
                 await wait_until(synced, 300, interval=0.02, what="initial sync")
@@ -219,6 +237,8 @@ async def main(services: int, instances: int) -> str:
         finally:
             await agent.stop()
         ref_list_s = await reference_list(consul.http_url, services)
+    # Kept on failure (agent.log, consul.log) for inspection; removed on success.
+    shutil.rmtree(work, ignore_errors=True)
     return (
         f"services={services} instances={services * instances} pending_after_sync={pending:.0f} "
         f"initial_sync_s={initial_sync_s:.2f} max_consul_conns={max_conns} idle_cpu_pct={idle_cpu_pct:.2f} "

@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="edge agent TOML file")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     try:
         config = load_config(args.config, EdgeConfig, "SYNCMESH_EDGE")
     except ConfigError as exc:
@@ -31,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loop_factory) as runner,
+    ):
         runner.run(run_edge(config))
     return 0
 

@@ -66,7 +66,9 @@ class _AgentSink:
         agent, m = self.agent, self.agent.edge_metrics
         for collision in collisions:
             m.label_collision_events.inc()
-            agent.limited.warning(f"collision:{collision.label}", agent.clock(), "label collision: %s", collision)
+            agent.limited.warning(
+                f"collision:{collision.label}", agent.clock(), "label collision: %s", collision
+            )
         core = self.core
         m.services.set(core.service_count)
         m.instances.set(core.instance_count)
@@ -74,7 +76,9 @@ class _AgentSink:
         m.pending.set(core.state.dirty_count + core.state.inflight_count)
         agent.wake_publisher()
 
-    def apply(self, changed: Iterable[SourceService] = (), removed: Iterable[ServiceRef] = ()) -> None:
+    def apply(
+        self, changed: Iterable[SourceService] = (), removed: Iterable[ServiceRef] = ()
+    ) -> None:
         self._after_change(self.core.apply(changed, removed))
 
     def replace_all(self, services: Iterable[SourceService]) -> None:
@@ -84,8 +88,13 @@ class _AgentSink:
         queued = self.core.mark_source_synced()
         if queued:
             self.agent.edge_metrics.start_tombstones.inc(queued)
-            log.info("start-up reconciliation: %d tombstones for services the source no longer has", queued)
-        log.info("source %s synced: %d services", self.agent.config.source.kind, self.core.service_count)
+            log.info(
+                "start-up reconciliation: %d tombstones for services the source no longer has",
+                queued,
+            )
+        log.info(
+            "source %s synced: %d services", self.agent.config.source.kind, self.core.service_count
+        )
         self._after_change([])
 
     def failed(self, reason: str, detail: str) -> None:
@@ -144,18 +153,29 @@ class EdgeAgent:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.core = EdgeCore(self.config, self.epoch, self.clock(), self.config.agent_version or _agent_version())
-        self.publisher = NatsPublisher(self.config, self.core, self.edge_metrics, self.limited, self.clock)
+        self.core = EdgeCore(
+            self.config, self.epoch, self.clock(), self.config.agent_version or _agent_version()
+        )
+        self.publisher = NatsPublisher(
+            self.config, self.core, self.edge_metrics, self.limited, self.clock
+        )
         self.source = build_source(self.config, _AgentSink(self), self.core.filter)
         if self.config.metrics_port != 0:
-            self.metrics_server = MetricsServer(self.metrics, self.config.metrics_address, self.config.metrics_port)
+            self.metrics_server = MetricsServer(
+                self.metrics, self.config.metrics_address, self.config.metrics_port
+            )
             await self.metrics_server.start()
         source, publisher = self.source, self.publisher
         self._tasks = [
             asyncio.create_task(self._supervise("source", source.run), name="edge-source"),
             asyncio.create_task(self._supervise("nats", publisher.run), name="edge-nats"),
         ]
-        log.info("edge agent for cluster %s started (source %s, epoch %d)", self.config.cluster, self.config.source.kind, self.epoch)
+        log.info(
+            "edge agent for cluster %s started (source %s, epoch %d)",
+            self.config.cluster,
+            self.config.source.kind,
+            self.epoch,
+        )
 
     async def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Restart a part that crashed with an unexpected error; nothing but cancel ends it."""
@@ -165,7 +185,9 @@ class EdgeAgent:
                 self.edge_metrics.source_errors.labels("source_crash").inc()
             else:
                 self.edge_metrics.publish_errors.labels("crash").inc()
-            log.error("%s task crashed (attempt %d), restarting: %r", what, attempt, exc, exc_info=exc)
+            log.error(
+                "%s task crashed (attempt %d), restarting: %r", what, attempt, exc, exc_info=exc
+            )
 
         async for attempt in forever((Exception,), report, initial_s=0.5, max_s=30.0):
             with attempt:

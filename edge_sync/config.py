@@ -56,6 +56,8 @@ class ConsulSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     request_timeout_s: PositiveSeconds = 10.0
     # A catalog change that no check change explains waits this long for one before a re-list.
     attribution_grace_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
+    # Unexplained changes in a churning catalog must not turn into back-to-back full re-lists.
+    min_relist_interval_s: Annotated[float, Meta(ge=0, le=3600)] = 30.0
     # Anti-entropy: re-fetch every service this often (0 = never).
     full_relist_interval_s: Annotated[float, Meta(ge=0, le=86400)] = 600.0
     # Consul's own server entry is infrastructure, not a routable service.
@@ -125,4 +127,6 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
             try:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
-                raise ValueError(f"client_cidrs: {cidr!r} is not an address range ({exc})") from None
+                raise ValueError(
+                    f"client_cidrs: {cidr!r} is not an address range ({exc})"
+                ) from None

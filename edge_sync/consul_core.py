@@ -168,7 +168,9 @@ _EMPTY = Plan(set(), [])
 class ConsulTracker:
     """What is known of the catalog and its checks, and what must be fetched because of a change."""
 
-    def __init__(self, skip: Iterable[str], may_accept: Callable[[str], bool], grace_s: float) -> None:
+    def __init__(
+        self, skip: Iterable[str], may_accept: Callable[[str], bool], grace_s: float
+    ) -> None:
         self._skip = set(skip)
         self._may_accept = may_accept
         self.grace_s = grace_s
@@ -250,7 +252,9 @@ class ConsulTracker:
         if first or not self.initial_planned:
             return self._initial_plan()
         changed = {
-            n for n in services.keys() | old_services.keys() if services.get(n) != old_services.get(n)
+            n
+            for n in services.keys() | old_services.keys()
+            if services.get(n) != old_services.get(n)
         }
         for node in nodes.keys() | old_nodes.keys():
             if nodes.get(node) != old_nodes.get(node):

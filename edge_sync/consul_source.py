@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,7 @@ log = logging.getLogger("edge_sync.consul")
 CATALOG_PATH = "/v1/catalog/services"
 CHECKS_PATH = "/v1/health/state/any"
 RELIST_TICK_S = 0.5
+FIRST_RETRY_S = 0.2
 
 
 class ConsulHTTPError(Exception):
@@ -85,6 +87,7 @@ class ConsulSource:
         self._bucket: TokenBucket | None = None
         self._synced = False
         self.index_resets = 0
+        self.relists = 0
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.config.scheme != "https":
@@ -119,22 +122,40 @@ class ConsulSource:
     # -- HTTP ------------------------------------------------------------
     def _on_error(self, what: str) -> Callable[[BaseException, int], None]:
         def report(exc: BaseException, attempt: int) -> None:
-            self.sink.failed(_error_reason(exc), f"{what}: {type(exc).__name__}: {exc} (attempt {attempt})")
+            self.sink.failed(
+                _error_reason(exc), f"{what}: {type(exc).__name__}: {exc} (attempt {attempt})"
+            )
 
         return report
 
-    async def _get(self, path: str, params: dict[str, str], timeout_s: float, kind: str) -> tuple[Any, str | None]:
+    async def _get_once(
+        self, path: str, params: dict[str, str], timeout_s: float, kind: str
+    ) -> tuple[Any, str | None]:
         assert self._session is not None
+        self.sink.request(kind)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self._session.get(path, params=params, timeout=timeout) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise ConsulHTTPError(resp.status, body[:200].decode("utf-8", "replace"))
+            return msgspec.json.decode(body), resp.headers.get("X-Consul-Index")
+
+    async def _get(
+        self, path: str, params: dict[str, str], timeout_s: float, kind: str
+    ) -> tuple[Any, str | None]:
+        """One GET, retried forever with backoff; decoded JSON and X-Consul-Index."""
+        try:
+            # The retry machinery is only built once something failed: thousands of
+            # fetches per re-list should not pay for it.
+            return await self._get_once(path, params, timeout_s, kind)
+        except _RETRYABLE as exc:
+            report = self._on_error(path)
+            report(exc, 1)
+        await asyncio.sleep(FIRST_RETRY_S * (1 + random.random()))
         result: tuple[Any, str | None] = (None, None)
-        async for attempt in forever(_RETRYABLE, self._on_error(path)):
+        async for attempt in forever(_RETRYABLE, lambda exc, n: report(exc, n + 1)):
             with attempt:
-                self.sink.request(kind)
-                timeout = aiohttp.ClientTimeout(total=timeout_s)
-                async with self._session.get(path, params=params, timeout=timeout) as resp:
-                    body = await resp.read()
-                    if resp.status != 200:
-                        raise ConsulHTTPError(resp.status, body[:200].decode("utf-8", "replace"))
-                    result = (msgspec.json.decode(body), resp.headers.get("X-Consul-Index"))
+                result = await self._get_once(path, params, timeout_s, kind)
         return result
 
     # -- blocking-query loops ----------------------------------------------
@@ -178,16 +199,27 @@ class ConsulSource:
             self._work.set()
 
     async def _relist_timer(self) -> None:
+        cfg = self.config
         loop = asyncio.get_running_loop()
-        interval = self.config.full_relist_interval_s
+        interval = cfg.full_relist_interval_s
         next_full = loop.time() + interval if interval > 0 else float("inf")
+        last_relist = float("-inf")
+        pending = False
         while True:
             await asyncio.sleep(RELIST_TICK_S)
             now = loop.time()
-            full = now >= next_full
-            if full:
+            if now >= next_full:
                 next_full = now + interval
-            if (self.tracker.relist_due(now) or full) and self.tracker.initial_planned:
+                pending = True
+            pending = self.tracker.relist_due(now) or pending
+            if (
+                pending
+                and self.tracker.initial_planned
+                and now - last_relist >= cfg.min_relist_interval_s
+            ):
+                pending = False
+                last_relist = now
+                self.relists += 1
                 self.backlog.add(self.tracker.names())
                 self._work.set()
 

@@ -106,6 +106,7 @@ class EdgeCore:
         else:
             heir = self._services[ServiceRef(ref.namespace, change.after)]
             self.state.set_service(key, heir.source_name, heir.instances)
+
     def mark_source_synced(self) -> int:
         """The source has shown its complete view once; returns start-up tombstones queued."""
         self.source_synced = True

@@ -93,9 +93,13 @@ def parse_service_file(data: bytes, fmt: str) -> list[SourceService]:
     for i, svc in enumerate(parsed.services):
         where = f"services[{i}] ({svc.name!r})"
         if not is_label(svc.namespace):
-            raise ServiceFileError("namespace", f"{where}: namespace {svc.namespace!r} is not a DNS label")
+            raise ServiceFileError(
+                "namespace", f"{where}: namespace {svc.namespace!r} is not a DNS label"
+            )
         if (svc.namespace, svc.name) in seen:
-            raise ServiceFileError("duplicate_service", f"{where}: listed twice in {svc.namespace!r}")
+            raise ServiceFileError(
+                "duplicate_service", f"{where}: listed twice in {svc.namespace!r}"
+            )
         seen.add((svc.namespace, svc.name))
         instances: dict[str, Instance] = {}
         for j, inst in enumerate(svc.instances):
@@ -112,7 +116,9 @@ def parse_service_file(data: bytes, fmt: str) -> list[SourceService]:
             try:
                 instance = checked_instance(fields)
             except InvalidInstance as exc:
-                raise ServiceFileError("instance", f"{where}.instances[{j}]: {exc.detail}") from None
+                raise ServiceFileError(
+                    "instance", f"{where}.instances[{j}]: {exc.detail}"
+                ) from None
             if instance.id in instances:
                 raise ServiceFileError(
                     "duplicate_instance", f"{where}.instances[{j}]: id {instance.id!r} used twice"

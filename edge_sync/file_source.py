@@ -44,7 +44,9 @@ class FileSource:
             st = os.stat(self.path)
         except FileNotFoundError:
             if self._watch.file_missing():
-                self.sink.failed("file_missing", f"{self.path} does not exist; keeping the last good state")
+                self.sink.failed(
+                    "file_missing", f"{self.path} does not exist; keeping the last good state"
+                )
             return None
         except OSError as exc:
             self.sink.failed("file_unreadable", f"{self.path}: {exc}")

@@ -41,10 +41,14 @@ class EdgeMetrics:
             registry=registry,
         )
         self.services = Gauge(
-            "syncmesh_edge_services", "Services seen in the source (after filters).", registry=registry
+            "syncmesh_edge_services",
+            "Services seen in the source (after filters).",
+            registry=registry,
         )
         self.instances = Gauge(
-            "syncmesh_edge_instances", "Instances of the services seen in the source.", registry=registry
+            "syncmesh_edge_instances",
+            "Instances of the services seen in the source.",
+            registry=registry,
         )
         self.label_collisions = Gauge(
             "syncmesh_edge_label_collisions",
@@ -65,7 +69,9 @@ class EdgeMetrics:
             "syncmesh_edge_nats_connected", "1 while connected to NATS.", registry=registry
         )
         self.source_ok = Gauge(
-            "syncmesh_edge_source_ok", "1 while the source answers, 0 when degraded.", registry=registry
+            "syncmesh_edge_source_ok",
+            "1 while the source answers, 0 when degraded.",
+            registry=registry,
         )
         self.source_requests = Counter(
             "syncmesh_edge_source_requests",

@@ -9,7 +9,13 @@ from msgspec import Struct
 
 from syncmesh.schema import Instance
 
-__all__ = ["DEFAULT_NAMESPACE", "SourceService", "ServiceRef", "InvalidInstance", "checked_instance"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "SourceService",
+    "ServiceRef",
+    "InvalidInstance",
+    "checked_instance",
+]
 
 DEFAULT_NAMESPACE = "default"
 

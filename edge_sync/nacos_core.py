@@ -62,7 +62,9 @@ def service_names(group: str, service: str) -> tuple[str, str]:
 
 
 def service_ref(key: NacosKey) -> ServiceRef:
-    return ServiceRef(syncmesh_namespace(key.namespace_id), service_names(key.group, key.service)[0])
+    return ServiceRef(
+        syncmesh_namespace(key.namespace_id), service_names(key.group, key.service)[0]
+    )
 
 
 def _weight(raw: Any) -> int:
@@ -75,7 +77,9 @@ def _weight(raw: Any) -> int:
     return max(1, min(MAX_WEIGHT, round(value * 100)))
 
 
-def map_instances(service: str, instances: Iterable[Any]) -> tuple[list[Instance], list[InvalidInstance]]:
+def map_instances(
+    service: str, instances: Iterable[Any]
+) -> tuple[list[Instance], list[InvalidInstance]]:
     """SDK instances (anything with ip, port, weight, healthy, enabled, clusterName, metadata)."""
     out: dict[str, Instance] = {}
     invalid: list[InvalidInstance] = []
@@ -112,7 +116,9 @@ class NacosCatalog:
     def __init__(self) -> None:
         self._known: dict[tuple[str, str], set[str]] = {}
 
-    def on_list(self, namespace_id: str, group: str, names: Iterable[str]) -> tuple[list[NacosKey], list[NacosKey]]:
+    def on_list(
+        self, namespace_id: str, group: str, names: Iterable[str]
+    ) -> tuple[list[NacosKey], list[NacosKey]]:
         """A complete listing of one (namespace, group); returns (added, removed)."""
         fresh = set(names)
         old = self._known.get((namespace_id, group), set())

@@ -44,13 +44,21 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "nacos_timeout"
     text = str(exc).lower()
-    if "auth" in text or "403" in text or "permission" in text or "password" in text:
+    if (
+        "auth" in text
+        or "token" in text
+        or "403" in text
+        or "permission" in text
+        or "password" in text
+    ):
         return "nacos_auth"
     return "nacos_request"
 
 
 class NacosSource:
-    def __init__(self, config: NacosSourceConfig, sink: SourceSink, may_accept: Callable[[str], bool]) -> None:
+    def __init__(
+        self, config: NacosSourceConfig, sink: SourceSink, may_accept: Callable[[str], bool]
+    ) -> None:
         self.config = config
         self.sink = sink
         self.may_accept = may_accept
@@ -87,14 +95,18 @@ class NacosSource:
         async for attempt in forever((Exception,), self._on_error(f"connect {namespace_id}")):
             with attempt:
                 client = await asyncio.wait_for(
-                    NacosNamingService.create_naming_service(self._client_config(namespace_id, work)),
+                    NacosNamingService.create_naming_service(
+                        self._client_config(namespace_id, work)
+                    ),
                     self.config.timeout_ms / 1000 + 5,
                 )
         return client
 
     def _on_error(self, what: str) -> Callable[[BaseException, int], None]:
         def report(exc: BaseException, attempt: int) -> None:
-            self.sink.failed(_reason(exc), f"{what}: {type(exc).__name__}: {exc} (attempt {attempt})")
+            self.sink.failed(
+                _reason(exc), f"{what}: {type(exc).__name__}: {exc} (attempt {attempt})"
+            )
 
         return report
 
@@ -162,7 +174,9 @@ class NacosSource:
                 try:
                     names = await self._list_group(client, namespace_id, group)
                 except Exception as exc:  # noqa: BLE001 - the SDK raises NacosException or anything
-                    self.sink.failed(_reason(exc), f"list {namespace_id}/{group}: {type(exc).__name__}: {exc}")
+                    self.sink.failed(
+                        _reason(exc), f"list {namespace_id}/{group}: {type(exc).__name__}: {exc}"
+                    )
                     complete = False
                     continue
                 wanted = [n for n in names if self.may_accept(service_names(group, n)[1])]
@@ -176,7 +190,11 @@ class NacosSource:
                     async with limit:
                         return await self._follow(c, key)
 
-                keys = [k for k in self.catalog.keys() if k.namespace_id == namespace_id and k.group == group]
+                keys = [
+                    k
+                    for k in self.catalog.keys()
+                    if k.namespace_id == namespace_id and k.group == group
+                ]
                 results = await asyncio.gather(*(follow(k) for k in keys))
                 complete = complete and all(results)
         return complete
@@ -193,7 +211,9 @@ class NacosSource:
                 await asyncio.wait_for(
                     client.subscribe(
                         SubscribeServiceParam(
-                            service_name=key.service, group_name=key.group, subscribe_callback=callback
+                            service_name=key.service,
+                            group_name=key.group,
+                            subscribe_callback=callback,
                         )
                     ),
                     self.config.timeout_ms / 1000 + 5,
@@ -202,7 +222,10 @@ class NacosSource:
             instances = await asyncio.wait_for(
                 client.list_instances(
                     ListInstanceParam(
-                        service_name=key.service, group_name=key.group, subscribe=True, healthy_only=None
+                        service_name=key.service,
+                        group_name=key.group,
+                        subscribe=True,
+                        healthy_only=None,
                     )
                 ),
                 self.config.timeout_ms / 1000 + 5,
@@ -245,7 +268,9 @@ class NacosSource:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 client.unsubscribe(
-                    SubscribeServiceParam(service_name=key.service, group_name=key.group, subscribe_callback=callback)
+                    SubscribeServiceParam(
+                        service_name=key.service, group_name=key.group, subscribe_callback=callback
+                    )
                 ),
                 self.config.timeout_ms / 1000 + 5,
             )

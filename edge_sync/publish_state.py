@@ -82,7 +82,9 @@ class PublishState:
             return False
         return self._desire(key, source_name or entry.source_name, (), deleted=True)
 
-    def _desire(self, key: Key, source_name: str, instances: tuple[Instance, ...], deleted: bool) -> bool:
+    def _desire(
+        self, key: Key, source_name: str, instances: tuple[Instance, ...], deleted: bool
+    ) -> bool:
         digest = content_digest(source_name, instances, deleted)
         entry = self._entries.get(key)
         if entry is not None and entry.digest == digest:
@@ -129,7 +131,9 @@ class PublishState:
                 instances=list(entry.instances),
                 deleted=entry.deleted,
             )
-            out.append(Outgoing(key, subjects.service_subject(self.cluster, *key), message, entry.digest))
+            out.append(
+                Outgoing(key, subjects.service_subject(self.cluster, *key), message, entry.digest)
+            )
         return out
 
     def acked(self, sent: Outgoing) -> None:

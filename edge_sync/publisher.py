@@ -85,7 +85,11 @@ class NatsPublisher:
         self.metrics.nats_connected.set(0)
         if self._closing:
             return
-        self.limited.warning("nats_disconnected", self.clock(), "disconnected from NATS; keeping the latest state per service")
+        self.limited.warning(
+            "nats_disconnected",
+            self.clock(),
+            "disconnected from NATS; keeping the latest state per service",
+        )
 
     async def _on_reconnected(self) -> None:
         self.connected.set()
@@ -124,7 +128,9 @@ class NatsPublisher:
         def report(exc: BaseException, attempt: int) -> None:
             why = exc.reason if isinstance(exc, PublishFailed) else reason
             self.metrics.publish_errors.labels(why).inc()
-            self.limited.warning(why, self.clock(), "NATS %s failed (attempt %d): %s", reason, attempt, exc)
+            self.limited.warning(
+                why, self.clock(), "NATS %s failed (attempt %d): %s", reason, attempt, exc
+            )
 
         return report
 
@@ -144,7 +150,10 @@ class NatsPublisher:
         queued = self.core.remote_loaded(remote)
         if queued:
             self.metrics.start_tombstones.inc(queued)
-            log.info("start-up reconciliation: %d tombstones for services the source no longer has", queued)
+            log.info(
+                "start-up reconciliation: %d tombstones for services the source no longer has",
+                queued,
+            )
         self.remote_loaded.set()
         self.wake.set()
 
@@ -154,7 +163,9 @@ class NatsPublisher:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            async for attempt in forever((PublishFailed,), self._reporter("publish"), initial_s=0.1, max_s=5.0):
+            async for attempt in forever(
+                (PublishFailed,), self._reporter("publish"), initial_s=0.1, max_s=5.0
+            ):
                 with attempt:
                     await self.drain()
 
@@ -169,7 +180,9 @@ class NatsPublisher:
             batch = state.take(self.config.publish_batch)
             if not batch:
                 break
-            results = await asyncio.gather(*(self._publish(o) for o in batch), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._publish(o) for o in batch), return_exceptions=True
+            )
             failure: BaseException | None = None
             for sent, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
@@ -177,7 +190,9 @@ class NatsPublisher:
                     failure = failure or result
                 else:
                     state.acked(sent)
-                    self.metrics.published.labels("tombstone" if sent.message.deleted else "service").inc()
+                    self.metrics.published.labels(
+                        "tombstone" if sent.message.deleted else "service"
+                    ).inc()
             self.metrics.pending.set(state.dirty_count + state.inflight_count)
             if failure is not None:
                 reason = _publish_error_reason(failure)
@@ -192,7 +207,9 @@ class NatsPublisher:
         try:
             await self._js.stream_info(subjects.STREAM)
         except nats.js.errors.NotFoundError:
-            log.warning("stream %s is gone; recreating it and republishing everything", subjects.STREAM)
+            log.warning(
+                "stream %s is gone; recreating it and republishing everything", subjects.STREAM
+            )
             await self._ensure_stream()
             self.core.state.mark_all_dirty()
         except Exception:  # noqa: BLE001 - not ready yet; the drain retry comes back here
@@ -203,7 +220,9 @@ class NatsPublisher:
         await self._js.publish(
             sent.subject,
             encode(message),
-            headers={"Nats-Msg-Id": subjects.msg_id(self.config.cluster, message.epoch, message.revision)},
+            headers={
+                "Nats-Msg-Id": subjects.msg_id(self.config.cluster, message.epoch, message.revision)
+            },
         )
 
     # -- beats and resync --------------------------------------------------
@@ -219,12 +238,18 @@ class NatsPublisher:
                     await self._js.publish(
                         subject,
                         encode(beat),
-                        headers={"Nats-Msg-Id": subjects.msg_id(self.config.cluster, beat.epoch, beat.revision)},
+                        headers={
+                            "Nats-Msg-Id": subjects.msg_id(
+                                self.config.cluster, beat.epoch, beat.revision
+                            )
+                        },
                     )
                 except Exception as exc:  # noqa: BLE001 - the next beat is the retry
                     reason = _publish_error_reason(exc)
                     self.metrics.publish_errors.labels(reason).inc()
-                    self.limited.warning(f"beat_{reason}", self.clock(), "beat not published: %s", exc)
+                    self.limited.warning(
+                        f"beat_{reason}", self.clock(), "beat not published: %s", exc
+                    )
                 else:
                     self.metrics.published.labels("beat").inc()
             await asyncio.sleep(self.config.beat_interval_s)
@@ -235,7 +260,9 @@ class NatsPublisher:
         if len(data) > MAX_RESYNC_BYTES:
             self.metrics.invalid_input.labels("resync_oversized").inc()
             self.metrics.resync_requests.labels("invalid").inc()
-            self.limited.warning("resync_oversized", now, "resync request of %d bytes ignored", len(data))
+            self.limited.warning(
+                "resync_oversized", now, "resync request of %d bytes ignored", len(data)
+            )
             return
         if data.strip():
             try:

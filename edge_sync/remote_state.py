@@ -71,6 +71,8 @@ async def read_cluster_services(
     """
     states = await read_last_states(js, cluster, on_invalid)
     return {
-        key: RemoteService(key[1], False) if state is None else RemoteService(state.source_name, state.deleted)
+        key: RemoteService(key[1], False)
+        if state is None
+        else RemoteService(state.source_name, state.deleted)
         for key, state in states.items()
     }

@@ -36,7 +36,12 @@ region = "eu"
 def test_full_config_loads_with_env_override(tmp_path: Path) -> None:
     path = tmp_path / "edge.toml"
     path.write_text(GOOD)
-    cfg = load_config(path, EdgeConfig, "SYNCMESH_EDGE", environ={"SYNCMESH_EDGE__SOURCE__CONSUL__DATACENTER": "dc2"})
+    cfg = load_config(
+        path,
+        EdgeConfig,
+        "SYNCMESH_EDGE",
+        environ={"SYNCMESH_EDGE__SOURCE__CONSUL__DATACENTER": "dc2"},
+    )
     assert cfg.cluster == "east" and cfg.source.kind == "consul"
     assert cfg.source.consul.max_connections == 40 and cfg.source.consul.datacenter == "dc2"
     assert cfg.gateways[0].port == 443 and cfg.locality.region == "eu"
@@ -47,7 +52,10 @@ def test_full_config_loads_with_env_override(tmp_path: Path) -> None:
     ("body", "needle"),
     [
         ('cluster = "East"', "$.cluster"),
-        ('cluster = "e"\n[source.consul]\nmax_connections = 200', "$.source.consul.max_connections"),
+        (
+            'cluster = "e"\n[source.consul]\nmax_connections = 200',
+            "$.source.consul.max_connections",
+        ),
         ('cluster = "e"\n[source.consul]\nfetch_concurrency = 47', "max_connections"),
         ('cluster = "e"\n[source]\nkind = "eureka"', "$.source.kind"),
         ('cluster = "e"\nclient_cidrs = ["10.0.0.0/33"]', "client_cidrs"),

@@ -24,7 +24,13 @@ pytestmark = pytest.mark.core
 def entry(node: str, sid: str, port: int, statuses: list[str], **svc: Any) -> dict[str, Any]:
     return {
         "Node": {"Node": node, "Address": "10.0.0.9", "Meta": svc.pop("node_meta", {})},
-        "Service": {"ID": sid, "Service": "web", "Port": port, "Address": svc.pop("address", ""), **svc},
+        "Service": {
+            "ID": sid,
+            "Service": "web",
+            "Port": port,
+            "Address": svc.pop("address", ""),
+            **svc,
+        },
         "Checks": [{"Status": s, "CheckID": f"c{i}"} for i, s in enumerate(statuses)],
     }
 
@@ -85,7 +91,14 @@ def test_namespace_from_meta_then_tag_else_default() -> None:
 def test_health_entries_map_to_instances_per_namespace() -> None:
     entries = [
         entry("n1", "web-1", 80, ["passing", "passing"], Weights={"Passing": 10, "Warning": 1}),
-        entry("n2", "web-2", 81, ["passing", "warning"], Weights={"Passing": 10, "Warning": 2}, address="10.1.1.1"),
+        entry(
+            "n2",
+            "web-2",
+            81,
+            ["passing", "warning"],
+            Weights={"Passing": 10, "Warning": 2},
+            address="10.1.1.1",
+        ),
         # Node-level maintenance shows up as a critical check on the node.
         entry("n3", "web-3", 82, ["critical"], Meta={"syncmesh-namespace": "blue", "zone": "z1"}),
         entry("n4", "web-4", 0, ["passing"]),  # no port: the schema cannot carry it
@@ -97,7 +110,11 @@ def test_health_entries_map_to_instances_per_namespace() -> None:
     assert default["n2/web-2"].health == "warning" and default["n2/web-2"].weight == 2
     assert default["n2/web-2"].address == "10.1.1.1"
     [blue] = by_ns["blue"]
-    assert blue.health == "critical" and blue.zone == "z1" and blue.meta["syncmesh-namespace"] == "blue"
+    assert (
+        blue.health == "critical"
+        and blue.zone == "z1"
+        and blue.meta["syncmesh-namespace"] == "blue"
+    )
     assert nodes == {"n1", "n2", "n3"}
     assert [i.reason for i in invalid] == ["invalid_instance"]
 
@@ -114,7 +131,10 @@ def test_malformed_answers_raise_format_errors() -> None:
 
 def ready_tracker() -> ConsulTracker:
     tracker = ConsulTracker(["consul"], lambda n: not n.startswith("skip"), grace_s=1.0)
-    assert tracker.on_catalog({"web": [], "api": ["v1"], "consul": [], "skip-me": []}, 5, 0.0).fetch == set()
+    assert (
+        tracker.on_catalog({"web": [], "api": ["v1"], "consul": [], "skip-me": []}, 5, 0.0).fetch
+        == set()
+    )
     plan = tracker.on_checks(
         [check("n1", "serfHealth", "passing"), check("n1", "c-web", "passing", "web")], 5, 0.0
     )
@@ -144,7 +164,9 @@ def test_check_status_flip_fetches_only_that_service() -> None:
 def test_node_check_change_fetches_every_service_on_that_node() -> None:
     tracker = ready_tracker()
     plan = tracker.on_checks(
-        [check("n1", "serfHealth", "critical", index=12), check("n1", "c-web", "passing", "web")], 12, 0.0
+        [check("n1", "serfHealth", "critical", index=12), check("n1", "c-web", "passing", "web")],
+        12,
+        0.0,
     )
     assert plan.fetch == {"web", "api"}
 
@@ -162,8 +184,11 @@ def test_catalog_change_explained_by_a_check_index_does_not_relist() -> None:
     tracker = ready_tracker()
     tracker.on_catalog({"web": [], "api": ["v1"]}, 30, now=0.0)
     tracker.on_checks(
-        [check("n1", "serfHealth", "passing"), check("n1", "c-web", "passing", "web"),
-         check("n1", "c-web2", "passing", "web", index=30)],
+        [
+            check("n1", "serfHealth", "passing"),
+            check("n1", "c-web", "passing", "web"),
+            check("n1", "c-web2", "passing", "web", index=30),
+        ],
         30,
         0.5,
     )
@@ -179,7 +204,9 @@ def test_fetch_result_for_a_service_removed_meanwhile_is_ignored() -> None:
 
 def test_namespace_move_removes_the_old_namespace() -> None:
     tracker = ready_tracker()
-    result = tracker.on_service_health("web", [entry("n1", "web-1", 80, ["passing"], Meta={"syncmesh-namespace": "blue"})])
+    result = tracker.on_service_health(
+        "web", [entry("n1", "web-1", 80, ["passing"], Meta={"syncmesh-namespace": "blue"})]
+    )
     assert [(s.namespace, s.name) for s in result.changed] == [("blue", "web")]
     assert result.removed == [ServiceRef("default", "web")]
     gone = tracker.on_service_health("web", [])

@@ -20,7 +20,9 @@ def config(**extra: object) -> EdgeConfig:
     return msgspec.convert({"cluster": "east", **extra}, EdgeConfig)
 
 
-def svc(name: str, n: int = 1, namespace: str = "default", health: str = "passing") -> SourceService:
+def svc(
+    name: str, n: int = 1, namespace: str = "default", health: str = "passing"
+) -> SourceService:
     instances = tuple(
         Instance(id=f"{name}-{i}", address="10.0.0.1", port=1000 + i, health=health)  # type: ignore[arg-type]
         for i in range(n)
@@ -60,7 +62,9 @@ def test_collision_is_reported_never_merged_and_the_heir_takes_over() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["a", "A", "a.b", "a_b", "A-B", "x", "X.Y", "x-y", "b"]), unique=True))
+@given(
+    st.lists(st.sampled_from(["a", "A", "a.b", "a_b", "A-B", "x", "X.Y", "x-y", "b"]), unique=True)
+)
 def test_incremental_labels_match_assign_labels(names: list[str]) -> None:
     core = EdgeCore(config(), epoch=1, now=0.0)
     core.apply([svc(n) for n in names])
@@ -72,7 +76,10 @@ def test_incremental_labels_match_assign_labels(names: list[str]) -> None:
 def test_filters_are_opt_out_and_match_namespace_qualified_names() -> None:
     core = EdgeCore(config(filters={"exclude": ["internal-*", "prod/debug"]}), epoch=1, now=0.0)
     core.apply([svc("web"), svc("internal-db"), svc("debug", namespace="prod"), svc("debug")])
-    assert sorted((m.namespace, m.service) for m in drain(core)) == [("default", "debug"), ("default", "web")]
+    assert sorted((m.namespace, m.service) for m in drain(core)) == [
+        ("default", "debug"),
+        ("default", "web"),
+    ]
     assert core.filter.may_accept_name("web") and not core.filter.may_accept_name("internal-x")
 
 
@@ -87,7 +94,9 @@ def test_replace_all_tombstones_what_disappeared() -> None:
 
 
 @pytest.mark.parametrize("remote_first", [True, False])
-def test_start_up_reconciliation_tombstones_only_live_keys_the_source_lacks(remote_first: bool) -> None:
+def test_start_up_reconciliation_tombstones_only_live_keys_the_source_lacks(
+    remote_first: bool,
+) -> None:
     core = EdgeCore(config(), epoch=2, now=0.0)
     remote = {
         ("default", "gone"): RemoteService("Gone.Svc", False),

@@ -64,8 +64,16 @@ def test_yaml_file_parses_the_same_shape() -> None:
     [
         (b"[[services]\nname=", "syntax", "TOML"),
         (b"services = [{name = 'a', colour = 'red'}]", "schema", "colour"),
-        (b"services = [{name = 'a', instances = [{address = '1.1.1.1', port = 0}]}]", "instance", "port"),
-        (b"services = [{name = 'a', instances = [{address = '1.1.1.1', port = 'x'}]}]", "schema", "port"),
+        (
+            b"services = [{name = 'a', instances = [{address = '1.1.1.1', port = 0}]}]",
+            "instance",
+            "port",
+        ),
+        (
+            b"services = [{name = 'a', instances = [{address = '1.1.1.1', port = 'x'}]}]",
+            "schema",
+            "port",
+        ),
         (b"services = [{name = 'a', namespace = 'Not A Label'}]", "namespace", "Not A Label"),
         (b"services = [{name = 'a'}, {name = 'a'}]", "duplicate_service", "twice"),
         (
@@ -76,7 +84,9 @@ def test_yaml_file_parses_the_same_shape() -> None:
         (b"\xff\xfe", "encoding", "UTF-8"),
     ],
 )
-def test_bad_files_are_rejected_with_a_reason_that_names_the_problem(data: bytes, reason: str, needle: str) -> None:
+def test_bad_files_are_rejected_with_a_reason_that_names_the_problem(
+    data: bytes, reason: str, needle: str
+) -> None:
     with pytest.raises(ServiceFileError) as err:
         parse_service_file(data, "toml")
     assert err.value.reason == reason

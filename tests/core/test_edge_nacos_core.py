@@ -57,11 +57,19 @@ def test_instances_health_weight_and_identity() -> None:
     )
     by_ip = {i.address: i for i in instances}
     assert by_ip["10.0.0.1"].id == "10.0.0.1#80#DEFAULT"
-    assert (by_ip["10.0.0.1"].health, by_ip["10.0.0.1"].weight, by_ip["10.0.0.1"].zone) == ("passing", 100, "z1")
+    assert (by_ip["10.0.0.1"].health, by_ip["10.0.0.1"].weight, by_ip["10.0.0.1"].zone) == (
+        "passing",
+        100,
+        "z1",
+    )
     assert by_ip["10.0.0.1"].meta == {"zone": "z1", "n": "3"}
     assert (by_ip["10.0.0.2"].health, by_ip["10.0.0.2"].weight) == ("passing", 0)  # weight 0 kept
     assert by_ip["10.0.0.3"].health == "critical"  # disabled
-    assert (by_ip["10.0.0.4"].health, by_ip["10.0.0.4"].weight, by_ip["10.0.0.4"].id) == ("critical", 250, "10.0.0.4#80#c2")
+    assert (by_ip["10.0.0.4"].health, by_ip["10.0.0.4"].weight, by_ip["10.0.0.4"].id) == (
+        "critical",
+        250,
+        "10.0.0.4#80#c2",
+    )
     assert by_ip["10.0.0.5"].weight == 1  # tiny but positive stays routable
     assert [i.reason for i in invalid] == ["invalid_instance"]
 
@@ -69,7 +77,10 @@ def test_instances_health_weight_and_identity() -> None:
 def test_catalog_diff_per_namespace_and_group() -> None:
     catalog = NacosCatalog()
     added, removed = catalog.on_list("public", "DEFAULT_GROUP", ["a", "b"])
-    assert added == [NacosKey("public", "DEFAULT_GROUP", "a"), NacosKey("public", "DEFAULT_GROUP", "b")]
+    assert added == [
+        NacosKey("public", "DEFAULT_GROUP", "a"),
+        NacosKey("public", "DEFAULT_GROUP", "b"),
+    ]
     assert removed == []
     catalog.on_list("dev", "DEFAULT_GROUP", ["a"])
     added, removed = catalog.on_list("public", "DEFAULT_GROUP", ["b", "c"])

@@ -23,7 +23,13 @@ def test_first_message_carries_full_sorted_state_and_valid_schema() -> None:
     [out] = state.take(10)
     assert out.subject == subjects.service_subject("east", "default", "web")
     msg = out.message
-    assert (msg.cluster, msg.namespace, msg.service, msg.epoch, msg.revision) == ("east", "default", "web", 1000, 1)
+    assert (msg.cluster, msg.namespace, msg.service, msg.epoch, msg.revision) == (
+        "east",
+        "default",
+        "web",
+        1000,
+        1,
+    )
     assert [i.id for i in msg.instances] == ["i1", "i2", "i3"]
     # The message survives the consumers' validating decoder.
     assert decode_service_state(encode(msg)) == msg

@@ -23,12 +23,18 @@ from syncmesh.testing.nats_peer import NatsPeer
 pytestmark = pytest.mark.peers
 
 
-def edge_config(nats: NatsPeer, consul: ConsulPeer, token: str | None = None, **consul_extra: Any) -> EdgeConfig:
+def edge_config(
+    nats: NatsPeer, consul: ConsulPeer, token: str | None = None, **consul_extra: Any
+) -> EdgeConfig:
     source: dict[str, Any] = {"address": consul.http_addr, "wait_s": 5, **consul_extra}
     if token:
         source["token"] = token
     return msgspec.convert(
-        {"cluster": "east", "nats": {"servers": [nats.url]}, "source": {"kind": "consul", "consul": source}},
+        {
+            "cluster": "east",
+            "nats": {"servers": [nats.url]},
+            "source": {"kind": "consul", "consul": source},
+        },
         EdgeConfig,
     )
 
@@ -62,14 +68,18 @@ async def register(consul: ConsulPeer, name: str, sid: str, port: int, **extra: 
         "Check": {"CheckID": f"ttl-{sid}", "TTL": "600s", "Status": "passing"},
         **extra,
     }
-    async with aiohttp.ClientSession(headers=consul.headers()) as http, http.put(
-        f"{consul.http_url}/v1/agent/service/register", json=body
-    ) as resp:
+    async with (
+        aiohttp.ClientSession(headers=consul.headers()) as http,
+        http.put(f"{consul.http_url}/v1/agent/service/register", json=body) as resp,
+    ):
         assert resp.status == 200, await resp.text()
 
 
 async def consul_put(consul: ConsulPeer, path: str) -> None:
-    async with aiohttp.ClientSession(headers=consul.headers()) as http, http.put(f"{consul.http_url}{path}") as resp:
+    async with (
+        aiohttp.ClientSession(headers=consul.headers()) as http,
+        http.put(f"{consul.http_url}{path}") as resp,
+    ):
         assert resp.status == 200, await resp.text()
 
 
@@ -77,24 +87,33 @@ def instance_health(state: ServiceState) -> dict[str, str]:
     return {i.id.split("/", 1)[1]: i.health for i in state.instances}
 
 
-async def test_register_health_flip_and_deregister(nats_peer: NatsPeer, consul: ConsulPeer, reader: Any) -> None:
+async def test_register_health_flip_and_deregister(
+    nats_peer: NatsPeer, consul: ConsulPeer, reader: Any
+) -> None:
     await register(consul, "web", "web-1", 8001)
     await register(consul, "web", "web-2", 8002, Weights={"Passing": 7, "Warning": 1})
     await register(consul, "Billing.API", "bill-1", 9001, Meta={"syncmesh-namespace": "payments"})
     async with EdgeAgent(edge_config(nats_peer, consul)) as agent:
         await agent.wait_synced(30)
         got = await states(reader)
-        assert set(got) == {("default", "web"), ("payments", "billing-api-" + got_label_suffix(got))}
+        assert set(got) == {
+            ("default", "web"),
+            ("payments", "billing-api-" + got_label_suffix(got)),
+        }
         web = got[("default", "web")]
         assert instance_health(web) == {"web-1": "passing", "web-2": "passing"}
         assert {i.port: i.weight for i in web.instances} == {8001: 1, 8002: 7}
-        assert all(i.id.startswith("syncmesh-consul-dev/") for i in web.instances)  # node + service ID
+        assert all(
+            i.id.startswith("syncmesh-consul-dev/") for i in web.instances
+        )  # node + service ID
 
         # Health flip: warning, then critical.
         await consul_put(consul, "/v1/agent/check/warn/ttl-web-2")
 
         async def web2(expected: str) -> bool:
-            return instance_health((await states(reader))[("default", "web")]).get("web-2") == expected
+            return (
+                instance_health((await states(reader))[("default", "web")]).get("web-2") == expected
+            )
 
         await wait_until(lambda: web2("warning"), 10, what="warning published")
         await consul_put(consul, "/v1/agent/check/fail/ttl-web-2")
@@ -103,7 +122,10 @@ async def test_register_health_flip_and_deregister(nats_peer: NatsPeer, consul: 
         await consul_put(consul, "/v1/agent/service/maintenance/web-1?enable=true&reason=test")
 
         async def web1_maint() -> bool:
-            return instance_health((await states(reader))[("default", "web")]).get("web-1") == "critical"
+            return (
+                instance_health((await states(reader))[("default", "web")]).get("web-1")
+                == "critical"
+            )
 
         await wait_until(web1_maint, 10, what="maintenance published")
 
@@ -118,7 +140,10 @@ async def test_register_health_flip_and_deregister(nats_peer: NatsPeer, consul: 
             return state.deleted and state.instances == []
 
         await wait_until(web_tombstoned, 10, what="tombstone")
-        assert agent.metrics.get_sample_value("syncmesh_edge_published_total", {"kind": "tombstone"}) == 1
+        assert (
+            agent.metrics.get_sample_value("syncmesh_edge_published_total", {"kind": "tombstone"})
+            == 1
+        )
         assert agent.metrics.get_sample_value("syncmesh_edge_services") == 2
 
 
@@ -133,7 +158,9 @@ async def has(nc: Any, key: tuple[str, str]) -> bool:
 
 
 @pytest.mark.reliability
-async def test_recovers_by_itself_after_consul_restart(nats_peer: NatsPeer, consul: ConsulPeer, reader: Any) -> None:
+async def test_recovers_by_itself_after_consul_restart(
+    nats_peer: NatsPeer, consul: ConsulPeer, reader: Any
+) -> None:
     # Raise the raft index well above what a fresh dev agent reaches after a
     # restart, so the restarted catalog's index is certain to go backwards.
     async with aiohttp.ClientSession() as http:
@@ -152,17 +179,23 @@ async def test_recovers_by_itself_after_consul_restart(nats_peer: NatsPeer, cons
 
         async def web_critical() -> bool:
             state = (await states(reader)).get(("default", "web"))
-            return state is not None and not state.deleted and state.instances[0].health == "critical"
+            return (
+                state is not None and not state.deleted and state.instances[0].health == "critical"
+            )
 
         await wait_until(web_critical, 30, what="health change after restart")
         # The restarted dev agent's raft index starts over: the loops noticed and reset.
         assert agent.source.index_resets >= 1
-        errors = agent.metrics.get_sample_value("syncmesh_edge_source_errors_total", {"reason": "consul_connect"})
+        errors = agent.metrics.get_sample_value(
+            "syncmesh_edge_source_errors_total", {"reason": "consul_connect"}
+        )
         assert errors is not None and errors >= 1
         assert agent.core is not None and agent.core.source_health == "ok"
 
 
-async def test_acl_token_and_forbidden_token(nats_peer: NatsPeer, reader: Any, tmp_path: Path) -> None:
+async def test_acl_token_and_forbidden_token(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path
+) -> None:
     async with consul_agent(acl=True, workdir=tmp_path / "consul-acl") as consul:
         assert consul.token
         await register(consul, "secure", "secure-1", 8443)
@@ -173,9 +206,30 @@ async def test_acl_token_and_forbidden_token(nats_peer: NatsPeer, reader: Any, t
         async with EdgeAgent(bad) as agent:
 
             async def forbidden() -> bool:
-                value = agent.metrics.get_sample_value("syncmesh_edge_source_errors_total", {"reason": "consul_forbidden"})
+                value = agent.metrics.get_sample_value(
+                    "syncmesh_edge_source_errors_total", {"reason": "consul_forbidden"}
+                )
                 return (value or 0) >= 1
 
             await wait_until(forbidden, 15, what="forbidden counted")
             assert agent.core is not None and agent.core.source_health == "degraded"
             assert not agent.core.source_synced
+
+
+async def test_port_change_without_check_change_is_found(
+    nats_peer: NatsPeer, consul: ConsulPeer, reader: Any
+) -> None:
+    await register(consul, "web", "web-1", 8001)
+    async with EdgeAgent(edge_config(nats_peer, consul)) as agent:
+        await agent.wait_synced(30)
+        # Same check, new port: only the services table changes (no check to attribute it
+        # to), so the agent falls back to a bounded re-list.
+        await register(consul, "web", "web-1", 8011)
+
+        async def moved() -> bool:
+            state = (await states(reader))[("default", "web")]
+            return [i.port for i in state.instances] == [8011]
+
+        await wait_until(moved, 15, what="port change published")
+        assert isinstance(agent.source, ConsulSource) and agent.core is not None
+        assert agent.core.source_health == "ok"

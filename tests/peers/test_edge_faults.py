@@ -26,7 +26,12 @@ def service_file(services: dict[str, list[tuple[str, int, str]]]) -> str:
     for name, instances in services.items():
         lines += ["[[services]]", f'name = "{name}"']
         for address, port, health in instances:
-            lines += ["[[services.instances]]", f'address = "{address}"', f"port = {port}", f'health = "{health}"']
+            lines += [
+                "[[services.instances]]",
+                f'address = "{address}"',
+                f"port = {port}",
+                f'health = "{health}"',
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -61,7 +66,10 @@ def live_view(states: dict[tuple[str, str], ServiceState]) -> dict[str, list[tup
 
 def published(agent: EdgeAgent) -> float:
     m = agent.metrics
-    return sum(m.get_sample_value("syncmesh_edge_published_total", {"kind": k}) or 0 for k in ("service", "tombstone"))
+    return sum(
+        m.get_sample_value("syncmesh_edge_published_total", {"kind": k}) or 0
+        for k in ("service", "tombstone")
+    )
 
 
 async def test_nats_down_20s_while_source_changes(nats_peer: NatsPeer, tmp_path: Path) -> None:
@@ -86,10 +94,15 @@ async def test_nats_down_20s_while_source_changes(nats_peer: NatsPeer, tmp_path:
         del current["a"]
         current["c"] = [("10.0.0.4", 81, "passing")]
         for n in range(10):
-            current["b"] = [("10.0.0.2", 80, "critical" if n % 2 == 0 else "warning"), ("10.0.1.2", 9000 + n, "passing")]
+            current["b"] = [
+                ("10.0.0.2", 80, "critical" if n % 2 == 0 else "warning"),
+                ("10.0.1.2", 9000 + n, "passing"),
+            ]
             path.write_text(service_file(current))
             await asyncio.sleep(0.5)
-        assert agent.core is not None and agent.core.state.dirty_count == 3  # latest state per key only
+        assert (
+            agent.core is not None and agent.core.state.dirty_count == 3
+        )  # latest state per key only
         await asyncio.sleep(max(0.0, outage_end - loop.time()))
         await nats_peer.start_node(0)
 
@@ -109,9 +122,13 @@ def _disconnected(agent: EdgeAgent) -> Any:
     return check
 
 
-async def test_agent_killed_services_deleted_then_restarted_tombstones_appear(nats_peer: NatsPeer, tmp_path: Path) -> None:
+async def test_agent_killed_services_deleted_then_restarted_tombstones_appear(
+    nats_peer: NatsPeer, tmp_path: Path
+) -> None:
     path = tmp_path / "services.toml"
-    path.write_text(service_file({n: [("10.0.0.1", 80 + i, "passing")] for i, n in enumerate(["x", "y", "z"])}))
+    path.write_text(
+        service_file({n: [("10.0.0.1", 80 + i, "passing")] for i, n in enumerate(["x", "y", "z"])})
+    )
     ready = asyncio.Event()
     task = asyncio.create_task(run_edge(edge_config(nats_peer, path), ready))
     await asyncio.wait_for(ready.wait(), 10)
@@ -135,3 +152,24 @@ async def test_agent_killed_services_deleted_then_restarted_tombstones_appear(na
         assert final[("default", "x")].epoch == agent.epoch > first_epoch
         assert live_view(final) == {"z": [("10.0.0.1", 82, "passing")]}
         assert agent.metrics.get_sample_value("syncmesh_edge_start_tombstones_total") == 2
+
+
+async def test_nats_unreachable_at_start(nats_peer: NatsPeer, tmp_path: Path) -> None:
+    path = tmp_path / "services.toml"
+    path.write_text(service_file({"early": [("10.0.0.9", 90, "passing")]}))
+    await nats_peer.stop_node(0)
+    async with EdgeAgent(edge_config(nats_peer, path)) as agent:
+        # The source is read while NATS is away; nothing is lost, nothing crashes.
+        await wait_until(_source_synced(agent), 10, what="source read without NATS")
+        await asyncio.sleep(2.0)
+        assert not agent.synced
+        await nats_peer.start_node(0)
+        await agent.wait_synced(60)
+        assert live_view(await stream_states(nats_peer)) == {"early": [("10.0.0.9", 90, "passing")]}
+
+
+def _source_synced(agent: EdgeAgent) -> Any:
+    async def check() -> bool:
+        return agent.core is not None and agent.core.source_synced
+
+    return check

@@ -66,7 +66,9 @@ async def states(nc: Any, cluster: str = "east") -> dict[tuple[str, str], Servic
     return {k: v for k, v in found.items() if v is not None}
 
 
-async def test_publishes_reloads_and_tombstones(nats_peer: NatsPeer, reader: Any, tmp_path: Path) -> None:
+async def test_publishes_reloads_and_tombstones(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "services.toml"
     path.write_text(ORDERS)
     async with EdgeAgent(edge_config(nats_peer, path)) as agent:
@@ -78,9 +80,11 @@ async def test_publishes_reloads_and_tombstones(nats_peer: NatsPeer, reader: Any
         assert bar.epoch == agent.epoch and bar.source == "file"
 
         # Edit: orders goes critical, com.foo.Bar disappears.
-        path.write_text(ORDERS.split("[[services]]\nname = \"com.foo.Bar\"")[0].replace(
-            "port = 8080", 'port = 8080\nhealth = "critical"'
-        ))
+        path.write_text(
+            ORDERS.split('[[services]]\nname = "com.foo.Bar"')[0].replace(
+                "port = 8080", 'port = 8080\nhealth = "critical"'
+            )
+        )
 
         async def reloaded() -> bool:
             got = await states(reader)
@@ -95,7 +99,9 @@ async def test_publishes_reloads_and_tombstones(nats_peer: NatsPeer, reader: Any
         assert len(set(revisions)) == len(revisions)  # one counter, one revision per message
 
 
-async def test_bad_file_keeps_last_good_state_and_is_counted(nats_peer: NatsPeer, reader: Any, tmp_path: Path) -> None:
+async def test_bad_file_keeps_last_good_state_and_is_counted(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "services.toml"
     path.write_text(ORDERS)
     async with EdgeAgent(edge_config(nats_peer, path)) as agent:
@@ -104,7 +110,12 @@ async def test_bad_file_keeps_last_good_state_and_is_counted(nats_peer: NatsPeer
         path.write_text("[[services]]\nname = 'x'\ncolour = 'red'\n")
 
         async def rejected() -> bool:
-            return (agent.metrics.get_sample_value("syncmesh_edge_invalid_input_total", {"reason": "file_schema"}) or 0) >= 1
+            return (
+                agent.metrics.get_sample_value(
+                    "syncmesh_edge_invalid_input_total", {"reason": "file_schema"}
+                )
+                or 0
+            ) >= 1
 
         await wait_until(rejected, 10, what="bad file counted")
         await asyncio.sleep(0.5)
@@ -121,9 +132,13 @@ async def _ok(agent: EdgeAgent) -> bool:
     return agent.core is not None and agent.core.source_health == "ok"
 
 
-async def test_beats_resync_and_metrics_endpoint(nats_peer: NatsPeer, reader: Any, tmp_path: Path) -> None:
+async def test_beats_resync_and_metrics_endpoint(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "services.yaml"
-    path.write_text("services:\n  - name: web\n    instances:\n      - {address: 10.0.0.7, port: 80}\n")
+    path.write_text(
+        "services:\n  - name: web\n    instances:\n      - {address: 10.0.0.7, port: 80}\n"
+    )
     cfg = edge_config(
         nats_peer,
         path,
@@ -142,13 +157,23 @@ async def test_beats_resync_and_metrics_endpoint(nats_peer: NatsPeer, reader: An
             return beat.services == 1 and beat.digest != ""
 
         await wait_until(beat_with_digest, 10, what="beat")
-        beat = decode_cluster_beat((await js.get_last_msg(subjects.STREAM, subjects.cluster_subject("east"))).data)
+        beat = decode_cluster_beat(
+            (await js.get_last_msg(subjects.STREAM, subjects.cluster_subject("east"))).data
+        )
         assert beat.gateways[0].port == 8443 and beat.locality.zone == "eu-1"
-        assert beat.client_cidrs == ["10.0.0.0/16"] and beat.source_kind == "file" and beat.source_health == "ok"
+        assert (
+            beat.client_cidrs == ["10.0.0.0/16"]
+            and beat.source_kind == "file"
+            and beat.source_health == "ok"
+        )
         assert beat.epoch == agent.epoch
 
         before = (await states(reader))[("default", "web")].revision
-        reply = await reader.request(subjects.resync_subject("east"), json.dumps({"schema": 1, "reason": "test"}).encode(), timeout=5)
+        reply = await reader.request(
+            subjects.resync_subject("east"),
+            json.dumps({"schema": 1, "reason": "test"}).encode(),
+            timeout=5,
+        )
         assert json.loads(reply.data) == {"ok": True}
 
         async def republished() -> bool:
@@ -160,11 +185,19 @@ async def test_beats_resync_and_metrics_endpoint(nats_peer: NatsPeer, reader: An
         await reader.flush()
 
         async def counted() -> bool:
-            return (agent.metrics.get_sample_value("syncmesh_edge_invalid_input_total", {"reason": "resync_malformed"}) or 0) == 1
+            return (
+                agent.metrics.get_sample_value(
+                    "syncmesh_edge_invalid_input_total", {"reason": "resync_malformed"}
+                )
+                or 0
+            ) == 1
 
         await wait_until(counted, 5, what="malformed resync counted")
 
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{agent.metrics_port}/metrics") as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{agent.metrics_port}/metrics") as resp,
+        ):
             text = await resp.text()
         assert resp.status == 200
         assert 'syncmesh_edge_published_total{kind="service"}' in text
@@ -178,7 +211,9 @@ async def test_run_edge_with_nats_auth_until_cancelled(tmp_path: Path) -> None:
         ready = asyncio.Event()
         task = asyncio.create_task(run_edge(edge_config(peer, path), ready))
         await asyncio.wait_for(ready.wait(), 10)
-        nc = await natsconn.connect(natsconn.NatsConfig(servers=[peer.url], user="edge", password="s3cret"))
+        nc = await natsconn.connect(
+            natsconn.NatsConfig(servers=[peer.url], user="edge", password="s3cret")
+        )
         try:
             await wait_until(lambda: _count(nc, 2), 20, what="published with user/password auth")
         finally:
@@ -190,3 +225,38 @@ async def test_run_edge_with_nats_auth_until_cancelled(tmp_path: Path) -> None:
 
 async def _count(nc: Any, n: int) -> bool:
     return len(await states(nc)) == n
+
+
+@pytest.mark.security
+async def test_spoofed_or_malformed_input_is_counted_and_harmless(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path
+) -> None:
+    # Garbage under this cluster's subject before the agent starts: at start-up it
+    # is counted, and tombstoned because the source has no such service.
+    js = reader.jetstream()
+    await natsconn.ensure_stream(js)
+    await js.publish("syncmesh.v1.svc.east.default.ghost", b'{"schema": 1, "cluster": "EAST!"}')
+    path = tmp_path / "services.toml"
+    path.write_text(ORDERS)
+    async with EdgeAgent(edge_config(nats_peer, path)) as agent:
+        await agent.wait_synced(30)
+        ghost = (await states(reader))[("default", "ghost")]
+        assert ghost.deleted and ghost.epoch == agent.epoch
+        invalid = agent.metrics.get_sample_value
+        assert invalid("syncmesh_edge_invalid_input_total", {"reason": "stream_malformed"}) == 1
+
+        before = {k: v.revision for k, v in (await states(reader)).items()}
+        await reader.publish(subjects.resync_subject("east"), b"x" * (70 * 1024))
+        await reader.publish(subjects.resync_subject("east"), b'{"schema": "one"}')
+        await reader.flush()
+
+        async def both_counted() -> bool:
+            return (
+                invalid("syncmesh_edge_invalid_input_total", {"reason": "resync_oversized"}) == 1
+                and invalid("syncmesh_edge_invalid_input_total", {"reason": "resync_malformed"}) == 1
+            )
+
+        await wait_until(both_counted, 5, what="bad resync requests counted")
+        await asyncio.sleep(0.5)
+        assert {k: v.revision for k, v in (await states(reader)).items()} == before  # nothing republished
+        assert invalid("syncmesh_edge_resync_requests_total", {"outcome": "done"}) is None

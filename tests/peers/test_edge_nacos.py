@@ -54,7 +54,11 @@ async def create_namespace(peer: NacosPeer, namespace_id: str) -> None:
         async with http.post(
             f"{peer.base_url}/v1/console/namespaces",
             params={"accessToken": token},
-            data={"customNamespaceId": namespace_id, "namespaceName": namespace_id, "namespaceDesc": "edge test"},
+            data={
+                "customNamespaceId": namespace_id,
+                "namespaceName": namespace_id,
+                "namespaceDesc": "edge test",
+            },
         ) as resp:
             assert resp.status == 200, await resp.text()
 
@@ -80,14 +84,20 @@ async def test_register_deregister_weight_zero_disabled_groups_namespaces(
     dev = await naming(nacos, tmp_path / "reg-dev", "dev")
     nc = await natsconn.connect(natsconn.NatsConfig(servers=[nats_peer.url]))
     try:
-        await public.register_instance(RegisterInstanceParam(service_name="com.foo.Orders", ip="10.0.0.1", port=80))
+        await public.register_instance(
+            RegisterInstanceParam(service_name="com.foo.Orders", ip="10.0.0.1", port=80)
+        )
         await second.register_instance(
-            RegisterInstanceParam(service_name="com.foo.Orders", ip="10.0.0.2", port=80, weight=2.5, cluster_name="c2")
+            RegisterInstanceParam(
+                service_name="com.foo.Orders", ip="10.0.0.2", port=80, weight=2.5, cluster_name="c2"
+            )
         )
         await public.register_instance(
             RegisterInstanceParam(service_name="checkout", group_name="pay", ip="10.0.1.1", port=81)
         )
-        await dev.register_instance(RegisterInstanceParam(service_name="inventory", ip="10.0.2.1", port=82))
+        await dev.register_instance(
+            RegisterInstanceParam(service_name="inventory", ip="10.0.2.1", port=82)
+        )
         cfg = msgspec.convert(
             {
                 "cluster": "west",
@@ -126,7 +136,9 @@ async def test_register_deregister_weight_zero_disabled_groups_namespaces(
 
             # Weight 0: still published, with weight 0 (the registry does not route to it).
             await public.update_instance(
-                RegisterInstanceParam(service_name="com.foo.Orders", ip="10.0.0.1", port=80, weight=0.0)
+                RegisterInstanceParam(
+                    service_name="com.foo.Orders", ip="10.0.0.1", port=80, weight=0.0
+                )
             )
 
             async def weight_zero() -> bool:
@@ -137,7 +149,13 @@ async def test_register_deregister_weight_zero_disabled_groups_namespaces(
             # Disabled: Nacos 2.x does not push disabled instances to subscribers,
             # so it leaves the published set (it would be "critical" if pushed).
             await second.update_instance(
-                RegisterInstanceParam(service_name="com.foo.Orders", ip="10.0.0.2", port=80, cluster_name="c2", enabled=False)
+                RegisterInstanceParam(
+                    service_name="com.foo.Orders",
+                    ip="10.0.0.2",
+                    port=80,
+                    cluster_name="c2",
+                    enabled=False,
+                )
             )
 
             async def disabled_gone() -> bool:
@@ -146,7 +164,9 @@ async def test_register_deregister_weight_zero_disabled_groups_namespaces(
             await wait_until(disabled_gone, 15, what="disabled instance not routable")
 
             # Deregistering the last instance: an empty state, never a stale one.
-            await dev.deregister_instance(DeregisterInstanceParam(service_name="inventory", ip="10.0.2.1", port=82))
+            await dev.deregister_instance(
+                DeregisterInstanceParam(service_name="inventory", ip="10.0.2.1", port=82)
+            )
 
             async def dev_empty() -> bool:
                 state = (await states(nc))[DEV]
@@ -155,7 +175,9 @@ async def test_register_deregister_weight_zero_disabled_groups_namespaces(
             await wait_until(dev_empty, 15, what="deregistration published")
 
             # A new service is found by the periodic list and followed by push.
-            await public.register_instance(RegisterInstanceParam(service_name="late", ip="10.0.3.1", port=83))
+            await public.register_instance(
+                RegisterInstanceParam(service_name="late", ip="10.0.3.1", port=83)
+            )
 
             async def late_seen() -> bool:
                 state = (await states(nc)).get(("default", "late"))
@@ -171,7 +193,9 @@ async def test_register_deregister_weight_zero_disabled_groups_namespaces(
             await client.shutdown()
 
 
-async def test_wrong_password_is_a_degraded_source_not_a_crash(nats_peer: NatsPeer, nacos: NacosPeer, tmp_path: Path) -> None:
+async def test_wrong_password_is_a_degraded_source_not_a_crash(
+    nats_peer: NatsPeer, nacos: NacosPeer, tmp_path: Path
+) -> None:
     cfg = msgspec.convert(
         {
             "cluster": "west",
@@ -192,14 +216,10 @@ async def test_wrong_password_is_a_degraded_source_not_a_crash(nats_peer: NatsPe
     async with EdgeAgent(cfg) as agent:
 
         async def degraded() -> bool:
-            total = sum(
-                s.value
-                for metric in agent.metrics.collect()
-                if metric.name == "syncmesh_edge_source_errors"
-                for s in metric.samples
-                if s.name.endswith("_total")
+            value = agent.metrics.get_sample_value(
+                "syncmesh_edge_source_errors_total", {"reason": "nacos_auth"}
             )
-            return total >= 1
+            return (value or 0) >= 1
 
         await wait_until(degraded, 30, what="source error counted")
         assert agent.core is not None and not agent.core.source_synced
