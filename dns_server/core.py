@@ -1,10 +1,12 @@
 """Query bytes in, response bytes out: the sans-IO heart of the DNS server.
 
-``hot`` answers the common query (one question, no EDNS or EDNS without
-options, answer cached) with two dict lookups and a few byte slices, or
-returns None. ``handle`` answers everything else and never raises: bad input
-is counted by reason and answered with FORMERR/NOTIMP/BADVERS, or dropped
-when no answer is possible. Counters are plain ints, exported by a collector.
+``hot`` answers a UDP packet already seen from the client's ranking class
+(level-1 cache: two dict lookups, patch the id) or returns None. The UDP
+adapters inline the same lookup. ``handle`` answers everything else and never
+raises: it parses with ``wire.parse_query``, serves level-2 templates (or
+resolves and renders them on a miss), fills level 1, and answers bad input
+with FORMERR/NOTIMP/BADVERS or drops it, counted by reason. Counters are
+plain ints, exported by a collector.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class Stats:
 
     @property
     def hits(self) -> int:
-        return sum(c[0] for c in self.cells.values())
+        # list() first: a scrape may run on another thread while cells are added.
+        return sum(c[0] for c in list(self.cells.values()))
 
 
 def _error_response(error: QueryError) -> bytes | None:

@@ -9,8 +9,8 @@ Below ``svc.<zone>`` the number of labels tells the form apart::
                                                       SRV target: one gateway
 
 ``<gateway>`` is the gateway's IP address as a label (``10-0-0-1``; IPv6 as
-its eight exploded groups joined by ``-``), so a target name never changes
-while the gateway exists.
+its eight groups in hex without leading zeros joined by ``-``, ``fd00-0-0-0-0-0-0-9``),
+so a target name never changes while the gateway exists.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def gateway_label(address: str) -> str | None:
         return None
     if isinstance(ip, ipaddress.IPv4Address):
         return str(ip).replace(".", "-")
-    return ip.exploded.replace(":", "-")
+    return "-".join(f"{int(group, 16):x}" for group in ip.exploded.split(":"))
 
 
 def service_name(key: ServiceKey, zone: str) -> str:

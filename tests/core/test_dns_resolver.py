@@ -161,14 +161,14 @@ def test_srv_lists_every_candidate_with_rank_priority_and_glue() -> None:
         (0, 50, 443, f"10-0-0-2.east.{base}"),
         (0, 100, 443, f"10-0-0-1.east.{base}"),
         (1, 100, 8443, f"10-9-0-1.west.{base}"),
-        (1, 100, 8443, f"fd00-0000-0000-0000-0000-0000-0000-0009.west.{base}"),
-        (2, 100, 443, f"fd00-0000-0000-0000-0000-0000-0000-0005.south.{base}"),
+        (1, 100, 8443, f"fd00-0-0-0-0-0-0-9.west.{base}"),
+        (2, 100, 443, f"fd00-0-0-0-0-0-0-5.south.{base}"),
     ]
     glue = {
         rrset.name.to_text().lower(): [rd.to_text() for rd in rrset] for rrset in message.additional
     }
     assert glue[f"10-0-0-2.east.{base}"] == ["10.0.0.2"]
-    assert glue[f"fd00-0000-0000-0000-0000-0000-0000-0005.south.{base}"] == ["fd00::5"]
+    assert glue[f"fd00-0-0-0-0-0-0-5.south.{base}"] == ["fd00::5"]
     # Every target resolves in the zone to its one gateway.
     for _, _, _, target in records:
         rdtype = "AAAA" if target.startswith("fd00") else "A"
