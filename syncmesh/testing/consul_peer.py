@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from syncmesh.testing._proc import ManagedProcess, PeerStartError, free_port
+from syncmesh.testing.certs import TestCerts, make_certs
 from syncmesh.testing.consul_build import ensure_consul
 
 __all__ = ["ConsulPeer", "PeerStartError", "consul_agent"]
@@ -41,6 +42,9 @@ class ConsulPeer:
     serf_lan_port: int = 0
     server_port: int = 0
     data_dir: Path = field(default_factory=Path)
+    # With tls=True: the HTTPS listener and the CA that signed its certificate.
+    https_addr: str = ""
+    ca_file: str = ""
 
     def headers(self) -> dict[str, str]:
         return {"X-Consul-Token": self.token} if self.token else {}
@@ -93,7 +97,8 @@ class ConsulPeer:
 
 
 def _agent_config(
-    http: int, dns: int, serf_lan: int, server: int, data_dir: Path, token: str | None
+    http: int, dns: int, serf_lan: int, server: int, data_dir: Path, token: str | None,
+    https: int = -1, certs: TestCerts | None = None,
 ) -> dict[str, object]:
     config: dict[str, object] = {
         "node_name": "syncmesh-consul-dev",
@@ -105,7 +110,7 @@ def _agent_config(
         # servers) would collide between agents and with other services.
         "ports": {
             "http": http,
-            "https": -1,
+            "https": https,
             "dns": dns,
             "serf_lan": serf_lan,
             "serf_wan": -1,
@@ -117,6 +122,9 @@ def _agent_config(
         "disable_update_check": True,
         "log_level": "INFO",
     }
+    if certs is not None:
+        config["tls"] = {"defaults": {"ca_file": str(certs.ca), "cert_file": str(certs.cert),
+                                      "key_file": str(certs.key), "verify_incoming": False}}
     if token is not None:
         config["primary_datacenter"] = "dc1"
         config["acl"] = {
@@ -142,7 +150,9 @@ async def _consul_version(binary: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def consul_agent(acl: bool = False, workdir: Path | None = None) -> AsyncIterator[ConsulPeer]:
+async def consul_agent(
+    acl: bool = False, workdir: Path | None = None, tls: bool = False
+) -> AsyncIterator[ConsulPeer]:
     """Start ``consul agent -dev`` on free 127.0.0.1 ports; yield a ready ConsulPeer."""
     # The first call may build Consul (minutes); keep the event loop free.
     binary = await asyncio.to_thread(ensure_consul)
@@ -156,9 +166,13 @@ async def consul_agent(acl: bool = False, workdir: Path | None = None) -> AsyncI
         data_dir.mkdir(exist_ok=True)
         http, dns, serf_lan, server = (free_port() for _ in range(4))
         token = str(uuid.uuid4()) if acl else None
+        https = free_port() if tls else -1
+        certs = make_certs(workdir / "tls") if tls else None
         config_file = workdir / "agent.json"
         config_file.write_text(
-            json.dumps(_agent_config(http, dns, serf_lan, server, data_dir, token), indent=2)
+            json.dumps(
+                _agent_config(http, dns, serf_lan, server, data_dir, token, https, certs), indent=2
+            )
         )
         # The token is a secret only for this throwaway agent; still keep the
         # file private so it is not world-readable on shared CI hosts.
@@ -190,6 +204,8 @@ async def consul_agent(acl: bool = False, workdir: Path | None = None) -> AsyncI
             serf_lan_port=serf_lan,
             server_port=server,
             data_dir=data_dir,
+            https_addr=f"127.0.0.1:{https}" if tls else "",
+            ca_file=str(certs.ca) if certs else "",
         )
         try:
             process.start()

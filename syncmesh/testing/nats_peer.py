@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncmesh.testing._proc import ManagedProcess, PeerStartError, free_port, wait_until
+from syncmesh.testing.certs import TestCerts, make_certs
 
 __all__ = ["nats_server_binary", "nats_version", "NatsNode", "NatsPeer", "nats_server"]
 
@@ -60,6 +61,8 @@ class NatsPeer:
     workdir: Path
     user: str | None = None
     password: str | None = None
+    # With tls=True: clients verify the server with ``certs.ca``.
+    certs: TestCerts | None = None
     _stopped: set[str] = field(default_factory=set)
 
     @property
@@ -90,7 +93,10 @@ class NatsPeer:
             await node.process.stop()
 
 
-def _config(node: NatsNode, routes: list[int], jetstream: bool, users: dict[str, str] | None) -> str:
+def _config(
+    node: NatsNode, routes: list[int], jetstream: bool, users: dict[str, str] | None,
+    tls: TestCerts | None,
+) -> str:
     lines = [
         f'server_name: "{node.name}"',
         "host: 127.0.0.1",
@@ -100,6 +106,10 @@ def _config(node: NatsNode, routes: list[int], jetstream: bool, users: dict[str,
     ]
     if jetstream:
         lines.append(f'jetstream {{ store_dir: "{node.store_dir}", max_mem: 256MB, max_file: 4GB }}')
+    if tls is not None:
+        lines.append(
+            f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}", ca_file: "{tls.ca}" }}'
+        )
     if users:
         entries = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in users.items())
         lines.append(f"authorization {{ users: [{entries}] }}")
@@ -144,6 +154,7 @@ async def nats_server(
     jetstream: bool = True,
     users: dict[str, str] | None = None,
     workdir: Path | None = None,
+    tls: bool = False,
 ) -> AsyncIterator[NatsPeer]:
     """Start 1 or N nodes; with N>1 they form one cluster able to hold R3 streams."""
     own_tmp = None
@@ -173,9 +184,10 @@ async def nats_server(
             )
         )
     routes = [n.cluster_port for n in nodes] if cluster_size > 1 else []
+    certs = make_certs(workdir / "tls") if tls else None
     for node in nodes:
-        node.config_path.write_text(_config(node, routes, jetstream, users))
-    peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir)
+        node.config_path.write_text(_config(node, routes, jetstream, users, certs))
+    peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir, certs=certs)
     if users:
         peer.user, peer.password = next(iter(users.items()))
     try:

@@ -1,0 +1,211 @@
+"""Gateway probes with scripted time: the state table, rise/fall, scheduling, RTT hysteresis."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from global_registry.config import LimitsConfig, ProbeConfig, StaleConfig
+from global_registry.probe_fsm import TRANSITIONS, UP_STATES, GatewayState, step
+from global_registry.probes import GatewayId, GatewayProbes, GatewayStatus, ProbeOutcome
+from global_registry.rtt import RttEstimate, RttScale
+from global_registry.samples import cluster_beat, service_state
+from global_registry.view import RegistryView
+from syncmesh.schema import Gateway, Locality
+from syncmesh.view_api import ServiceKey, ViewChange
+
+pytestmark = pytest.mark.core
+
+S = GatewayState
+OK = ProbeOutcome(True, 0.002)
+FAIL = ProbeOutcome(False, kind="refused")
+GW = GatewayId("east", "192.0.2.1", 443)
+
+
+def run(outcomes: str, rise: int = 2, fall: int = 3) -> list[GatewayState]:
+    state, count, seen = S.UNKNOWN, 0, []
+    for o in outcomes:
+        state, count = step(state, count, o == "+", rise, fall)
+        seen.append(state)
+    return seen
+
+
+def test_table_covers_every_state_and_outcome() -> None:
+    for state in GatewayState:
+        for ok in (True, False):
+            assert (state, ok, "-") in TRANSITIONS
+
+
+def test_first_outcome_decides_at_once() -> None:
+    assert run("+") == [S.UP]
+    assert run("-") == [S.DOWN]
+
+
+def test_fall_consecutive_failures_take_a_gateway_down() -> None:
+    assert run("+---", fall=3) == [S.UP, S.FAILING, S.FAILING, S.DOWN]
+    # One success in between starts the count over.
+    assert run("+--+--", fall=3)[-1] == S.FAILING
+    assert all(s in UP_STATES for s in run("+--+--", fall=3))
+
+
+def test_rise_consecutive_successes_bring_it_back() -> None:
+    assert run("-++", rise=2) == [S.DOWN, S.RISING, S.UP]
+    assert run("-+-+", rise=2) == [S.DOWN, S.RISING, S.DOWN, S.RISING]
+    assert run("-+", rise=1) == [S.DOWN, S.UP]
+    assert run("+-", fall=1) == [S.UP, S.DOWN]
+
+
+def probes(**config: object) -> GatewayProbes:
+    defaults: dict[str, object] = {"interval_s": 1.0, "jitter": 0.1, "max_concurrent": 2}
+    defaults.update(config)
+    return GatewayProbes(ProbeConfig(**defaults), random.Random(7))  # type: ignore[arg-type]
+
+
+def test_new_targets_start_within_the_jitter_window_and_respect_the_bound() -> None:
+    p = probes()
+    targets = [GatewayId("c", "192.0.2.1", port) for port in (1, 2, 3)]
+    p.set_targets(targets, now=10.0)
+    wake = p.next_wakeup()
+    assert wake is not None and 10.0 <= wake <= 10.1
+    started = p.take_due(10.1)
+    assert len(started) == 2, "max_concurrent bounds probes in flight"
+    assert p.take_due(10.1) == []
+    assert p.next_wakeup() is None, "no room until one finishes"
+    p.record(started[0], OK, now=10.2)
+    assert len(p.take_due(10.2)) == 1
+
+
+def test_next_probe_follows_the_interval_with_jitter() -> None:
+    p = probes()
+    p.set_targets([GW], now=0.0)
+    (gw,) = p.take_due(1.0)
+    p.record(gw, OK, now=1.0)
+    wake = p.next_wakeup()
+    assert wake is not None and 1.9 <= wake <= 2.1
+    assert p.take_due(1.5) == []
+
+
+def test_removed_targets_are_forgotten_even_in_flight() -> None:
+    p = probes()
+    p.set_targets([GW], now=0.0)
+    (gw,) = p.take_due(1.0)
+    assert p.set_targets([], now=1.0) == [GW]
+    assert p.record(gw, OK, now=1.1) is None
+    assert p.in_flight == 0 and p.all_probed()
+
+
+def test_record_reports_state_rtt_and_readiness() -> None:
+    p = probes(fall=2)
+    p.set_targets([GW], now=0.0)
+    assert not p.all_probed()
+    p.take_due(1.0)
+    status = p.record(GW, OK, now=1.0)
+    assert status == GatewayStatus(state=S.UP, up=True, rtt_ms=2.0, rtt_bucket=1)
+    assert p.all_probed()
+    for t in (2.5, 4.0):
+        assert p.take_due(t) == [GW]
+        status = p.record(GW, FAIL, now=t)
+    assert status is not None and status.state == S.DOWN and not status.up
+    detail = p.details()[GW]
+    assert detail.last_outcome == "refused" and detail.probes == 3
+
+
+def test_rtt_bucket_is_sticky_within_half_a_bucket() -> None:
+    scale = RttScale(floor_ms=1.0, ratio=0.5, alpha=1.0)
+    rtt = RttEstimate()
+    assert rtt.add(10.0, scale)
+    first = rtt.bucket
+    assert first == int(scale.position(10.0))
+    # Jitter around the same value never moves the bucket.
+    for sample in (9.0, 11.0, 8.5, 12.5, 10.0):
+        assert not rtt.add(sample, scale)
+    assert rtt.bucket == first
+    # A real move does.
+    assert rtt.add(40.0, scale)
+    assert rtt.bucket is not None and first is not None and rtt.bucket > first
+
+
+def test_rtt_below_the_floor_is_one_bucket() -> None:
+    scale = RttScale(floor_ms=1.0)
+    assert scale.position(0.05) == scale.position(0.9) == 0.0
+
+
+def test_rtt_is_a_moving_average() -> None:
+    scale = RttScale(alpha=0.5)
+    rtt = RttEstimate()
+    rtt.add(10.0, scale)
+    rtt.add(20.0, scale)
+    assert rtt.average_ms == 15.0
+
+
+def view_with(clusters: dict[str, int | None]) -> RegistryView:
+    """Clusters with one up gateway each, in the given RTT bucket, all offering web."""
+    view = RegistryView(StaleConfig(), LimitsConfig(), Locality())
+    for name, bucket in clusters.items():
+        view.apply_beat(cluster_beat(name, gateways=[Gateway(address="192.0.2.1", port=443)]), 0.0)
+        view.apply_service(service_state(name, "web"))
+        view.apply_service(service_state(name, f"only-{name}"))
+        view.set_gateway_status(
+            GatewayId(name, "192.0.2.1", 443),
+            GatewayStatus(state=S.UP, up=True, rtt_ms=None if bucket is None else float(bucket), rtt_bucket=bucket),
+        )
+    return view
+
+
+def keys(*names: str) -> frozenset[ServiceKey]:
+    out = {ServiceKey("default", "web")}
+    out.update(ServiceKey("default", f"only-{n}") for n in names)
+    return frozenset(out)
+
+
+def status(bucket: int | None, up: bool = True) -> GatewayStatus:
+    return GatewayStatus(state=S.UP if up else S.DOWN, up=up, rtt_ms=None if bucket is None else float(bucket), rtt_bucket=bucket)
+
+
+def test_rtt_jitter_inside_a_bucket_is_no_view_change() -> None:
+    view = view_with({"a": 2, "b": 5})
+    same_bucket = GatewayStatus(state=S.UP, up=True, rtt_ms=2.7, rtt_bucket=2)
+    assert view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), same_bucket) == ViewChange()
+    assert view.resolve(ServiceKey("default", "web"), None).clusters[0].rtt_ms == 2.7
+
+
+def test_a_bucket_move_that_keeps_the_order_is_no_view_change() -> None:
+    view = view_with({"a": 2, "b": 5})
+    assert view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), status(3)) == ViewChange()
+
+
+def test_a_bucket_move_that_reorders_names_both_clusters_services() -> None:
+    view = view_with({"a": 2, "b": 5, "c": 9})
+    change = view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), status(6))
+    assert change == ViewChange(services=keys("a", "b"))
+    order = [c.cluster for c in view.resolve(ServiceKey("default", "web"), None).clusters]
+    assert order == ["b", "a", "c"]
+
+
+def test_starting_or_ending_a_tie_is_a_view_change() -> None:
+    view = view_with({"a": 2, "b": 5})
+    change = view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), status(5))
+    assert change == ViewChange(services=keys("a", "b"))
+    reasons = [c.reason for c in view.resolve(ServiceKey("default", "web"), None).clusters]
+    assert reasons == ["order", "order"]
+
+
+def test_a_gateway_going_down_names_its_clusters_services() -> None:
+    view = view_with({"a": 2, "b": 5})
+    change = view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), status(2, up=False))
+    assert keys("a") <= change.services
+    assert [c.cluster for c in view.resolve(ServiceKey("default", "web"), None).clusters] == ["b"]
+
+
+def test_a_reorder_across_many_clusters_is_reported_as_everything() -> None:
+    view = view_with({f"c{i}": 4 for i in range(10)})
+    change = view.set_gateway_status(GatewayId("c0", "192.0.2.1", 443), status(1))
+    assert change == ViewChange(everything=True)
+
+
+def test_no_cluster_wide_changes_are_worked_out_while_catching_up() -> None:
+    view = view_with({"a": 2, "b": 5})
+    view.quiet = True
+    assert view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), status(2, up=False)) == ViewChange()
+    assert [c.cluster for c in view.resolve(ServiceKey("default", "web"), None).clusters] == ["b"]

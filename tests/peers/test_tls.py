@@ -1,0 +1,62 @@
+"""TLS end to end: the agent reads Consul over HTTPS (CA file) and publishes to a
+nats-server that only speaks TLS; a client without the CA is refused."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import aiohttp
+import nats
+import pytest
+
+from edge_sync.app import EdgeAgent
+from edge_sync.config import ConsulSourceConfig, EdgeConfig, SourceConfig
+from edge_sync.remote_state import read_last_states
+from syncmesh.natsconn import NatsConfig, connect
+from syncmesh.testing._proc import wait_until
+from syncmesh.testing.consul_peer import consul_agent
+from syncmesh.testing.nats_peer import nats_server
+
+pytestmark = [pytest.mark.peers, pytest.mark.security]
+
+
+async def test_agent_over_tls_to_consul_and_nats(tmp_path: Path) -> None:
+    async with (
+        nats_server(workdir=tmp_path / "nats", tls=True) as nats_peer,
+        consul_agent(workdir=tmp_path / "consul", tls=True) as consul,
+    ):
+        assert nats_peer.certs is not None and consul.https_addr
+        ca = str(nats_peer.certs.ca)
+        ctx = ssl.create_default_context(cafile=consul.ca_file)
+        async with aiohttp.ClientSession() as http:
+            body = {"ID": "pay-1", "Name": "payments", "Address": "10.1.0.1", "Port": 8080}
+            async with http.put(f"https://{consul.https_addr}/v1/agent/service/register",
+                                json=body, ssl=ctx) as resp:
+                assert resp.status == 200
+
+        # Without the CA the server certificate is not trusted.
+        with pytest.raises(Exception):  # noqa: B017 - nats-py wraps the SSL error variously
+            await nats.connect(nats_peer.url, tls=ssl.create_default_context(),
+                               max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2)
+
+        nats_cfg = NatsConfig(servers=[nats_peer.url], tls_ca=ca)
+        config = EdgeConfig(
+            cluster="east", nats=nats_cfg, beat_interval_s=0.5,
+            source=SourceConfig(kind="consul", consul=ConsulSourceConfig(
+                address=consul.https_addr, scheme="https", ca_file=consul.ca_file)),
+        )
+        async with EdgeAgent(config) as agent:
+            await agent.wait_synced(30)
+            nc = await connect(nats_cfg)
+            try:
+                js = nc.jetstream()
+
+                async def published() -> bool:
+                    states = await read_last_states(js, "east", idle_timeout_s=1.0)
+                    state = states.get(("default", "payments"))
+                    return state is not None and [i.address for i in state.instances] == ["10.1.0.1"]
+
+                await wait_until(published, 20, what="payments published over TLS")
+            finally:
+                await nc.close()
