@@ -33,6 +33,22 @@ class PeerStartError(RuntimeError):
     """A peer did not become ready; the message carries the tail of its log."""
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the process that started it dies.
+
+    Peers run in their own session so teardown can kill the whole group; this
+    covers the other case, a test runner or benchmark that is itself killed.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:  # not Linux: teardown still kills the group
+        pass
+
+
 def cache_dir() -> Path:
     """Where built peer binaries are cached (``SYNCMESH_CACHE`` overrides)."""
     root = os.environ.get("SYNCMESH_CACHE") or os.path.join(
@@ -134,6 +150,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
