@@ -10,7 +10,9 @@ Usage (root; installs dnsperf and nsd from Debian when missing)::
     .venv/bin/python bench/dns_qps.py [--seconds 10] [--rounds 3] [--services 500]
 
 Each server gets a throughput run (dnsperf, no per-query output) and a
-latency run (``dnsperf -v``, p99 from the per-query latencies), in
+latency run (``dnsperf -v -Q <--latency-qps>``, p99 from the per-query
+latencies) at the same offered load for both servers — at saturation p99
+would only restate the throughput ratio (queue depth / rate) — in
 ``--rounds`` interleaved rounds; the best of each counts. The last line
 is ``qps_ratio_vs_nsd=… p99_ratio_vs_nsd=… syncmesh_qps=… nsd_qps=…``.
 """
@@ -212,8 +214,10 @@ def start_syncmesh(port: int, services: int) -> subprocess.Popen[bytes]:
     )
 
 
-def dnsperf(port: int, datafile: Path, seconds: int, verbose: bool) -> str:
+def dnsperf(port: int, datafile: Path, seconds: int, verbose: bool, rate: int = 0) -> str:
     args = ["dnsperf", "-s", CLIENT, "-p", str(port), "-d", str(datafile), "-l", str(seconds)]
+    if rate:
+        args += ["-Q", str(rate)]
     # One thread (one core) for dnsperf, the other core for the server.
     args += ["-c", "4", "-T", "1", "-q", "200", "-t", "2"]
     if verbose:
@@ -239,9 +243,11 @@ def p99_of(report: str) -> float:
     return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
 
 
-def measure(name: str, port: int, datafile: Path, seconds: int) -> tuple[float, float]:
+def measure(
+    name: str, port: int, datafile: Path, seconds: int, latency_qps: int
+) -> tuple[float, float]:
     throughput = dnsperf(port, datafile, seconds, verbose=False)
-    latency = dnsperf(port, datafile, max(3, seconds // 2), verbose=True)
+    latency = dnsperf(port, datafile, max(3, seconds // 2), verbose=True, rate=latency_qps)
     qps, p99 = qps_of(throughput), p99_of(latency)
     lost = re.search(r"Queries lost:\s+(\S+)", throughput)
     print(
@@ -276,6 +282,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-qps", type=int, default=50_000,
+                        help="offered load of the latency runs, the same for both servers")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
@@ -303,8 +311,8 @@ def main() -> None:
             # Interleaved rounds, best of each: other load on the machine hits both alike.
             rounds = [
                 (
-                    measure("syncmesh", syncmesh_port, datafile, args.seconds),
-                    measure("nsd", nsd_port, datafile, args.seconds),
+                    measure("syncmesh", syncmesh_port, datafile, args.seconds, args.latency_qps),
+                    measure("nsd", nsd_port, datafile, args.seconds, args.latency_qps),
                 )
                 for _ in range(args.rounds)
             ]
