@@ -31,12 +31,21 @@ _inventory_decoder = msgspec.json.Decoder(InventoryRequest)
 
 def inventory_reply_bytes(view: RegistryView, request: InventoryRequest, max_bytes: int) -> bytes:
     """The encoded inventory, or an error reply when it would exceed ``max_bytes``."""
-    data = encode(inventory(view, request.cluster, request.namespace))
-    if len(data) <= max_bytes:
+    # The stored messages' sizes bound the reply's from below: refuse before building it.
+    stored = sum(
+        len(entry.raw)
+        for name, rec in view.clusters.items()
+        if request.cluster is None or name == request.cluster
+        for key, entry in rec.services.items()
+        if request.namespace is None or key[0] == request.namespace
+    )
+    data = b"" if stored > max_bytes else encode(inventory(view, request.cluster, request.namespace))
+    if data and len(data) <= max_bytes:
         return data
+    size = max(stored, len(data))
     return encode(
         Inventory(
-            error=f"inventory is {len(data)} bytes, more than {max_bytes}: filter by cluster "
+            error=f"inventory is over {size} bytes, more than {max_bytes}: filter by cluster "
             "and/or namespace, or read the stream (global_registry.watch.watch_inventory)"
         )
     )
@@ -62,6 +71,8 @@ class RegistryApi:
         self._subs.append(
             await self._nc.subscribe(subjects.INVENTORY, queue=queue, cb=self._inventory)
         )
+        # Ready means answering: make sure the server has the interest before that.
+        await self._nc.flush()
 
     async def stop(self) -> None:
         for sub in self._subs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -58,16 +59,21 @@ class RegistryApp:
             config.locality.to_locality(),
             probes_required=config.probe.enabled,
         )
-        self.registry.register(ViewCollector(lambda: self._view))
         self._ingest = Ingest(self._view, config.limits)
+        self.registry.register(ViewCollector(lambda: self._view, lambda: self._ingest))
+        self.metrics.stream_seq.set_function(lambda: self._ingest.last_seq)
         self._rng = rng
         self.nc: Any = None
+        # The stream reader's own connection (the fast reader takes over its parser).
+        self._ingest_nc: Any = None
+        self._gc_paused = False
         self._consumer: StreamConsumer | None = None
         self._prober: ProbeRunner | None = None
         self._api: RegistryApi | None = None
         self._admin: AdminServer | None = None
         self._dns: DnsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._main: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self._stale_wake: asyncio.Event | None = None
         self._report_wake: asyncio.Event | None = None
@@ -92,9 +98,20 @@ class RegistryApp:
         return self._ready is not None and self._ready.is_set()
 
     async def wait_ready(self) -> None:
-        """Until the replica serves (bound it with ``asyncio.timeout``)."""
-        assert self._ready is not None, "start() first"
-        await self._ready.wait()
+        """Until the replica serves (bound it with ``asyncio.timeout``); raises what
+        stopped it from getting there (say, the DNS port is taken)."""
+        assert self._ready is not None and self._main is not None, "start() first"
+        if self._ready.is_set():
+            return
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({ready, self._main}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if self._ready.is_set():
+            return
+        self._main.result()
+        raise RuntimeError("registry stopped before it was ready")
 
     def readiness(self) -> str:
         if self.ready:
@@ -129,7 +146,8 @@ class RegistryApp:
         )
         await self._admin.start()
         log.info("admin HTTP on %s:%d", self.config.admin_address, self._admin.port)
-        self._spawn(self._run(), "registry-main")
+        self._main = asyncio.create_task(self._run(), name="registry-main")
+        self._tasks.append(self._main)
 
     async def close(self) -> None:
         for task in reversed(self._tasks):
@@ -147,10 +165,12 @@ class RegistryApp:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.close()
-            self.nc = None
+        for nc in (self._ingest_nc, self.nc):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+        self.nc = self._ingest_nc = None
+        self._resume_gc()
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
@@ -161,7 +181,7 @@ class RegistryApp:
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> None:
         """Connect and make sure the stream exists, retrying until both succeed."""
         while True:
             self._phase = "connecting to NATS"
@@ -174,7 +194,7 @@ class RegistryApp:
                 js = self.nc.jetstream()
                 self._phase = "creating the stream"
                 await ensure_stream(js, self.config.nats.replicas)
-                return js
+                return
             except Exception as exc:  # noqa: BLE001 - keep trying; /readyz tells why
                 log.error("%s failed: %s; retrying", self._phase, exc)
                 if self.nc is not None:
@@ -185,17 +205,42 @@ class RegistryApp:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        js = await self._connect()
+        await self._connect()
         if self.config.probe.enabled:
             probes = GatewayProbes(self.config.probe, self._rng)
             self._prober = ProbeRunner(self.config.probe, probes, self._on_probe, self.metrics)
             self._spawn(self._prober.run(), "registry-probes")
             self._spawn(self._publish_probe_reports(), "registry-probe-reports")
         self._spawn(self._track_staleness(), "registry-staleness")
+        ingest = self.config.ingest
+        reader_nc = self.nc
+        if ingest.fast_path:
+            reader_nc = self._ingest_nc = await connect(
+                self.config.nats,
+                name=f"{self.config.nats.name or 'syncmesh-registry-' + self.config.replica}-stream",
+                error_cb=self._nats_error,
+            )
         self._phase = "catching-up"
-        self._consumer = StreamConsumer(js, self._ingest, self._on_ingest, self.metrics)
-        await self._consumer.start()
-        await self._consumer.caught_up.wait()
+        self._consumer = StreamConsumer(
+            reader_nc,
+            self._ingest,
+            self._on_ingest,
+            self.metrics,
+            fast_path=ingest.fast_path,
+            heartbeat_s=ingest.heartbeat_s,
+        )
+        if ingest.pause_gc_while_catching_up and gc.isenabled():
+            gc.disable()
+            self._gc_paused = True
+        try:
+            await self._start_reading(self._consumer)
+            await self._consumer.caught_up.wait()
+        finally:
+            if self._resume_gc():
+                # Collect what the read left behind, then keep the view (which lives as
+                # long as the process) out of every later scan.
+                gc.collect()
+                gc.freeze()
         if self._prober is not None:
             self._phase = "waiting for the first probe of every gateway"
             # A gateway that never answers still resolves after its timeout.
@@ -220,6 +265,24 @@ class RegistryApp:
             loop.time() - (self._ingest.started_at or loop.time()),
         )
 
+    async def _start_reading(self, consumer: StreamConsumer) -> None:
+        """Subscribe to the stream, retrying (JetStream may be electing a leader)."""
+        while True:
+            try:
+                await consumer.start()
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying; /readyz tells why
+                log.error("cannot read the stream yet: %s; retrying", exc)
+                await consumer.stop()
+                await asyncio.sleep(1.0)
+
+    def _resume_gc(self) -> bool:
+        if not self._gc_paused:
+            return False
+        self._gc_paused = False
+        gc.enable()
+        return True
+
     async def _nats_error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc)
 
@@ -233,11 +296,17 @@ class RegistryApp:
             self._dns.invalidate(change)
 
     def _on_ingest(self, result: IngestResult) -> None:
-        if result.gateways_changed and self._prober is not None:
-            self._prober.set_targets(self._view.gateway_ids())
-        if result.kind == "cluster" and result.outcome == "applied" and self._stale_wake is not None:
+        applied = result.applied
+        if applied is not None and applied.gateways_changed:
+            if self._prober is not None:
+                self._prober.set_targets(self._view.gateway_ids())
+            if self._stale_wake is not None:
+                self._stale_wake.set()
+        elif result.kind == "cluster" and self._stale_wake is not None:
+            # A beat moves its cluster's staleness deadline.
             self._stale_wake.set()
-        self._forward(result.change)
+        if result.live or result.caught_up_now:
+            self._forward(result.change)
 
     def _on_probe(self, gw: GatewayId, gateway_status: GatewayStatus, up_changed: bool) -> None:
         self._forward(self._view.set_gateway_status(gw, gateway_status))

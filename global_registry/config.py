@@ -16,6 +16,7 @@ __all__ = [
     "ProbeConfig",
     "LimitsConfig",
     "ApiConfig",
+    "IngestConfig",
     "ReplicaLocality",
     "RegistryConfig",
 ]
@@ -81,6 +82,20 @@ class ApiConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     max_reply_bytes: Count = 1_000_000
 
 
+class IngestConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """How the stream is read."""
+
+    # The fast reader (its own NATS connection, frames parsed without nats-py's
+    # per-message objects); false: nats-py's ordered consumer, about 3x slower.
+    fast_path: bool = True
+    # Idle heartbeat of the consumer; silence for 3 of them recreates it.
+    heartbeat_s: Annotated[float, Meta(ge=0.1, le=60)] = 2.0
+    # Python's cyclic GC stays off while the first full read runs (it would
+    # rescan the growing view over and over) and the view is frozen out of
+    # later collections once caught up.
+    pause_gc_while_catching_up: bool = True
+
+
 class ReplicaLocality(Struct, kw_only=True, forbid_unknown_fields=True):
     """Where this replica runs: the reference for clients in no cluster's CIDRs."""
 
@@ -104,3 +119,4 @@ class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     probe: ProbeConfig = msgspec.field(default_factory=ProbeConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from global_registry.ingest import Ingest
 from global_registry.validate import REJECT_REASONS
 from global_registry.view import RegistryView
 
@@ -21,21 +22,6 @@ __all__ = ["RegistryMetrics", "ViewCollector"]
 
 class RegistryMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
-            "syncmesh_registry_messages",
-            "Stream messages by kind (svc, cluster) and outcome "
-            "(applied, same, stale-revision, stale-epoch, rejected).",
-            ["kind", "outcome"],
-            registry=registry,
-        )
-        self.rejected = Counter(
-            "syncmesh_registry_rejected_messages",
-            "Stream messages rejected by validation, by reason; a rejected message changes nothing.",
-            ["reason"],
-            registry=registry,
-        )
-        for reason in REJECT_REASONS:
-            self.rejected.labels(reason)
         self.view_changes = Counter(
             "syncmesh_registry_view_changes",
             "View changes forwarded to the DNS cache, by scope (services, everything).",
@@ -84,12 +70,38 @@ class RegistryMetrics:
 
 
 class ViewCollector(Collector):
-    """Gauges computed from the view on scrape."""
+    """Metrics read from the ingest core and the view on scrape (the hot path counts in plain ints)."""
 
-    def __init__(self, view: Callable[[], RegistryView | None]) -> None:
+    def __init__(self, view: Callable[[], RegistryView | None], ingest: Callable[[], Ingest | None]) -> None:
         self._view = view
+        self._ingest = ingest
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._collect_ingest()
+        yield from self._collect_view()
+
+    def _collect_ingest(self) -> Iterator[Metric]:
+        ingest = self._ingest()
+        messages = CounterMetricFamily(
+            "syncmesh_registry_messages",
+            "Stream messages by kind (svc, cluster) and outcome "
+            "(applied, same, stale-revision, stale-epoch, rejected).",
+            labels=["kind", "outcome"],
+        )
+        rejected = CounterMetricFamily(
+            "syncmesh_registry_rejected_messages",
+            "Stream messages rejected by validation, by reason; a rejected message changes nothing.",
+            labels=["reason"],
+        )
+        if ingest is not None:
+            for (kind, outcome), count in sorted(ingest.counts.items()):
+                messages.add_metric([kind, outcome], count)
+            for reason in REJECT_REASONS:
+                rejected.add_metric([reason], ingest.rejections.get(reason, 0))
+        yield messages
+        yield rejected
+
+    def _collect_view(self) -> Iterator[Metric]:
         view = self._view()
         clusters = GaugeMetricFamily(
             "syncmesh_registry_clusters",

@@ -73,15 +73,15 @@ def inventory(view: RegistryView, cluster: str | None = None, namespace: str | N
             continue
         rec = view.clusters[name]
         clusters.append(InventoryCluster(cluster=name, stale=rec.stale, beat=rec.beat))
-        for key in sorted(rec.services, key=lambda k: (k.namespace, k.service)):
-            if namespace is not None and key.namespace != namespace:
+        for key in sorted(rec.services):
+            if namespace is not None and key[0] != namespace:
                 continue
             state = rec.services[key].state
             services.append(
                 InventoryService(
                     cluster=name,
-                    namespace=key.namespace,
-                    service=key.service,
+                    namespace=state.namespace,
+                    service=state.service,
                     source_name=state.source_name,
                     instances=state.instances,
                     epoch=state.epoch,

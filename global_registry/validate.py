@@ -74,18 +74,22 @@ class Rejected(Exception):
         self.detail = detail
 
 
+def _is_hostname(name: str) -> bool:
+    # An all-digit last label ("10.0.0.300") is a broken IPv4 address, not a name (RFC 3696).
+    return bool(_HOSTNAME.match(name)) and not name.rstrip(".").rsplit(".", 1)[-1].isdigit()
+
+
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+
+
 def is_ip(address: str) -> bool:
     # inet_pton is strict (no shorthand like "10.1") and much faster than ipaddress.
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        socket.inet_pton(family, address)
+        socket.inet_pton(_AF_INET6 if ":" in address else _AF_INET, address)
     except OSError:
         return False
     return True
-
-
-def _is_host(address: str) -> bool:
-    return is_ip(address) or bool(_HOSTNAME.match(address))
 
 
 def parse_cidr(text: str) -> Network:
@@ -105,21 +109,31 @@ def _check_service(state: ServiceState, key: subjects.SubjectKey, limits: Limits
             key.cluster,
             f"subject names {key.namespace}/{key.service}, payload {state.namespace}/{state.service}",
         )
-    if len(state.instances) > limits.max_instances_per_service:
+    instances = state.instances
+    count = len(instances)
+    if count > limits.max_instances_per_service:
         raise Rejected(
             "too-many-instances",
             key.cluster,
-            f"{len(state.instances)} instances > {limits.max_instances_per_service}",
+            f"{count} instances > {limits.max_instances_per_service}",
         )
-    seen: set[str] = set()
-    for instance in state.instances:
-        if instance.id in seen:
-            raise Rejected("duplicate-instance", key.cluster, f"instance id {instance.id!r} twice")
-        seen.add(instance.id)
-        if not _is_host(instance.address):
-            raise Rejected(
-                "address", key.cluster, f"instance {instance.id!r}: bad address {instance.address!r}"
-            )
+    if count > 1 and len({i.id for i in instances}) != count:
+        seen: set[str] = set()
+        for instance in instances:
+            if instance.id in seen:
+                raise Rejected("duplicate-instance", key.cluster, f"instance id {instance.id!r} twice")
+            seen.add(instance.id)
+    # Inlined is_ip: this loop runs for every instance of every message.
+    inet_pton = socket.inet_pton
+    for instance in instances:
+        address = instance.address
+        try:
+            inet_pton(_AF_INET6 if ":" in address else _AF_INET, address)
+        except OSError:
+            if not _is_hostname(address):
+                raise Rejected(
+                    "address", key.cluster, f"instance {instance.id!r}: bad address {address!r}"
+                ) from None
 
 
 def _check_beat(beat: ClusterBeat, key: subjects.SubjectKey, limits: LimitsConfig) -> None:

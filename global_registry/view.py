@@ -21,20 +21,54 @@ from global_registry.config import LimitsConfig, StaleConfig
 from global_registry.probes import GatewayId, GatewayStatus
 from global_registry.ranking import Candidate, rank
 from global_registry.validate import Network, Rejected, StreamMessage, parse_cidr
-from syncmesh.schema import ClusterBeat, Gateway, Locality, ServiceState
+from syncmesh.schema import (
+    ClusterBeat,
+    Gateway,
+    Locality,
+    ServiceState,
+    decode_service_state,
+    encode,
+)
 from syncmesh.view_api import IPAddress, Resolution, ServiceKey, ViewChange
 
-__all__ = ["ServiceEntry", "ClusterRecord", "Applied", "RegistryView"]
+__all__ = ["Key", "ServiceEntry", "ClusterRecord", "Applied", "RegistryView"]
 
 _NO_CHANGE = ViewChange()
 _EVERYTHING = ViewChange(everything=True)
 _INF = float("inf")
+# A change touching more clusters than this is reported as "everything".
+_MAX_NAMED_CLUSTERS = 8
+
+# (namespace, service): a plain tuple inside the view because it hashes in C;
+# ServiceKey (a dataclass) is built only for what leaves the view.
+Key = tuple[str, str]
 
 
-@dataclass(slots=True)
 class ServiceEntry:
-    state: ServiceState
-    healthy: int
+    """One service's state in one cluster.
+
+    Kept as the validated message bytes as received, plus what ranking needs
+    (the healthy count): a decoded state is about five times larger, and
+    allocating it for every service made cold starts slower. ``state``
+    decodes on demand (inventory, comparisons).
+    """
+
+    __slots__ = ("raw", "epoch", "revision", "healthy", "instances")
+
+    def __init__(self, raw: bytes, state: ServiceState) -> None:
+        self.raw = raw
+        self.epoch = state.epoch
+        self.revision = state.revision
+        healthy = 0
+        for instance in state.instances:
+            if instance.health != "critical" and instance.weight > 0:
+                healthy += 1
+        self.healthy = healthy
+        self.instances = len(state.instances)
+
+    @property
+    def state(self) -> ServiceState:
+        return decode_service_state(self.raw)
 
 
 @dataclass(slots=True)
@@ -46,21 +80,30 @@ class ClusterRecord:
     beat_at: float = 0.0
     stale: bool = True
     networks: tuple[Network, ...] = ()
-    # Last accepted (epoch, revision) per service, tombstones included.
-    versions: dict[ServiceKey, tuple[int, int]] = field(default_factory=dict)
-    services: dict[ServiceKey, ServiceEntry] = field(default_factory=dict)
+    services: dict[Key, ServiceEntry] = field(default_factory=dict)
+    # (epoch, revision) of tombstones, so an older state of a deleted service stays deleted.
+    tombstones: dict[Key, tuple[int, int]] = field(default_factory=dict)
+
+    def service_keys(self) -> frozenset[ServiceKey]:
+        return frozenset(ServiceKey(ns, svc) for ns, svc in self.services)
 
 
 class Applied(NamedTuple):
     # "applied": answers may differ; "same": accepted, answers cannot differ;
     # "stale-revision" / "stale-epoch": dropped as older than what the view holds.
     outcome: str
-    change: ViewChange = _NO_CHANGE
+    # What changed beyond ``key`` (a cluster's services, or everything).
+    wide: ViewChange = _NO_CHANGE
     gateways_changed: bool = False
+    # The one service an applied service message changed; kept as a tuple and
+    # turned into a ViewChange only when asked, so catching up builds none.
+    key: Key | None = None
 
-
-def _healthy(state: ServiceState) -> int:
-    return sum(1 for i in state.instances if i.health != "critical" and i.weight > 0)
+    @property
+    def change(self) -> ViewChange:
+        if self.key is None:
+            return self.wide
+        return self.wide.merge(ViewChange(services=frozenset((ServiceKey(*self.key),))))
 
 
 class RegistryView:
@@ -77,12 +120,15 @@ class RegistryView:
         # Without probes every announced gateway counts as up.
         self._probes_required = probes_required
         self._clusters: dict[str, ClusterRecord] = {}
-        self._by_key: dict[ServiceKey, dict[str, ServiceEntry]] = {}
+        self._by_key: dict[Key, dict[str, ServiceEntry]] = {}
         self._cidrs = CidrIndex()
         self._gw_status: dict[GatewayId, GatewayStatus] = {}
         self._up: dict[str, tuple[Gateway, ...]] = {}
         self._rtt: dict[str, tuple[int | None, float | None]] = {}
         self.instance_count = 0
+        # True while a first full read runs: nobody is served yet and the end of it
+        # invalidates everything, so cluster-wide changes are not worked out.
+        self.quiet = False
 
     # -- ViewReader ---------------------------------------------------------
 
@@ -95,7 +141,7 @@ class RegistryView:
     def resolve(
         self, key: ServiceKey, client_class: str | None, pinned: str | None = None
     ) -> Resolution:
-        entries = self._by_key.get(key)
+        entries = self._by_key.get((key.namespace, key.service))
         if not entries:
             return Resolution(key=key, known=False)
         if pinned is not None:
@@ -142,9 +188,12 @@ class RegistryView:
 
     # -- events ---------------------------------------------------------------
 
-    def apply(self, message: StreamMessage, now: float, age_s: float = 0.0) -> Applied:
+    def apply(
+        self, message: StreamMessage, now: float, age_s: float = 0.0, raw: bytes | None = None
+    ) -> Applied:
+        """``raw``: the message's bytes as received (kept instead of the decoded state)."""
         if isinstance(message, ServiceState):
-            return self.apply_service(message)
+            return self.apply_service(message, raw)
         return self.apply_beat(message, now, age_s)
 
     def _record(self, cluster: str) -> tuple[ClusterRecord, bool]:
@@ -159,18 +208,23 @@ class RegistryView:
         self._clusters[cluster] = rec
         return rec, True
 
-    def apply_service(self, state: ServiceState) -> Applied:
-        rec, created = self._record(state.cluster)
-        # A new cluster name changes cluster_known(), which the DNS layer caches.
-        base = _EVERYTHING if created else _NO_CHANGE
+    def apply_service(self, state: ServiceState, raw: bytes | None = None) -> Applied:
+        rec = self._clusters.get(state.cluster)
+        base = _NO_CHANGE
+        if rec is None:
+            rec, _ = self._record(state.cluster)
+            # A new cluster name changes cluster_known(), which the DNS layer caches.
+            base = _EVERYTHING
         if state.epoch < rec.max_epoch:
             return Applied("stale-epoch", base)
-        key = ServiceKey(state.namespace, state.service)
-        version = (state.epoch, state.revision)
-        previous = rec.versions.get(key)
-        if previous is not None and version <= previous:
-            return Applied("stale-revision", base)
+        key = (state.namespace, state.service)
         entry = rec.services.get(key)
+        if entry is not None:
+            previous: tuple[int, int] | None = (entry.epoch, entry.revision)
+        else:
+            previous = rec.tombstones.get(key)
+        if previous is not None and (state.epoch, state.revision) <= previous:
+            return Applied("stale-revision", base)
         if not state.deleted and entry is None:
             if len(rec.services) >= self._limits.max_services_per_cluster:
                 raise Rejected(
@@ -178,28 +232,35 @@ class RegistryView:
                     state.cluster,
                     f"cluster already has {len(rec.services)} services",
                 )
-        rec.versions[key] = version
-        rec.max_epoch = max(rec.max_epoch, state.epoch)
+        if state.epoch > rec.max_epoch:
+            rec.max_epoch = state.epoch
         if state.deleted:
+            rec.tombstones[key] = (state.epoch, state.revision)
             if entry is None:
                 return Applied("same", base)
             del rec.services[key]
-            self.instance_count -= len(entry.state.instances)
+            self.instance_count -= entry.instances
             by_cluster = self._by_key[key]
             del by_cluster[state.cluster]
             if not by_cluster:
                 del self._by_key[key]
-            return Applied("applied", base.merge(ViewChange(services=frozenset((key,)))))
-        fresh = ServiceEntry(state, _healthy(state))
+            return Applied("applied", base, key=key)
+        if previous is not None and entry is None:
+            del rec.tombstones[key]
+        instances = state.instances
+        fresh = ServiceEntry(encode(state) if raw is None else raw, state)
         rec.services[key] = fresh
-        self._by_key.setdefault(key, {})[state.cluster] = fresh
+        holders = self._by_key.get(key)
+        if holders is None:
+            holders = self._by_key[key] = {}
+        holders[state.cluster] = fresh
         if entry is None:
-            self.instance_count += len(state.instances)
-        else:
-            self.instance_count += len(state.instances) - len(entry.state.instances)
-            if entry.state.instances == state.instances:
-                return Applied("same", base)
-        return Applied("applied", base.merge(ViewChange(services=frozenset((key,)))))
+            self.instance_count += len(instances)
+            return Applied("applied", base, key=key)
+        self.instance_count += len(instances) - entry.instances
+        if entry.instances == len(instances) and entry.state.instances == instances:
+            return Applied("same", base)
+        return Applied("applied", base, key=key)
 
     def apply_beat(self, beat: ClusterBeat, now: float, age_s: float = 0.0) -> Applied:
         rec, created = self._record(beat.cluster)
@@ -302,7 +363,7 @@ class RegistryView:
         return sum(len(rec.services) for rec in self._clusters.values())
 
     def service_keys(self) -> list[ServiceKey]:
-        return list(self._by_key)
+        return [ServiceKey(ns, svc) for ns, svc in self._by_key]
 
     # -- internals ----------------------------------------------------------------
 
@@ -315,9 +376,9 @@ class RegistryView:
         )
 
     def _cluster_change(self, rec: ClusterRecord) -> ViewChange:
-        if not rec.services:
+        if not rec.services or self.quiet:
             return _NO_CHANGE
-        return ViewChange(services=frozenset(rec.services))
+        return ViewChange(services=rec.service_keys())
 
     def _refresh_cluster(self, cluster: str) -> None:
         """Recompute the cluster's up gateways and its RTT (best of its up gateways)."""
@@ -351,9 +412,14 @@ class RegistryView:
             for name, (bucket, _) in self._rtt.items()
             if name != cluster and low <= (_INF if bucket is None else bucket) <= high
         ]
-        if not moved:
+        if not moved or self.quiet:
             return _NO_CHANGE
-        keys: set[ServiceKey] = set(self._clusters[cluster].services)
+        if len(moved) > _MAX_NAMED_CLUSTERS:
+            # Naming every service of many clusters costs more than rebuilding the cache.
+            return _EVERYTHING
+        keys: set[Key] = set(self._clusters[cluster].services)
         for name in moved:
             keys.update(self._clusters[name].services)
-        return ViewChange(services=frozenset(keys)) if keys else _NO_CHANGE
+        if not keys:
+            return _NO_CHANGE
+        return ViewChange(services=frozenset(ServiceKey(ns, svc) for ns, svc in keys))

@@ -26,8 +26,9 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from global_registry.config import LimitsConfig, StaleConfig
 from global_registry.ingest import Ingest, IngestResult
+from global_registry.jsmeta import parse_ack_reply
 from global_registry.snapshot import inventory
-from global_registry.stream_consumer import parse_ack_reply, subscribe_ordered
+from global_registry.stream_consumer import subscribe_ordered
 from global_registry.view import RegistryView
 from syncmesh import subjects
 from syncmesh.schema import (
@@ -173,9 +174,9 @@ def _handle(ingest: Ingest, msg: Any, now: float) -> IngestResult:
             msg.subject,
             msg.data,
             now,
-            stream_seq=ack[0],
-            pending=ack[2],
-            age_s=max(0.0, time.time() - ack[1]),
+            stream_seq=ack.stream_seq,
+            pending=ack.pending,
+            age_s=max(0.0, time.time() - ack.stored_at_ns / 1e9),
         )
     if result.rejected is not None and result.log:
         log.warning("watch: rejected message on %s: %s", msg.subject[:200], result.rejected)

@@ -163,7 +163,10 @@ async def test_two_replicas_hold_the_same_view(nats_peer: NatsPeer) -> None:
 
             async def converged() -> bool:
                 one, two = encode(inventory(a.view)), encode(inventory(b.view))
-                return one == two and b"10.2.0.30" in one
+                applied = all(
+                    ("default", "web") not in app.view.clusters["east"].services for app in (a, b)
+                )
+                return applied and one == two and b"10.2.0.30" in one
 
             await wait_until(converged, 5, what="both replicas apply the live changes")
             assert [c.cluster for c in a.view.resolve(WEB, None).clusters] == ["west"]
