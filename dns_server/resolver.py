@@ -177,7 +177,7 @@ class Resolver:
             return self._nxdomain(tags)
         resolution = view.resolve(key, client_class, ref.cluster)
         if not resolution.known:
-            if ref.short_form and _namespace_known(view, key.service):
+            if ref.short_form and view.namespace_known(key.service):
                 return self._nodata(tags)
             return self._nxdomain(tags)
         candidates = resolution.clusters
@@ -282,11 +282,3 @@ def _labels(wire: bytes) -> list[tuple[int, int]]:
         out.append((i, wire[i]))
         i += wire[i] + 1
     return out
-
-
-def _namespace_known(view: ViewReader, namespace: str) -> bool:
-    """Optional view capability: a namespace with services is an empty
-    non-terminal, never NXDOMAIN (RFC 8020), or qname-minimising resolvers
-    would stop above ``<service>.<namespace>.svc``."""
-    probe = getattr(view, "namespace_known", None)
-    return bool(probe(namespace)) if callable(probe) else False

@@ -121,6 +121,9 @@ class RegistryView:
         self._probes_required = probes_required
         self._clusters: dict[str, ClusterRecord] = {}
         self._by_key: dict[Key, dict[str, ServiceEntry]] = {}
+        # Services per namespace, so DNS can tell an empty non-terminal from NXDOMAIN
+        # in O(1) even under a flood of random names.
+        self._namespace_services: dict[str, int] = {}
         self._cidrs = CidrIndex()
         self._gw_status: dict[GatewayId, GatewayStatus] = {}
         self._up: dict[str, tuple[Gateway, ...]] = {}
@@ -137,6 +140,9 @@ class RegistryView:
 
     def cluster_known(self, cluster: str) -> bool:
         return cluster in self._clusters
+
+    def namespace_known(self, namespace: str) -> bool:
+        return namespace in self._namespace_services
 
     def resolve(
         self, key: ServiceKey, client_class: str | None, pinned: str | None = None
@@ -244,6 +250,11 @@ class RegistryView:
             del by_cluster[state.cluster]
             if not by_cluster:
                 del self._by_key[key]
+                left = self._namespace_services[key[0]] - 1
+                if left:
+                    self._namespace_services[key[0]] = left
+                else:
+                    del self._namespace_services[key[0]]
             return Applied("applied", base, key=key)
         if previous is not None and entry is None:
             del rec.tombstones[key]
@@ -253,6 +264,7 @@ class RegistryView:
         holders = self._by_key.get(key)
         if holders is None:
             holders = self._by_key[key] = {}
+            self._namespace_services[key[0]] = self._namespace_services.get(key[0], 0) + 1
         holders[state.cluster] = fresh
         if entry is None:
             self.instance_count += len(instances)

@@ -216,3 +216,20 @@ def test_instance_count_follows_updates_and_deletes() -> None:
     view.apply_service(service_state("east", "api", revision=3, deleted=True, instances=[]))
     assert view.instance_count == 1
     assert view.service_count() == 1
+
+
+def test_namespace_known_follows_services_in_it() -> None:
+    from global_registry.config import LimitsConfig, StaleConfig
+    from global_registry.view import RegistryView
+    from syncmesh.schema import Locality, ServiceState
+
+    view = RegistryView(StaleConfig(), LimitsConfig(), Locality(), probes_required=False)
+    assert not view.namespace_known("shop")
+    state = ServiceState(schema=1, cluster="east", namespace="shop", service="orders", epoch=1,
+                         revision=1, source="file", source_name="orders")
+    view.apply_service(state, 0.0)
+    assert view.namespace_known("shop")
+    tomb = ServiceState(schema=1, cluster="east", namespace="shop", service="orders", epoch=1,
+                        revision=2, source="file", source_name="orders", deleted=True)
+    view.apply_service(tomb, 1.0)
+    assert not view.namespace_known("shop")
