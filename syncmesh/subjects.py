@@ -15,7 +15,6 @@ __all__ = [
     "CLUSTER_WILDCARD",
     "RESOLVE",
     "INVENTORY",
-    "INVENTORY_CHANGES",
     "service_subject",
     "cluster_subject",
     "resync_subject",
@@ -35,8 +34,6 @@ CLUSTER_WILDCARD = f"{PREFIX}.cluster.*"
 STREAM_SUBJECTS = [SVC_WILDCARD, CLUSTER_WILDCARD]
 RESOLVE = f"{PREFIX}.api.resolve"
 INVENTORY = f"{PREFIX}.api.inventory"
-# Core NATS (not stored): each registry replica announces view changes here.
-INVENTORY_CHANGES = f"{PREFIX}.changes"
 
 
 def service_subject(cluster: str, namespace: str, service: str) -> str:
