@@ -158,7 +158,9 @@ async def run_demo(opts: DemoOptions) -> None:
             if opts.nacos:
                 from syncmesh.demo_peers import nacos_source
 
-                west_source = await stack.enter_async_context(nacos_source(workdir))
+                west_source = await stack.enter_async_context(
+                    nacos_source(workdir, ("127.0.0.3", west_gw))
+                )
                 sources = sources.replace(f"west <- {west_file.name}", "west <- real Nacos")
             east = EdgeConfig(
                 cluster="east", nats=nats_cfg, source=east_source,

@@ -34,10 +34,12 @@ async def consul_source(workdir: Path) -> AsyncIterator[SourceConfig]:
 
 
 @contextlib.asynccontextmanager
-async def nacos_source(workdir: Path) -> AsyncIterator[SourceConfig]:
+async def nacos_source(workdir: Path, listener: tuple[str, int]) -> AsyncIterator[SourceConfig]:
+    """Nacos TCP-checks persistent instances, so they point at ``listener``, a real
+    loopback listener (the west gateway): never at an address outside 127.0.0.0/8."""
+    address, port = listener
     async with nacos_server(workdir=workdir / "nacos") as nacos, aiohttp.ClientSession() as http:
-        for name, address, port in [("payments", "10.2.0.11", 8080),
-                                    ("com.example.Inventory", "10.2.0.31", 7000)]:
+        for name in ("payments", "com.example.Inventory"):
             params = {"serviceName": name, "ip": address, "port": str(port), "ephemeral": "false"}
             async with http.post(f"http://{nacos.server_addr}/nacos/v1/ns/instance",
                                  params=params) as resp:

@@ -39,19 +39,24 @@ async def _until(predicate: Callable[[], Awaitable[bool]], timeout: float, what:
     return time.monotonic() - started
 
 
-async def _register(http: aiohttp.ClientSession, consul_url: str, nacos_addr: str) -> None:
+async def _register(
+    http: aiohttp.ClientSession, consul_url: str, nacos_addr: str, nacos_port: int
+) -> None:
     for i in (1, 2):
         body = {"ID": f"pay-{i}", "Name": "payments", "Address": f"10.1.0.{i}", "Port": 8080}
         async with http.put(f"{consul_url}/v1/agent/service/register", json=body) as r:
             assert r.status == 200
-    params = {"serviceName": "payments", "ip": "10.2.0.1", "port": "8080", "ephemeral": "false"}
+    # Nacos TCP-checks persistent instances: give it a real listener on loopback
+    # (never an address outside 127.0.0.0/8).
+    params = {"serviceName": "payments", "ip": "127.0.0.3", "port": str(nacos_port),
+              "ephemeral": "false"}
     async with http.post(f"http://{nacos_addr}/nacos/v1/ns/instance", params=params) as r:
         assert r.status == 200
 
 
 async def test_consul_and_nacos_feed_one_registry_and_dns_follows_probes(tmp_path: Path) -> None:
     async with full_system(tmp_path) as s, aiohttp.ClientSession() as http:
-        await _register(http, s.consul.http_url, s.nacos.server_addr)
+        await _register(http, s.consul.http_url, s.nacos.server_addr, s.west_gateway.port)
         nc = await nats.connect(s.nats.url)
         try:
             async def both_sources_seen() -> bool:
@@ -61,7 +66,7 @@ async def test_consul_and_nacos_feed_one_registry_and_dns_follows_probes(tmp_pat
                 got = {(svc.cluster, svc.service): sorted(i.address for i in svc.instances)
                        for svc in inv.services}
                 return got == {("east", "payments"): ["10.1.0.1", "10.1.0.2"],
-                               ("west", "payments"): ["10.2.0.1"]}
+                               ("west", "payments"): ["127.0.0.3"]}
 
             await _until(both_sources_seen, 30, "inventory equals Consul + Nacos")
         finally:
@@ -84,7 +89,7 @@ async def test_consul_and_nacos_feed_one_registry_and_dns_follows_probes(tmp_pat
 
 async def test_consul_health_flip_moves_dns(tmp_path: Path) -> None:
     async with full_system(tmp_path) as s, aiohttp.ClientSession() as http:
-        await _register(http, s.consul.http_url, s.nacos.server_addr)
+        await _register(http, s.consul.http_url, s.nacos.server_addr, s.west_gateway.port)
 
         async def answer_is(addr: str) -> bool:
             return await _a(NAME, s.dns_port) == [addr]
