@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ __all__ = [
     "free_ports",
     "reserve_ports",
     "cache_dir",
+    "file_lock",
     "wait_tcp",
     "wait_until",
 ]
@@ -80,6 +82,20 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port found")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Serialise builders of one cached peer across processes.
+
+    flock, not O_EXCL files: a crashed builder never leaves a stale lock.
+    """
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def reserve_ports(ports: list[int]) -> None:

@@ -11,7 +11,6 @@ Usage: ``python -m syncmesh.testing.consul_build`` builds (if needed) and prints
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -20,10 +19,10 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from syncmesh.testing._proc import cache_dir
+from syncmesh.testing._proc import cache_dir, file_lock
 
 __all__ = ["CONSUL_VERSION", "ConsulBuildError", "consul_binary_path", "ensure_consul"]
 
@@ -59,17 +58,6 @@ def _version_line(binary: Path) -> str | None:
 
 def _is_good(binary: Path) -> bool:
     return binary.is_file() and _version_line(binary) == f"Consul v{CONSUL_VERSION}"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # flock (not O_EXCL files) so a crashed builder never leaves a stale lock.
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _go_env(gopath_home: Path | None = None) -> dict[str, str]:
@@ -188,7 +176,7 @@ def ensure_consul() -> Path:
     if shutil.which("go") is None:
         raise ConsulBuildError("the Go toolchain ('go') is needed to build Consul")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir() / f"consul-{CONSUL_VERSION}.lock"):
+    with file_lock(cache_dir() / f"consul-{CONSUL_VERSION}.lock"):
         # Another process may have finished the build while we waited.
         if _is_good(out):
             return out

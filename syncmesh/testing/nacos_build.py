@@ -18,19 +18,16 @@ prints the version.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncmesh.testing._proc import cache_dir
+from syncmesh.testing._proc import cache_dir, file_lock
 
 __all__ = ["NACOS_VERSION", "NacosBuildError", "NacosInstall", "ensure_nacos", "java_executable"]
 
@@ -108,17 +105,6 @@ def java_executable() -> str:
     return found
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # flock, not O_EXCL files: a crashed builder never leaves a stale lock.
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _root() -> Path:
     return cache_dir() / f"nacos-{NACOS_VERSION}"
 
@@ -173,7 +159,7 @@ def ensure_nacos() -> NacosInstall:
     if cached is not None:
         return cached
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir() / f"nacos-{NACOS_VERSION}.lock"):
+    with file_lock(cache_dir() / f"nacos-{NACOS_VERSION}.lock"):
         # Another process may have finished while we waited for the lock.
         cached = _load(root)
         if cached is not None:
