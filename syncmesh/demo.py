@@ -174,8 +174,9 @@ async def run_demo(opts: DemoOptions) -> None:
                 locality=Locality(region="eu-west", zone="eu-west-1a"),
                 client_cidrs=["10.20.0.0/16"], beat_interval_s=1.0,
             )
-            await stack.enter_async_context(EdgeAgent(east))
-            await stack.enter_async_context(EdgeAgent(west))
+            agents = [await stack.enter_async_context(EdgeAgent(c)) for c in (east, west)]
+            # The banner's commands must work at once: wait until both sources are on NATS.
+            await asyncio.gather(*(agent.wait_synced() for agent in agents))
             registry = RegistryConfig(
                 nats=nats_cfg,
                 dns=DnsConfig(address="127.0.0.1", port=opts.dns_port),

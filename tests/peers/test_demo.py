@@ -93,3 +93,40 @@ async def test_demo_serves_follows_edits_and_stops_cleanly(tmp_path: Path) -> No
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+
+
+async def test_demo_on_real_consul_and_nacos_stops_every_peer(tmp_path: Path) -> None:
+    dns_port, admin_port = free_port(), free_port()
+    workdir = tmp_path / "demo"
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncmesh", "demo", "--consul", "--nacos",
+             "--workdir", str(workdir), "--dns-port", str(dns_port),
+             "--admin-port", str(admin_port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"syncmesh demo is running" not in log_path.read_bytes():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.2)
+        text = log_path.read_text()
+        assert "east <- real Consul" in text and "west <- real Nacos" in text
+        # Consul's payments (east) for a local client; pinned to west, Nacos's.
+        assert await _a_records("payments.svc.syncmesh.internal", dns_port) == ["127.0.0.2"]
+        pinned = "west.payments.default.svc.syncmesh.internal"
+        started = time.monotonic()
+        while await _a_records(pinned, dns_port) != ["127.0.0.3"]:
+            assert time.monotonic() - started < 20, "Nacos's payments never reached DNS"
+            await asyncio.sleep(0.1)
+        assert len(_processes_mentioning(str(workdir))) >= 3  # nats, consul, nacos
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()
+        await asyncio.sleep(0.5)
+        assert _processes_mentioning(str(workdir)) == [], "a peer outlived the demo"
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
