@@ -63,6 +63,7 @@ class NatsPeer:
     password: str | None = None
     # With tls=True: clients verify the server with ``certs.ca``.
     certs: TestCerts | None = None
+    token: str | None = None
     _stopped: set[str] = field(default_factory=set)
 
     @property
@@ -96,6 +97,7 @@ class NatsPeer:
 def _config(
     node: NatsNode, routes: list[int], jetstream: bool, users: dict[str, str] | None,
     tls: TestCerts | None,
+    token: str | None = None,
 ) -> str:
     lines = [
         f'server_name: "{node.name}"',
@@ -110,7 +112,9 @@ def _config(
         lines.append(
             f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}", ca_file: "{tls.ca}" }}'
         )
-    if users:
+    if token:
+        lines.append(f'authorization {{ token: "{token}" }}')
+    elif users:
         entries = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in users.items())
         lines.append(f"authorization {{ users: [{entries}] }}")
     if routes:
@@ -155,6 +159,7 @@ async def nats_server(
     users: dict[str, str] | None = None,
     workdir: Path | None = None,
     tls: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[NatsPeer]:
     """Start 1 or N nodes; with N>1 they form one cluster able to hold R3 streams."""
     own_tmp = None
@@ -186,8 +191,8 @@ async def nats_server(
     routes = [n.cluster_port for n in nodes] if cluster_size > 1 else []
     certs = make_certs(workdir / "tls") if tls else None
     for node in nodes:
-        node.config_path.write_text(_config(node, routes, jetstream, users, certs))
-    peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir, certs=certs)
+        node.config_path.write_text(_config(node, routes, jetstream, users, certs, token))
+    peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir, certs=certs, token=token)
     if users:
         peer.user, peer.password = next(iter(users.items()))
     try:

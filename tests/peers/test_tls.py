@@ -1,5 +1,6 @@
-"""TLS end to end: the agent reads Consul over HTTPS (CA file) and publishes to a
-nats-server that only speaks TLS; a client without the CA is refused."""
+"""TLS and token auth end to end: the agent reads Consul over HTTPS (CA file) and
+publishes to a nats-server that only speaks TLS, or that requires a token; a
+client without the CA, or without the token, is refused."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import nats
 import pytest
 
 from edge_sync.app import EdgeAgent
-from edge_sync.config import ConsulSourceConfig, EdgeConfig, SourceConfig
+from edge_sync.config import ConsulSourceConfig, EdgeConfig, FileSourceConfig, SourceConfig
 from edge_sync.remote_state import read_last_states
 from syncmesh.natsconn import NatsConfig, connect
 from syncmesh.testing._proc import wait_until
@@ -58,5 +59,26 @@ async def test_agent_over_tls_to_consul_and_nats(tmp_path: Path) -> None:
                     return state is not None and [i.address for i in state.instances] == ["10.1.0.1"]
 
                 await wait_until(published, 20, what="payments published over TLS")
+            finally:
+                await nc.close()
+
+
+async def test_agent_with_token_auth_and_refused_without(tmp_path: Path) -> None:
+    services = tmp_path / "services.toml"
+    services.write_text('[[services]]\nname = "pay"\n[[services.instances]]\naddress = "10.0.0.1"\nport = 80\n')
+    async with nats_server(workdir=tmp_path / "nats", token="s3cr3t-token") as nats_peer:
+        with pytest.raises(Exception):  # noqa: B017 - nats-py raises its own auth errors
+            await nats.connect(nats_peer.url, max_reconnect_attempts=0, allow_reconnect=False,
+                               connect_timeout=2)
+        nats_cfg = NatsConfig(servers=[nats_peer.url], token="s3cr3t-token")
+        config = EdgeConfig(cluster="east", nats=nats_cfg, beat_interval_s=0.5,
+                            source=SourceConfig(kind="file", file=FileSourceConfig(path=str(services))))
+        async with EdgeAgent(config) as agent:
+            await agent.wait_synced(30)
+            nc = await connect(nats_cfg)
+            try:
+                states = await read_last_states(nc.jetstream(), "east", idle_timeout_s=1.0)
+                state = states.get(("default", "pay"))
+                assert state is not None and [i.address for i in state.instances] == ["10.0.0.1"]
             finally:
                 await nc.close()
