@@ -65,6 +65,12 @@ def _schemas(args: argparse.Namespace) -> int:
     return schemagen.main(["--check"] if args.check else [])
 
 
+def _nats_permissions(args: argparse.Namespace) -> int:
+    from syncmesh import permissions
+
+    return permissions.main([args.kind, args.name])
+
+
 def _install_peers(args: argparse.Namespace) -> int:
     from syncmesh.testing import install
 
@@ -95,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="write (or --check) schemas/*.json")
     schemas.add_argument("--check", action="store_true")
     schemas.set_defaults(func=_schemas)
+
+    perms = sub.add_parser("nats-permissions", help="NATS permissions for an agent or a replica")
+    perms.add_argument("kind", choices=["agent", "registry", "consumer"])
+    perms.add_argument("name", help="the agent's cluster, the replica's name, or - for a consumer")
+    perms.set_defaults(func=_nats_permissions)
 
     peers = sub.add_parser("install-peers", help="build/fetch Consul, Nacos; print peer versions")
     peers.set_defaults(func=_install_peers)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncmesh.testing._proc import ManagedProcess, PeerStartError, free_port, wait_until
+from syncmesh.permissions import user_entry
 from syncmesh.testing.certs import TestCerts, make_certs
 
 __all__ = ["nats_server_binary", "nats_version", "NatsNode", "NatsPeer", "nats_server"]
@@ -98,6 +99,7 @@ def _config(
     node: NatsNode, routes: list[int], jetstream: bool, users: dict[str, str] | None,
     tls: TestCerts | None,
     token: str | None = None,
+    permissions: dict[str, dict[str, object]] | None = None,
 ) -> str:
     lines = [
         f'server_name: "{node.name}"',
@@ -115,7 +117,9 @@ def _config(
     if token:
         lines.append(f'authorization {{ token: "{token}" }}')
     elif users:
-        entries = ", ".join(f'{{user: "{u}", password: "{p}"}}' for u, p in users.items())
+        entries = ", ".join(
+            user_entry(u, p, (permissions or {}).get(u, {})) for u, p in users.items()
+        )
         lines.append(f"authorization {{ users: [{entries}] }}")
     if routes:
         route_urls = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes)
@@ -160,6 +164,7 @@ async def nats_server(
     workdir: Path | None = None,
     tls: bool = False,
     token: str | None = None,
+    permissions: dict[str, dict[str, object]] | None = None,
 ) -> AsyncIterator[NatsPeer]:
     """Start 1 or N nodes; with N>1 they form one cluster able to hold R3 streams."""
     own_tmp = None
@@ -191,7 +196,7 @@ async def nats_server(
     routes = [n.cluster_port for n in nodes] if cluster_size > 1 else []
     certs = make_certs(workdir / "tls") if tls else None
     for node in nodes:
-        node.config_path.write_text(_config(node, routes, jetstream, users, certs, token))
+        node.config_path.write_text(_config(node, routes, jetstream, users, certs, token, permissions))
     peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir, certs=certs, token=token)
     if users:
         peer.user, peer.password = next(iter(users.items()))
