@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncmesh.testing._proc import ManagedProcess, PeerStartError, free_port, wait_until
 from syncmesh.permissions import user_entry
+from syncmesh.testing._proc import ManagedProcess, PeerStartError, free_port, wait_until
 from syncmesh.testing.certs import TestCerts, make_certs
 
 __all__ = ["nats_server_binary", "nats_version", "NatsNode", "NatsPeer", "nats_server"]
