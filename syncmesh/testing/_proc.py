@@ -98,9 +98,13 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def reserve_ports(ports: list[int]) -> None:
-    """Mark ports that a peer will bind as taken (Nacos binds P-1000, P+1000, P+1001)."""
+def reserve_ports(ports: Sequence[int]) -> bool:
+    """Reserve ports a peer derives from its main one (Nacos binds P-1000, P+1000,
+    P+1001): False, reserving nothing, when one was already handed out."""
+    if any(p in _handed_out for p in ports):
+        return False
     _handed_out.update(ports)
+    return True
 
 
 def free_ports(n: int) -> list[int]:

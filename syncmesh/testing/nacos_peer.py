@@ -25,12 +25,14 @@ from typing import Any
 
 import aiohttp
 
-from syncmesh.testing._proc import ManagedProcess, PeerStartError, free_port, wait_tcp
+from syncmesh.testing._proc import (
+    ManagedProcess,
+    PeerStartError,
+    free_port,
+    reserve_ports,
+    wait_tcp,
+)
 from syncmesh.testing.nacos_build import ensure_nacos
-
-# free_port() only remembers the port it returns; the derived ports must be
-# remembered too, or a peer started next could be handed one of them.
-from syncmesh.testing._proc import _handed_out  # isort: skip
 
 __all__ = ["NacosPeer", "nacos_server"]
 
@@ -100,9 +102,9 @@ def _pick_http_port() -> int:
         derived = (port - 1000, port + 1000, port + 1001)
         if port - 1000 < 1024 or port + 1001 > 65535:
             continue
-        # free_port() already reserved `port` itself in _handed_out.
-        if _port_is_free(port) and all(p not in _handed_out and _port_is_free(p) for p in derived):
-            _handed_out.update(derived)
+        # free_port() reserved `port` itself; the derived ports must be reserved
+        # too, or a peer started next could be handed one of them.
+        if _port_is_free(port) and all(_port_is_free(p) for p in derived) and reserve_ports(derived):
             return port
     raise PeerStartError("no HTTP port P with P-1000, P+1000 and P+1001 also free")
 
