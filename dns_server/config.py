@@ -49,9 +49,10 @@ class DnsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Answer latency is observed for one query in this many (hot-path cost).
     latency_sample_every: int = 64
     udp_socket_buffer_bytes: int = 4 * 1024 * 1024
-    # "thread": a reader thread answers cache hits with blocking recvfrom/sendto
-    # (fastest); "loop": everything on the event loop.
-    udp_mode: Literal["thread", "loop"] = "thread"
+    # "batch": a reader thread answers cache hits, moving datagrams in batches
+    # with recvmmsg/sendmmsg (Linux; else as "thread"); "thread": the same with
+    # one recvfrom/sendto per query; "loop": everything on the event loop.
+    udp_mode: Literal["batch", "thread", "loop"] = "batch"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -23,6 +23,7 @@ from dns_server.core import DnsCore
 from dns_server.metrics import DnsMetrics
 from dns_server.tcp import TcpConnection
 from dns_server.udp import UdpProtocol, UdpReaderThread
+from dns_server.udp_batch import UdpBatchReaderThread, batch_io_available
 from syncmesh.view_api import ViewChange, ViewReader
 
 __all__ = ["DnsServer", "start_dns", "run"]
@@ -135,10 +136,13 @@ async def start_dns(config: DnsConfig, view: ViewReader, registry: CollectorRegi
         server._tcp = await loop.create_server(
             lambda: TcpConnection(server, core, metrics), sock=tcp_sock
         )
-        if config.udp_mode == "thread":
-            server._udp_reader = UdpReaderThread(
-                udp_sock, core, metrics, loop, config.latency_sample_every
+        if config.udp_mode in ("batch", "thread"):
+            reader = (
+                UdpBatchReaderThread
+                if config.udp_mode == "batch" and batch_io_available()
+                else UdpReaderThread
             )
+            server._udp_reader = reader(udp_sock, core, metrics, loop, config.latency_sample_every)
             server._udp_reader.start()
         else:
             udp_sock.setblocking(False)

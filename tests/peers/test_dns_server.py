@@ -62,7 +62,7 @@ def make_view() -> StaticView:
     return view
 
 
-@pytest.fixture(params=["thread", "loop"])
+@pytest.fixture(params=["batch", "thread", "loop"])
 async def served(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[DnsServer, StaticView, CollectorRegistry]]:
