@@ -22,7 +22,6 @@ __all__ = [
     "PeerStartError",
     "ManagedProcess",
     "free_port",
-    "free_ports",
     "reserve_ports",
     "cache_dir",
     "file_lock",
@@ -105,10 +104,6 @@ def reserve_ports(ports: Sequence[int]) -> bool:
         return False
     _handed_out.update(ports)
     return True
-
-
-def free_ports(n: int) -> list[int]:
-    return [free_port() for _ in range(n)]
 
 
 async def wait_tcp(host: str, port: int, timeout: float) -> None:
