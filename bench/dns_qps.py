@@ -21,8 +21,8 @@ is ``qps_ratio_vs_nsd=… p99_ratio_vs_nsd=… syncmesh_qps=… nsd_qps=…``.
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
+import gc
 import os
 import random
 import re
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dnslib import QTYPE, DNSRecord  # noqa: E402
 
 from dns_server.config import DnsConfig  # noqa: E402
-from dns_server.resolver import Resolver  # noqa: E402
-from dns_server.static_view import StaticCluster, StaticView  # noqa: E402
+from dns_server.core.resolver import Resolver  # noqa: E402
+from harness.static_view import StaticCluster, StaticView  # noqa: E402
 from syncmesh.schema import Gateway  # noqa: E402
 from syncmesh.view_api import ServiceKey  # noqa: E402
 
@@ -268,7 +268,7 @@ def serve(port: int, services: int) -> None:
     """The syncmesh side: its own process, uvloop, answering until SIGTERM."""
     from prometheus_client import CollectorRegistry
 
-    from dns_server.server import run, start_dns
+    from dns_server.io.server import run, start_dns
 
     async def main() -> None:
         view, _ = build_view(services)
@@ -291,8 +291,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--latency-qps", type=int, default=50_000,
-                        help="offered load of the latency runs, the same for both servers")
+    parser.add_argument(
+        "--latency-qps",
+        type=int,
+        default=50_000,
+        help="offered load of the latency runs, the same for both servers",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:

@@ -33,11 +33,11 @@ from typing import Any
 
 import aiohttp
 
-from edge_sync.remote_state import read_last_states
-from syncmesh import natsconn
-from syncmesh.testing._proc import ManagedProcess, free_port, wait_until
-from syncmesh.testing.consul_peer import consul_agent
-from syncmesh.testing.nats_peer import nats_server
+from edge_sync.io.remote_state import read_last_states
+from harness.consul_peer import consul_agent
+from harness.nats_peer import nats_server
+from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until
+from syncmesh_io import nats_connection as natsconn
 
 CLUSTER = "bench"
 FETCH_CONCURRENCY = 32
@@ -192,7 +192,16 @@ async def main(services: int, instances: int) -> str:
         )
         agent = ManagedProcess(
             "edge-agent",
-            [sys.executable, "-m", "edge_sync", "--config", str(config), "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "syncmesh_app",
+                "--log-level",
+                "WARNING",
+                "edge",
+                "--config",
+                str(config),
+            ],
             work / "agent.log",
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )

@@ -2,7 +2,7 @@
 
 What it measures: a real nats-server, Consul (cluster ``east``) and Nacos
 (cluster ``west``), an edge agent for each and one registry with its DNS
-server (``syncmesh.testing.system.full_system``, run in a child process so
+server (``harness.system.full_system``, run in a child process so
 the bench's 1 ms DNS polling does not share the system's event loop). Each
 source gets ``--changes`` changes at a steady pace, each one on a service that
 exists only in that source's cluster, and for each change the time from the
@@ -70,12 +70,20 @@ THIS_SCRIPT = str(Path(__file__).resolve())
 GOAL_CONSUL_P99_MS = 250.0
 GOAL_NACOS_P99_MS = 1500.0
 CONSUL_CYCLE: tuple[tuple[str, Shape], ...] = (
-    ("register", "address"), ("critical", "nodata"), ("deregister", "nxdomain"))
+    ("register", "address"),
+    ("critical", "nodata"),
+    ("deregister", "nxdomain"),
+)
 NACOS_CYCLE: tuple[tuple[str, Shape], ...] = (
-    ("register", "address"), ("disable", "nodata"), ("enable", "address"), ("deregister", "nodata"))
+    ("register", "address"),
+    ("disable", "nodata"),
+    ("enable", "address"),
+    ("deregister", "nodata"),
+)
 
 
 # -- pure part: plan, pacing, statistics -----------------------------------------------------
+
 
 def plan(prefix: str, cycle: Sequence[tuple[str, Shape]], changes: int) -> list[Step]:
     """``changes`` steps; each service runs through ``cycle`` once, then the next service starts."""
@@ -121,30 +129,42 @@ def values(outcomes: Sequence[Outcome], what: Callable[[Outcome], float | None])
 def spread(label: str, samples: Sequence[float]) -> str:
     if not samples:
         return f"{label} n=0"
-    return (f"{label} n={len(samples)} p50={percentile(samples, 50):.1f} "
-            f"p90={percentile(samples, 90):.1f} p99={percentile(samples, 99):.1f} "
-            f"max={max(samples):.1f} ms")
+    return (
+        f"{label} n={len(samples)} p50={percentile(samples, 50):.1f} "
+        f"p90={percentile(samples, 90):.1f} p99={percentile(samples, 99):.1f} "
+        f"max={max(samples):.1f} ms"
+    )
 
 
 def summary(source: str, outcomes: Sequence[Outcome]) -> list[str]:
     ok = [o for o in outcomes if o.dns_ms is not None]
-    lines = [f"{source}: {spread('source->DNS', values(ok, lambda o: o.dns_ms))}",
-             f"{source}: {spread('reference', values(outcomes, lambda o: o.ref_ms))}",
-             f"{source}: {spread('source->NATS', values(ok, lambda o: o.nats_ms))}",
-             f"{source}: {spread('API call', values(outcomes, lambda o: o.api_ms))}",
-             f"{source}: {spread('NATS->DNS', [o.dns_ms - o.nats_ms for o in ok if o.dns_ms is not None and o.nats_ms is not None])}"]
+    lines = [
+        f"{source}: {spread('source->DNS', values(ok, lambda o: o.dns_ms))}",
+        f"{source}: {spread('reference', values(outcomes, lambda o: o.ref_ms))}",
+        f"{source}: {spread('source->NATS', values(ok, lambda o: o.nats_ms))}",
+        f"{source}: {spread('API call', values(outcomes, lambda o: o.api_ms))}",
+        f"{source}: {spread('NATS->DNS', [o.dns_ms - o.nats_ms for o in ok if o.dns_ms is not None and o.nats_ms is not None])}",
+    ]
     for kind in dict.fromkeys(o.step.kind for o in outcomes):
         of_kind = [o for o in ok if o.step.kind == kind]
-        lines.append(f"{source}: {spread(kind + ' source->DNS', values(of_kind, lambda o: o.dns_ms))}"
-                     f" | {spread('ref', values(of_kind, lambda o: o.ref_ms))}")
+        lines.append(
+            f"{source}: {spread(kind + ' source->DNS', values(of_kind, lambda o: o.dns_ms))}"
+            f" | {spread('ref', values(of_kind, lambda o: o.ref_ms))}"
+        )
     slow = sorted(ok, key=lambda o: o.dns_ms or 0.0, reverse=True)[:5]
-    lines.append(f"{source}: slowest " + ", ".join(
-        f"{o.step.service}/{o.step.kind} {o.dns_ms:.0f} ms (NATS at {o.nats_ms or math.nan:.0f}, ref {o.ref_ms or math.nan:.0f})"
-        for o in slow))
+    lines.append(
+        f"{source}: slowest "
+        + ", ".join(
+            f"{o.step.service}/{o.step.kind} {o.dns_ms:.0f} ms (NATS at {o.nats_ms or math.nan:.0f}, ref {o.ref_ms or math.nan:.0f})"
+            for o in slow
+        )
+    )
     refs_missing = sum(1 for o in outcomes if o.ref_ms is None)
     unseen = sum(1 for o in ok if o.nats_ms is None)
-    lines.append(f"{source}: failures={len(failed(outcomes))} reference_timeouts={refs_missing} "
-                 f"reflected_without_matching_nats_state={unseen}")
+    lines.append(
+        f"{source}: failures={len(failed(outcomes))} reference_timeouts={refs_missing} "
+        f"reflected_without_matching_nats_state={unseen}"
+    )
     return lines
 
 
@@ -167,6 +187,7 @@ def last_line(consul: Sequence[Outcome], nacos: Sequence[Outcome]) -> str:
 
 # -- runner ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Settings:
     changes: int
@@ -178,8 +199,9 @@ class Settings:
     only: str | None = None
 
 
-async def measure(driver: Driver, probe: DnsProbe, tap: NatsTap, step: Step,
-                  timeout_s: float) -> tuple[Outcome, float]:
+async def measure(
+    driver: Driver, probe: DnsProbe, tap: NatsTap, step: Step, timeout_s: float
+) -> tuple[Outcome, float]:
     loop = asyncio.get_running_loop()
     outcome = Outcome(step)
     try:
@@ -194,7 +216,8 @@ async def measure(driver: Driver, probe: DnsProbe, tap: NatsTap, step: Step,
     deadline = t0 + timeout_s
     name = f"{step.service}.{DNS_SUFFIX}"
     dns_at, ref_at = await asyncio.gather(
-        probe.wait_for(name, step.dns, driver.gateway, deadline), reference(deadline))
+        probe.wait_for(name, step.dns, driver.gateway, deadline), reference(deadline)
+    )
     if dns_at is not None:
         outcome.dns_ms = (dns_at - t0) * 1000
     else:
@@ -206,16 +229,26 @@ async def measure(driver: Driver, probe: DnsProbe, tap: NatsTap, step: Step,
     if nats_at is not None:
         outcome.nats_ms = (nats_at - t0) * 1000
     elif dns_at is not None:
-        seen = [(round((at - t0) * 1000), shape)
-                for at, shape in tap.seen.get((driver.cluster, step.service), ())]
-        print(f"{driver.source}: note: {step.service} {step.kind} reached DNS without a matching "
-              f"state on NATS after the call; NATS states (ms from the call, shape): {seen}",
-              flush=True)
+        seen = [
+            (round((at - t0) * 1000), shape)
+            for at, shape in tap.seen.get((driver.cluster, step.service), ())
+        ]
+        print(
+            f"{driver.source}: note: {step.service} {step.kind} reached DNS without a matching "
+            f"state on NATS after the call; NATS states (ms from the call, shape): {seen}",
+            flush=True,
+        )
     return outcome, loop.time()
 
 
-async def run_source(driver: Driver, probe: DnsProbe, tap: NatsTap, steps: list[Step],
-                     settings: Settings, began: float) -> list[Outcome]:
+async def run_source(
+    driver: Driver,
+    probe: DnsProbe,
+    tap: NatsTap,
+    steps: list[Step],
+    settings: Settings,
+    began: float,
+) -> list[Outcome]:
     loop = asyncio.get_running_loop()
     pace = settings.pace_s[driver.source]
     outcomes: list[Outcome] = []
@@ -224,26 +257,36 @@ async def run_source(driver: Driver, probe: DnsProbe, tap: NatsTap, steps: list[
     for number, step in enumerate(steps, 1):
         await asyncio.sleep(max(0.0, slot - loop.time()))
         if loop.time() - began > settings.budget_s:
-            cut = [Outcome(s, error="not run: time budget spent") for s in steps[number - 1:]]
-            print(f"{driver.source}: time budget of {settings.budget_s:.0f} s spent; "
-                  f"{len(cut)} changes not run", flush=True)
+            cut = [Outcome(s, error="not run: time budget spent") for s in steps[number - 1 :]]
+            print(
+                f"{driver.source}: time budget of {settings.budget_s:.0f} s spent; "
+                f"{len(cut)} changes not run",
+                flush=True,
+            )
             return outcomes + cut
         slot_start = loop.time()
         outcome, observed = await measure(driver, probe, tap, step, settings.timeout_s)
         outcomes.append(outcome)
         if outcome.error:
-            print(f"{driver.source}: FAILED {step.service} {step.kind}: {outcome.error}", flush=True)
+            print(
+                f"{driver.source}: FAILED {step.service} {step.kind}: {outcome.error}", flush=True
+            )
         if number % every == 0 or number == len(steps):
             dns_ms = values(outcomes, lambda o: o.dns_ms)
-            print(f"[{loop.time() - began:6.1f}s] {driver.source} {number}/{len(steps)} "
-                  f"p50={percentile(dns_ms, 50):.1f} p99={percentile(dns_ms, 99):.1f} ms "
-                  f"ref_p50={percentile(values(outcomes, lambda o: o.ref_ms), 50):.1f} ms "
-                  f"failures={len(failed(outcomes))}", flush=True)
+            print(
+                f"[{loop.time() - began:6.1f}s] {driver.source} {number}/{len(steps)} "
+                f"p50={percentile(dns_ms, 50):.1f} p99={percentile(dns_ms, 99):.1f} ms "
+                f"ref_p50={percentile(values(outcomes, lambda o: o.ref_ms), 50):.1f} ms "
+                f"failures={len(failed(outcomes))}",
+                flush=True,
+            )
         slot = next_start(slot_start, pace, observed)
     return outcomes
 
 
-async def bench(info: dict[str, Any], settings: Settings, workdir: Path) -> tuple[list[Outcome], list[Outcome]]:
+async def bench(
+    info: dict[str, Any], settings: Settings, workdir: Path
+) -> tuple[list[Outcome], list[Outcome]]:
     loop = asyncio.get_running_loop()
     consul_steps = plan("cp", CONSUL_CYCLE, settings.changes if settings.only != "nacos" else 0)
     nacos_steps = plan("np", NACOS_CYCLE, settings.changes if settings.only != "consul" else 0)
@@ -259,16 +302,22 @@ async def bench(info: dict[str, Any], settings: Settings, workdir: Path) -> tupl
             consul = ConsulDriver(http, info["consul_url"])
             nacos = NacosDriver(http, info["nacos_addr"], info["west_port"], pushes)
             began = loop.time()
-            print(f"running {len(consul_steps)} Consul and {len(nacos_steps)} Nacos changes "
-                  f"(pace {settings.pace_s['consul'] * 1000:.0f} / {settings.pace_s['nacos'] * 1000:.0f} ms)",
-                  flush=True)
+            print(
+                f"running {len(consul_steps)} Consul and {len(nacos_steps)} Nacos changes "
+                f"(pace {settings.pace_s['consul'] * 1000:.0f} / {settings.pace_s['nacos'] * 1000:.0f} ms)",
+                flush=True,
+            )
             consul_out, nacos_out = await asyncio.gather(
                 run_source(consul, probes[0], tap, consul_steps, settings, began),
-                run_source(nacos, probes[1], tap, nacos_steps, settings, began))
+                run_source(nacos, probes[1], tap, nacos_steps, settings, began),
+            )
             queries = sum(p.queries for p in probes)
-            print(f"done in {loop.time() - began:.1f} s; {queries} DNS queries, "
-                  f"{sum(p.lost for p in probes)} unanswered; NATS tap: {tap.received} states, "
-                  f"{tap.undecodable} undecodable, {tap.errors} connection errors", flush=True)
+            print(
+                f"done in {loop.time() - began:.1f} s; {queries} DNS queries, "
+                f"{sum(p.lost for p in probes)} unanswered; NATS tap: {tap.received} states, "
+                f"{tap.undecodable} undecodable, {tap.errors} connection errors",
+                flush=True,
+            )
             return consul_out, nacos_out
     finally:
         for probe in probes:
@@ -279,18 +328,24 @@ async def bench(info: dict[str, Any], settings: Settings, workdir: Path) -> tupl
 
 # -- the system, in a child process ----------------------------------------------------------
 
+
 async def serve_system(workdir: Path) -> None:
     """Child: start the whole system, print where it listens, run until stdin closes."""
     import logging
 
-    from syncmesh.testing.system import full_system
+    from harness.system import full_system
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     loop = asyncio.get_running_loop()
     async with full_system(workdir) as s:
-        info = {"dns_port": s.dns_port, "consul_url": s.consul.http_url,
-                "nacos_addr": s.nacos.server_addr, "nats_url": s.nats.url,
-                "west_port": s.west_gateway.port, "nacos_version": s.nacos.version}
+        info = {
+            "dns_port": s.dns_port,
+            "consul_url": s.consul.http_url,
+            "nacos_addr": s.nacos.server_addr,
+            "nats_url": s.nats.url,
+            "west_port": s.west_gateway.port,
+            "nacos_version": s.nacos.version,
+        }
         print(READY_MARK + json.dumps(info), flush=True)
         stdin = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
@@ -305,8 +360,13 @@ async def _forward(stream: asyncio.StreamReader) -> None:
 @contextlib.asynccontextmanager
 async def system_process(workdir: Path) -> Any:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, THIS_SCRIPT, "--serve-system", str(workdir),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        THIS_SCRIPT,
+        "--serve-system",
+        str(workdir),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert child.stdin is not None and child.stdout is not None
     forward: asyncio.Task[None] | None = None
     try:
@@ -319,7 +379,7 @@ async def system_process(workdir: Path) -> Any:
                     break
                 sys.stderr.write("system: " + line)
         forward = asyncio.create_task(_forward(child.stdout))
-        yield json.loads(line[len(READY_MARK):])
+        yield json.loads(line[len(READY_MARK) :])
     finally:
         child.stdin.close()
         try:
@@ -337,24 +397,43 @@ async def main(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         started = loop.time()
         async with system_process(workdir / "system") as info:
-            print(f"system up in {loop.time() - started:.1f} s (Nacos {info['nacos_version']}, "
-                  f"DNS on 127.0.0.1:{info['dns_port']})", flush=True)
+            print(
+                f"system up in {loop.time() - started:.1f} s (Nacos {info['nacos_version']}, "
+                f"DNS on 127.0.0.1:{info['dns_port']})",
+                flush=True,
+            )
             consul, nacos = await bench(info, settings, workdir)
     if settings.dump:
         with open(settings.dump, "w") as out:  # noqa: ASYNC230 - after the measurement
             for source, outcomes in (("consul", consul), ("nacos", nacos)):
                 for o in outcomes:
-                    out.write(json.dumps({"source": source, **o.step._asdict(), "dns_ms": o.dns_ms,
-                                          "ref_ms": o.ref_ms, "nats_ms": o.nats_ms, "api_ms": o.api_ms,
-                                          "error": o.error}) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "source": source,
+                                **o.step._asdict(),
+                                "dns_ms": o.dns_ms,
+                                "ref_ms": o.ref_ms,
+                                "nats_ms": o.nats_ms,
+                                "api_ms": o.api_ms,
+                                "error": o.error,
+                            }
+                        )
+                        + "\n"
+                    )
     for line in summary("consul", consul) + summary("nacos", nacos):
         print(line)
-    for source, outcomes, goal in (("consul", consul, GOAL_CONSUL_P99_MS), ("nacos", nacos, GOAL_NACOS_P99_MS)):
+    for source, outcomes, goal in (
+        ("consul", consul, GOAL_CONSUL_P99_MS),
+        ("nacos", nacos, GOAL_NACOS_P99_MS),
+    ):
         p99 = percentile(values(outcomes, lambda o: o.dns_ms), 99)
         ref_p99 = percentile(values(outcomes, lambda o: o.ref_ms), 99)
         verdict = "n/a" if math.isnan(p99) else "met" if p99 <= goal else "MISSED"
-        print(f"goal {source} p99 <= {goal:.0f} ms: {verdict} ({p99:.1f} ms); "
-              f"{source}_ratio_p99_vs_ref={ratio(p99, ref_p99):.2f}")
+        print(
+            f"goal {source} p99 <= {goal:.0f} ms: {verdict} ({p99:.1f} ms); "
+            f"{source}_ratio_p99_vs_ref={ratio(p99, ref_p99):.2f}"
+        )
     print(last_line(consul, nacos), flush=True)
     return 0
 
@@ -362,14 +441,24 @@ async def main(settings: Settings) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--changes", type=int, default=300, help="changes per source")
-    parser.add_argument("--pace-ms", default="200,500",
-                        help="least time between two changes: one value, or CONSUL,NACOS")
+    parser.add_argument(
+        "--pace-ms",
+        default="200,500",
+        help="least time between two changes: one value, or CONSUL,NACOS",
+    )
     parser.add_argument("--timeout-s", type=float, default=10.0, help="per change, else a failure")
-    parser.add_argument("--budget-s", type=float, default=480.0,
-                        help="changes not started within this time are failures")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=480.0,
+        help="changes not started within this time are failures",
+    )
     parser.add_argument("--dump", metavar="PATH", help="write every change's outcome as JSON lines")
-    parser.add_argument("--only", choices=("consul", "nacos"),
-                        help="diagnostics: change one source only, to see the other's influence")
+    parser.add_argument(
+        "--only",
+        choices=("consul", "nacos"),
+        help="diagnostics: change one source only, to see the other's influence",
+    )
     parser.add_argument("--serve-system", metavar="WORKDIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.changes < 1:
@@ -384,9 +473,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     arguments = parse_args()
     if arguments.serve_system:
-        from dns_server.server import run
+        from dns_server.io.server import run
 
         run(serve_system(Path(arguments.serve_system)))
         sys.exit(0)
-    sys.exit(asyncio.run(main(Settings(arguments.changes, arguments.pace, arguments.timeout_s,
-                                       arguments.budget_s, arguments.dump, arguments.only))))
+    sys.exit(
+        asyncio.run(
+            main(
+                Settings(
+                    arguments.changes,
+                    arguments.pace,
+                    arguments.timeout_s,
+                    arguments.budget_s,
+                    arguments.dump,
+                    arguments.only,
+                )
+            )
+        )
+    )

@@ -55,7 +55,6 @@ __all__ = [
 Shape = Literal["address", "nodata", "nxdomain", "other"]
 
 
-
 class Step(NamedTuple):
     """One change: what is done to which service, and how its DNS answer must end up."""
 
@@ -127,17 +126,27 @@ class DnsProbe:
             return DnsAnswer("nxdomain", ())
         if rcode != dns.rcode.NOERROR or reply.flags & dns.flags.TC:
             return DnsAnswer("other", ())
-        addresses = tuple(sorted(item.address for rrset in reply.answer for item in rrset
-                                 if rrset.rdtype == dns.rdatatype.A))
+        addresses = tuple(
+            sorted(
+                item.address
+                for rrset in reply.answer
+                for item in rrset
+                if rrset.rdtype == dns.rdatatype.A
+            )
+        )
         return DnsAnswer("address" if addresses else "nodata", addresses)
 
-    async def wait_for(self, name: str, shape: Shape, address: str, deadline: float) -> float | None:
+    async def wait_for(
+        self, name: str, shape: Shape, address: str, deadline: float
+    ) -> float | None:
         """When the answer first had ``shape`` (with exactly ``address`` for "address"), or None."""
         loop = asyncio.get_running_loop()
         while loop.time() < deadline:
             answer = await self.ask(name)
-            if answer is not None and answer.shape == shape and (
-                shape != "address" or answer.addresses == (address,)
+            if (
+                answer is not None
+                and answer.shape == shape
+                and (shape != "address" or answer.addresses == (address,))
             ):
                 return loop.time()
             await asyncio.sleep(POLL_INTERVAL_S)
@@ -221,7 +230,9 @@ class ConsulBlockingWatch:
         _, index = await self._get(service, None)
         return index
 
-    async def wait_for(self, service: str, index: int, want: ConsulWant, deadline: float) -> float | None:
+    async def wait_for(
+        self, service: str, index: int, want: ConsulWant, deadline: float
+    ) -> float | None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
@@ -296,7 +307,9 @@ class NacosPushWatch:
         self._arrived[service].clear()
         return len(self.pushes[service])
 
-    async def wait_for(self, service: str, mark: int, usable: bool, deadline: float) -> float | None:
+    async def wait_for(
+        self, service: str, mark: int, usable: bool, deadline: float
+    ) -> float | None:
         """The first push after ``mark`` with (or without) a usable instance, or None."""
         seen = mark
         with contextlib.suppress(TimeoutError):
@@ -326,19 +339,28 @@ class ConsulDriver:
 
     async def arm(self, step: Step) -> Reference:
         index = await self._watch.arm(step.service)
-        want = {"register": consul_entries_passing, "critical": consul_entries_critical,
-                "deregister": consul_entries_empty}[step.kind]
+        want = {
+            "register": consul_entries_passing,
+            "critical": consul_entries_critical,
+            "deregister": consul_entries_empty,
+        }[step.kind]
         return lambda deadline: self._watch.wait_for(step.service, index, want, deadline)
 
     async def apply(self, step: Step) -> None:
         agent = f"{self._url}/v1/agent/service"
         if step.kind == "register":
             number = int(step.service.rsplit("-", 1)[1])
-            body = {"ID": step.service, "Name": step.service, "Port": 8080,
-                    "Address": f"10.1.{number // 250}.{number % 250 + 1}"}
+            body = {
+                "ID": step.service,
+                "Name": step.service,
+                "Port": 8080,
+                "Address": f"10.1.{number // 250}.{number % 250 + 1}",
+            }
             request = self._http.put(f"{agent}/register", json=body)
         elif step.kind == "critical":
-            request = self._http.put(f"{agent}/maintenance/{step.service}", params={"enable": "true"})
+            request = self._http.put(
+                f"{agent}/maintenance/{step.service}", params={"enable": "true"}
+            )
         else:
             request = self._http.put(f"{agent}/deregister/{step.service}")
         async with request as r:
@@ -348,8 +370,9 @@ class ConsulDriver:
 class NacosDriver:
     source, cluster, gateway = "nacos", "west", "127.0.0.3"
 
-    def __init__(self, http: aiohttp.ClientSession, server_addr: str, port: int,
-                 pushes: NacosPushWatch) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, server_addr: str, port: int, pushes: NacosPushWatch
+    ) -> None:
         self._http, self._pushes = http, pushes
         self._url = f"http://{server_addr}/nacos/v1/ns/instance"
         self._port = port
@@ -362,8 +385,12 @@ class NacosDriver:
     async def apply(self, step: Step) -> None:
         # The west gateway's real listener: Nacos TCP-checks persistent instances, and an
         # address nobody listens on would turn unhealthy on its own in the middle of a cycle.
-        params = {"serviceName": step.service, "ip": self.gateway, "port": str(self._port),
-                  "ephemeral": "false"}
+        params = {
+            "serviceName": step.service,
+            "ip": self.gateway,
+            "port": str(self._port),
+            "ephemeral": "false",
+        }
         if step.kind == "register":
             request = self._http.post(self._url, params=params)
         elif step.kind in ("disable", "enable"):

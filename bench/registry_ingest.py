@@ -31,12 +31,12 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dns_server.config import DnsConfig  # noqa: E402
-from global_registry.app import RegistryApp  # noqa: E402
-from global_registry.config import ApiConfig, RegistryConfig  # noqa: E402
-from global_registry.jsmeta import parse_ack_reply  # noqa: E402
-from global_registry.stream_consumer import subscribe_ordered  # noqa: E402
+from global_registry.config import ApiConfig  # noqa: E402
+from global_registry.core.jsmeta import parse_ack_reply  # noqa: E402
+from global_registry.io.stream_consumer import subscribe_ordered  # noqa: E402
+from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh import subjects  # noqa: E402
-from syncmesh.natsconn import NatsConfig, ensure_stream  # noqa: E402
+from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import (  # noqa: E402
     ClusterBeat,
     Gateway,
@@ -45,7 +45,9 @@ from syncmesh.schema import (  # noqa: E402
     ServiceState,
     encode,
 )
-from syncmesh.testing.nats_peer import nats_server  # noqa: E402
+from syncmesh_app.registry import RegistryApp  # noqa: E402
+from syncmesh_app.registry_config import RegistryConfig  # noqa: E402
+from syncmesh_io.nats_connection import ensure_stream  # noqa: E402
 
 GOAL_STATES_PER_S = 40_000
 GOAL_REBUILD_S = 5.0
@@ -108,7 +110,9 @@ async def publish(url: str, clusters: int, services: int, instances: int, gatewa
             await nc.publish(
                 subjects.service_subject(state.cluster, state.namespace, state.service),
                 encode(state),
-                headers={"Nats-Msg-Id": subjects.msg_id(state.cluster, state.epoch, state.revision)},
+                headers={
+                    "Nats-Msg-Id": subjects.msg_id(state.cluster, state.epoch, state.revision)
+                },
             )
         sent += services + 1
         await nc.flush()
@@ -192,7 +196,9 @@ async def main(args: argparse.Namespace) -> None:
             gateway = await gateway_listener()
             port = gateway.sockets[0].getsockname()[1]
             t0 = time.perf_counter()
-            stream_bytes = await publish(peer.url, args.clusters, args.services, args.instances, port)
+            stream_bytes = await publish(
+                peer.url, args.clusters, args.services, args.instances, port
+            )
             print(
                 f"published {states} service states + {args.clusters} beats "
                 f"({stream_bytes / 1e6:.1f} MB in the stream) in {time.perf_counter() - t0:.1f}s",
@@ -243,7 +249,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--instances", type=int, default=5)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from syncmesh.natsconn import NatsConfig
+from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Gateway, Label, Locality
 
 __all__ = [

@@ -1,10 +1,6 @@
-"""The global registry: consumes every cluster's service state from NATS, keeps
-the global view, probes gateways and serves the view to DNS, NATS and HTTP.
+"""The global registry: every cluster's service state from NATS, one validated view.
 
-Pure core (no asyncio): ``view``, ``ranking``, ``validate``, ``ingest``,
-``probes``/``probe_fsm``/``rtt``, ``cidr_index``, ``snapshot``, ``logonce``.
-asyncio adapters: ``stream_consumer``, ``probe_runner``, ``api``, ``admin``,
-``watch`` and ``app`` (the process).
+``global_registry.core`` is pure (view, validation, staleness, ranking, probe
+state machine); ``global_registry.io`` holds the stream reader, the probe
+runner, the NATS API and the admin HTTP routes. See docs/registry.md.
 """
-
-__all__: list[str] = []

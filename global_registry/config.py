@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
-from dns_server.config import DnsConfig
-from syncmesh.natsconn import NatsConfig
-from syncmesh.schema import Label, Locality
+from syncmesh.schema import Locality
 
 __all__ = [
     "StaleConfig",
@@ -18,7 +15,6 @@ __all__ = [
     "ApiConfig",
     "IngestConfig",
     "ReplicaLocality",
-    "RegistryConfig",
 ]
 
 PositiveSeconds = Annotated[float, Meta(gt=0, le=86_400)]
@@ -104,19 +100,3 @@ class ReplicaLocality(Struct, kw_only=True, forbid_unknown_fields=True):
 
     def to_locality(self) -> Locality:
         return Locality(region=self.region, zone=self.zone)
-
-
-class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
-    dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
-    # This replica's name: one subject token (probe reports go to syncmesh.v1.probe.<replica>).
-    replica: Label = "registry"
-    locality: ReplicaLocality = msgspec.field(default_factory=ReplicaLocality)
-    admin_address: str = "127.0.0.1"
-    # 0 picks a free port (tests); the bound port is RegistryApp.admin_port.
-    admin_port: Annotated[int, Meta(ge=0, le=65535)] = 8080
-    stale: StaleConfig = msgspec.field(default_factory=StaleConfig)
-    probe: ProbeConfig = msgspec.field(default_factory=ProbeConfig)
-    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
-    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
-    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)

@@ -36,12 +36,14 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def apply_env_overrides(data: dict[str, Any], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+def apply_env_overrides(
+    data: dict[str, Any], prefix: str, environ: Mapping[str, str]
+) -> dict[str, Any]:
     head = prefix.upper() + "__"
     for name, raw in sorted(environ.items()):
         if not name.upper().startswith(head):
             continue
-        path = [p.lower() for p in name[len(head):].split("__") if p]
+        path = [p.lower() for p in name[len(head) :].split("__") if p]
         if not path:
             continue
         node = data

@@ -45,7 +45,9 @@ def to_label(name: str) -> str:
 
 class LabelCollision(Exception):
     def __init__(self, label: str, kept: str, dropped: str) -> None:
-        super().__init__(f"label {label!r}: {dropped!r} collides with {kept!r}; {dropped!r} not published")
+        super().__init__(
+            f"label {label!r}: {dropped!r} collides with {kept!r}; {dropped!r} not published"
+        )
         self.label = label
         self.kept = kept
         self.dropped = dropped

@@ -19,7 +19,13 @@ import sys
 
 from syncmesh import subjects
 
-__all__ = ["agent_permissions", "registry_permissions", "consumer_permissions", "user_entry", "main"]
+__all__ = [
+    "agent_permissions",
+    "registry_permissions",
+    "consumer_permissions",
+    "user_entry",
+    "main",
+]
 
 _S = subjects.STREAM
 # Stream management without delete/purge, and ephemeral (ordered) consumers on our stream.

@@ -1,7 +1,7 @@
 """The wire contract: the one source of every message syncmesh puts on NATS.
 
 Both sides (edge_sync publishes, global_registry and inventory tools consume)
-import these Structs; `syncmesh.schemagen` turns them into the JSON Schema files
+import these Structs; `syncmesh_app.schemagen` turns them into the JSON Schema files
 under ``schemas/`` for consumers in other languages. A change to any Struct here
 that is not backwards compatible bumps ``SCHEMA_VERSION`` and the ``v1`` in the
 subjects.
@@ -48,7 +48,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 # A DNS label as syncmesh uses it: lower case letters, digits and inner dashes.
-Label = Annotated[str, Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+Label = Annotated[
+    str, Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Weight = Annotated[int, Meta(ge=0, le=65535)]
 NonNegative = Annotated[int, Meta(ge=0)]

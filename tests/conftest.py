@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from syncmesh.testing.consul_peer import ConsulPeer, consul_agent
-from syncmesh.testing.nacos_peer import NacosPeer, nacos_server
-from syncmesh.testing.nats_peer import NatsPeer, nats_server
+from harness.consul_peer import ConsulPeer, consul_agent
+from harness.nacos_peer import NacosPeer, nacos_server
+from harness.nats_peer import NatsPeer, nats_server
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from syncmesh import schema, subjects
 from syncmesh.configfile import ConfigError, apply_env_overrides, load_config
 from syncmesh.labels import assign_labels, is_label, to_label
-from syncmesh.natsconn import NatsConfig
+from syncmesh.nats_config import NatsConfig
 
 pytestmark = pytest.mark.core
 
@@ -21,8 +21,13 @@ def test_valid_labels_are_unchanged(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "prefix"),
-    [("com.foo.Bar", "com-foo-bar-"), ("Payments", "payments-"), ("my_svc", "my-svc-"),
-     ("--x--", "x-"), ("___", "x-")],
+    [
+        ("com.foo.Bar", "com-foo-bar-"),
+        ("Payments", "payments-"),
+        ("my_svc", "my-svc-"),
+        ("--x--", "x-"),
+        ("___", "x-"),
+    ],
 )
 def test_other_names_get_deterministic_suffixed_labels(name: str, prefix: str) -> None:
     label = to_label(name)
@@ -55,7 +60,9 @@ def test_subjects_round_trip() -> None:
     subj = subjects.service_subject("east", "default", "payments")
     assert subj == "syncmesh.v1.svc.east.default.payments"
     assert subjects.parse_subject(subj) == subjects.SubjectKey("svc", "east", "default", "payments")
-    assert subjects.parse_subject(subjects.cluster_subject("west")) == subjects.SubjectKey("cluster", "west")
+    assert subjects.parse_subject(subjects.cluster_subject("west")) == subjects.SubjectKey(
+        "cluster", "west"
+    )
     assert subjects.parse_subject("syncmesh.v1.svc.east.default") is None
     assert subjects.parse_subject("other.v1.cluster.x") is None
     assert subjects.msg_id("east", 5, 7) == "east:5:7"
@@ -63,8 +70,14 @@ def test_subjects_round_trip() -> None:
 
 def test_service_state_validation_rejects_bad_labels_and_ports() -> None:
     good = schema.ServiceState(
-        schema=1, cluster="east", namespace="default", service="pay", epoch=1, revision=1,
-        source="file", source_name="pay",
+        schema=1,
+        cluster="east",
+        namespace="default",
+        service="pay",
+        epoch=1,
+        revision=1,
+        source="file",
+        source_name="pay",
         instances=[schema.Instance(id="i1", address="10.0.0.1", port=80)],
     )
     data = schema.encode(good)

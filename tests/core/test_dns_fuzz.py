@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dns_server.config import DnsConfig
-from dns_server.core import DnsCore
-from dns_server.static_view import StaticCluster, StaticView
+from dns_server.core.engine import DnsCore
+from harness.static_view import StaticCluster, StaticView
 from syncmesh.schema import Gateway
 from syncmesh.view_api import ServiceKey
 

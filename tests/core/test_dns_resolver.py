@@ -14,9 +14,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from dns_server.config import DnsConfig
-from dns_server.core import DnsCore
-from dns_server.metrics import DnsMetrics
-from dns_server.static_view import StaticCluster, StaticView
+from dns_server.core.engine import DnsCore
+from dns_server.io.metrics import DnsMetrics
+from harness.static_view import StaticCluster, StaticView
 from syncmesh.schema import Gateway
 from syncmesh.view_api import ServiceKey, ViewChange
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edge_sync.config import EdgeConfig
-from edge_sync.loglimit import ReasonLimiter
-from edge_sync.ratelimit import TokenBucket
+from edge_sync.core.ratelimit import TokenBucket
 from syncmesh.configfile import ConfigError, load_config
+from syncmesh.loggate import ReasonLimiter
 
 pytestmark = pytest.mark.core
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from edge_sync.consul_core import (
+from edge_sync.core.consul import (
     BlockingIndex,
     ConsulFormatError,
     ConsulTracker,
@@ -15,7 +15,7 @@ from edge_sync.consul_core import (
     map_health_entries,
     namespace_of,
 )
-from edge_sync.model import ServiceRef
+from edge_sync.core.model import ServiceRef
 from syncmesh.labels import to_label
 
 pytestmark = pytest.mark.core

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_sync.config import EdgeConfig
-from edge_sync.core import EdgeCore, RemoteService
-from edge_sync.model import ServiceRef, SourceService
+from edge_sync.core.agent import EdgeCore, RemoteService
+from edge_sync.core.model import ServiceRef, SourceService
 from syncmesh.labels import assign_labels, to_label
 from syncmesh.schema import Instance, decode_cluster_beat, encode
 

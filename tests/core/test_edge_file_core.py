@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_sync.file_core import (
+from edge_sync.core.service_file import (
     MAX_FILE_BYTES,
     FileStamp,
     FileWatch,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edge_sync.nacos_core import (
+from edge_sync.core.nacos import (
     NacosCatalog,
     NacosKey,
     map_instances,

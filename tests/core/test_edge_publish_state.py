@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from edge_sync.publish_state import PublishState
+from edge_sync.core.publish_state import PublishState
 from syncmesh import subjects
 from syncmesh.schema import Instance, decode_service_state, encode
 

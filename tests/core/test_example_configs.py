@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edge_sync.config import EdgeConfig
-from global_registry.config import RegistryConfig
-from syncmesh.cli import main
 from syncmesh.configfile import load_config
+from syncmesh_app.cli import main
+from syncmesh_app.registry_config import RegistryConfig
 
 pytestmark = pytest.mark.core
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
@@ -26,7 +26,9 @@ def test_registry_example_loads() -> None:
     assert config.dns.zone == "syncmesh.internal."
 
 
-def test_cli_rejects_bad_config_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_bad_config_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "edge.toml"
     bad.write_text('cluster = "East_1"\n')
     assert main(["edge", "--config", str(bad)]) == 2

@@ -5,15 +5,15 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from global_registry.api import inventory_reply_bytes
 from global_registry.config import LimitsConfig, StaleConfig
-from global_registry.ingest import Ingest
-from global_registry.jsmeta import AckInfo, parse_ack_reply, parse_ack_reply_bytes
-from global_registry.probe_fsm import GatewayState
-from global_registry.probes import GatewayId, GatewayStatus
-from global_registry.samples import cluster_beat, instance, service_state, subject_of
-from global_registry.snapshot import inventory, resolve_reply
-from global_registry.view import RegistryView
+from global_registry.core.ingest import Ingest
+from global_registry.core.jsmeta import AckInfo, parse_ack_reply, parse_ack_reply_bytes
+from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probes import GatewayId, GatewayStatus
+from global_registry.core.snapshot import inventory, resolve_reply
+from global_registry.core.view import RegistryView
+from global_registry.io.api import inventory_reply_bytes
+from harness.samples import cluster_beat, instance, service_state, subject_of
 from syncmesh.labels import to_label
 from syncmesh.schema import Inventory, InventoryRequest, Locality, ResolveRequest, encode
 from syncmesh.view_api import ServiceKey, ViewChange
@@ -39,7 +39,12 @@ def test_no_changes_while_catching_up_then_one_everything() -> None:
     last = feed(ingest, service_state("east", "db"), seq=3, pending=0, now=2.5)
     assert last.caught_up_now and last.change == ViewChange(everything=True)
     assert ingest.caught_up and ingest.caught_up_at == 2.5
-    live = feed(ingest, service_state("east", "web", revision=2, instances=[instance(address="10.0.0.7")]), seq=4, pending=0)
+    live = feed(
+        ingest,
+        service_state("east", "web", revision=2, instances=[instance(address="10.0.0.7")]),
+        seq=4,
+        pending=0,
+    )
     assert live.change == ViewChange(services=frozenset({ServiceKey("default", "web")}))
 
 
@@ -61,7 +66,11 @@ def test_outcomes_are_counted_by_kind() -> None:
     feed(ingest, cluster_beat("east"), 1)
     feed(ingest, service_state("east", "web"), 2)
     feed(ingest, service_state("east", "web"), 3)
-    assert ingest.counts == {("cluster", "applied"): 1, ("svc", "applied"): 1, ("svc", "stale-revision"): 1}
+    assert ingest.counts == {
+        ("cluster", "applied"): 1,
+        ("svc", "applied"): 1,
+        ("svc", "stale-revision"): 1,
+    }
 
 
 def test_parse_ack_reply_v1_and_v2() -> None:
@@ -79,7 +88,9 @@ def serving_view() -> RegistryView:
     view = RegistryView(StaleConfig(), LimitsConfig(), Locality())
     for name, cidr in (("east", "10.1.0.0/16"), ("west", "10.2.0.0/16")):
         view.apply_beat(cluster_beat(name, client_cidrs=[cidr]), 0.0)
-        view.set_gateway_status(GatewayId(name, "192.0.2.1", 443), GatewayStatus(state=GatewayState.UP, up=True))
+        view.set_gateway_status(
+            GatewayId(name, "192.0.2.1", 443), GatewayStatus(state=GatewayState.UP, up=True)
+        )
         view.apply_service(service_state(name, "web"))
     view.apply_service(service_state("east", "billing", "payments"))
     view.apply_service(service_state("east", to_label("com.foo.Bar"), source_name="com.foo.Bar"))
@@ -92,7 +103,9 @@ def test_inventory_filters_by_cluster_and_namespace() -> None:
     assert [c.cluster for c in everything.clusters] == ["east", "west"]
     assert len(everything.services) == 4
     east_payments = inventory(view, cluster="east", namespace="payments")
-    assert [(s.cluster, s.namespace, s.service) for s in east_payments.services] == [("east", "payments", "billing")]
+    assert [(s.cluster, s.namespace, s.service) for s in east_payments.services] == [
+        ("east", "payments", "billing")
+    ]
     assert [c.cluster for c in inventory(view, namespace="payments").clusters] == ["east", "west"]
 
 
@@ -112,5 +125,7 @@ def test_an_inventory_too_large_for_a_reply_asks_for_filters() -> None:
     view = serving_view()
     small = inventory_reply_bytes(view, InventoryRequest(cluster="west"), max_bytes=100_000)
     assert msgspec.json.decode(small, type=Inventory).services[0].cluster == "west"
-    too_big = msgspec.json.decode(inventory_reply_bytes(view, InventoryRequest(), max_bytes=200), type=Inventory)
+    too_big = msgspec.json.decode(
+        inventory_reply_bytes(view, InventoryRequest(), max_bytes=200), type=Inventory
+    )
     assert "filter" in too_big.error and too_big.services == []

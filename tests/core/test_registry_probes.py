@@ -7,11 +7,11 @@ import random
 import pytest
 
 from global_registry.config import LimitsConfig, ProbeConfig, StaleConfig
-from global_registry.probe_fsm import TRANSITIONS, UP_STATES, GatewayState, step
-from global_registry.probes import GatewayId, GatewayProbes, GatewayStatus, ProbeOutcome
-from global_registry.rtt import RttEstimate, RttScale
-from global_registry.samples import cluster_beat, service_state
-from global_registry.view import RegistryView
+from global_registry.core.probe_fsm import TRANSITIONS, UP_STATES, GatewayState, step
+from global_registry.core.probes import GatewayId, GatewayProbes, GatewayStatus, ProbeOutcome
+from global_registry.core.rtt import RttEstimate, RttScale
+from global_registry.core.view import RegistryView
+from harness.samples import cluster_beat, service_state
 from syncmesh.schema import Gateway, Locality
 from syncmesh.view_api import ServiceKey, ViewChange
 
@@ -148,7 +148,12 @@ def view_with(clusters: dict[str, int | None]) -> RegistryView:
         view.apply_service(service_state(name, f"only-{name}"))
         view.set_gateway_status(
             GatewayId(name, "192.0.2.1", 443),
-            GatewayStatus(state=S.UP, up=True, rtt_ms=None if bucket is None else float(bucket), rtt_bucket=bucket),
+            GatewayStatus(
+                state=S.UP,
+                up=True,
+                rtt_ms=None if bucket is None else float(bucket),
+                rtt_bucket=bucket,
+            ),
         )
     return view
 
@@ -160,7 +165,12 @@ def keys(*names: str) -> frozenset[ServiceKey]:
 
 
 def status(bucket: int | None, up: bool = True) -> GatewayStatus:
-    return GatewayStatus(state=S.UP if up else S.DOWN, up=up, rtt_ms=None if bucket is None else float(bucket), rtt_bucket=bucket)
+    return GatewayStatus(
+        state=S.UP if up else S.DOWN,
+        up=up,
+        rtt_ms=None if bucket is None else float(bucket),
+        rtt_bucket=bucket,
+    )
 
 
 def test_rtt_jitter_inside_a_bucket_is_no_view_change() -> None:
@@ -207,5 +217,8 @@ def test_a_reorder_across_many_clusters_is_reported_as_everything() -> None:
 def test_no_cluster_wide_changes_are_worked_out_while_catching_up() -> None:
     view = view_with({"a": 2, "b": 5})
     view.quiet = True
-    assert view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), status(2, up=False)) == ViewChange()
+    assert (
+        view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), status(2, up=False))
+        == ViewChange()
+    )
     assert [c.cluster for c in view.resolve(ServiceKey("default", "web"), None).clusters] == ["b"]

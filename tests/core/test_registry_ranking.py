@@ -7,11 +7,11 @@ import ipaddress
 import pytest
 
 from global_registry.config import LimitsConfig, StaleConfig
-from global_registry.probe_fsm import GatewayState
-from global_registry.probes import GatewayId, GatewayStatus
-from global_registry.ranking import Candidate, rank
-from global_registry.samples import cluster_beat, service_state
-from global_registry.view import RegistryView
+from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probes import GatewayId, GatewayStatus
+from global_registry.core.ranking import Candidate, rank
+from global_registry.core.view import RegistryView
+from harness.samples import cluster_beat, service_state
 from syncmesh.schema import Gateway, Locality
 from syncmesh.view_api import ServiceKey
 
@@ -20,7 +20,9 @@ pytestmark = pytest.mark.core
 GW = (Gateway(address="192.0.2.1", port=443),)
 
 
-def cand(name: str, region: str = "", zone: str = "", bucket: int | None = None, stale: bool = False) -> Candidate:
+def cand(
+    name: str, region: str = "", zone: str = "", bucket: int | None = None, stale: bool = False
+) -> Candidate:
     return Candidate(
         cluster=name,
         locality=Locality(region=region, zone=zone),
@@ -67,12 +69,18 @@ def test_rtt_orders_within_a_tier() -> None:
 
 
 def test_equal_buckets_tie_and_fall_to_name_order() -> None:
-    ranked = rank([cand("zeta", bucket=4), cand("alpha", bucket=4), cand("mid", bucket=2)], None, Locality())
+    ranked = rank(
+        [cand("zeta", bucket=4), cand("alpha", bucket=4), cand("mid", bucket=2)], None, Locality()
+    )
     assert order(ranked) == [("mid", "rtt"), ("alpha", "order"), ("zeta", "order")]
 
 
 def test_zone_needs_the_same_region_too() -> None:
-    ranked = rank([cand("a", region="eu", zone="z1"), cand("b", region="us", zone="z1")], None, Locality(region="us", zone="z1"))
+    ranked = rank(
+        [cand("a", region="eu", zone="z1"), cand("b", region="us", zone="z1")],
+        None,
+        Locality(region="us", zone="z1"),
+    )
     assert order(ranked) == [("b", "same-zone"), ("a", "order")]
 
 
@@ -111,19 +119,31 @@ def resolve(view: RegistryView, client: str | None) -> list[tuple[str, str]]:
 
 def test_view_ranks_for_a_client_in_a_clusters_cidr() -> None:
     view = build_view()
-    assert resolve(view, "10.2.9.9") == [("west", "client-cidr"), ("east", "same-region"), ("europe", "rtt")]
+    assert resolve(view, "10.2.9.9") == [
+        ("west", "client-cidr"),
+        ("east", "same-region"),
+        ("europe", "rtt"),
+    ]
 
 
 def test_view_ranks_for_an_unknown_client_from_the_replicas_locality() -> None:
     view = build_view()
-    assert resolve(view, "192.168.1.1") == [("east", "same-zone"), ("west", "same-region"), ("europe", "rtt")]
+    assert resolve(view, "192.168.1.1") == [
+        ("east", "same-zone"),
+        ("west", "same-region"),
+        ("europe", "rtt"),
+    ]
     assert resolve(view, None) == resolve(view, "192.168.1.1")
 
 
 def test_view_ranks_by_the_client_clusters_locality() -> None:
     view = build_view()
     # east's clients: east itself, then its region (west), then RTT.
-    assert resolve(view, "10.1.0.1") == [("east", "client-cidr"), ("west", "same-region"), ("europe", "rtt")]
+    assert resolve(view, "10.1.0.1") == [
+        ("east", "client-cidr"),
+        ("west", "same-region"),
+        ("europe", "rtt"),
+    ]
 
 
 def test_pinned_resolution_considers_only_that_cluster() -> None:

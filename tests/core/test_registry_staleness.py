@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from global_registry.config import LimitsConfig, StaleConfig
-from global_registry.probe_fsm import GatewayState
-from global_registry.probes import GatewayId, GatewayStatus
-from global_registry.samples import cluster_beat, service_state
-from global_registry.snapshot import status
-from global_registry.view import RegistryView
+from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probes import GatewayId, GatewayStatus
+from global_registry.core.snapshot import status
+from global_registry.core.view import RegistryView
+from harness.samples import cluster_beat, service_state
 from syncmesh.schema import Locality
 from syncmesh.view_api import ServiceKey, ViewChange
 

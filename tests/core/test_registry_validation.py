@@ -6,12 +6,12 @@ import msgspec
 import pytest
 
 from global_registry.config import LimitsConfig, StaleConfig
-from global_registry.ingest import Ingest
-from global_registry.logonce import LogOnce
-from global_registry.samples import cluster_beat, instance, service_state, subject_of
-from global_registry.snapshot import inventory
-from global_registry.validate import REJECT_REASONS, validate_message
-from global_registry.view import RegistryView
+from global_registry.core.ingest import Ingest
+from global_registry.core.logonce import LogOnce
+from global_registry.core.snapshot import inventory
+from global_registry.core.validate import REJECT_REASONS, validate_message
+from global_registry.core.view import RegistryView
+from harness.samples import cluster_beat, instance, service_state, subject_of
 from syncmesh import subjects
 from syncmesh.schema import Gateway, Locality, encode
 
@@ -45,21 +45,69 @@ CASES: list[tuple[str, str, bytes]] = [
     ("schema", SVC, b'{"schema": 1, "cluster": "east"}'),
     ("schema", BEAT, raw(cluster_beat("east"), interval_s=0)),
     ("schema-version", SVC, raw(service_state("east", "web"), schema=2)),
-    ("label", "syncmesh.v1.svc.East.default.web", raw(service_state("east", "web"), cluster="East")),
-    ("label", subjects.service_subject("east", "default", "Web"), raw(service_state("east", "web"), service="Web")),
+    (
+        "label",
+        "syncmesh.v1.svc.East.default.web",
+        raw(service_state("east", "web"), cluster="East"),
+    ),
+    (
+        "label",
+        subjects.service_subject("east", "default", "Web"),
+        raw(service_state("east", "web"), service="Web"),
+    ),
     ("cluster-mismatch", SVC, encode(service_state("west", "web"))),
     ("cluster-mismatch", BEAT, encode(cluster_beat("west"))),
     ("key-mismatch", SVC, encode(service_state("east", "api"))),
-    ("key-mismatch", subjects.service_subject("east", "prod", "web"), encode(service_state("east", "web"))),
-    ("address", SVC, encode(service_state("east", "web", instances=[instance(address="10.0.0.300")]))),
-    ("address", SVC, encode(service_state("east", "web", instances=[instance(address="bad host!")]))),
-    ("address", BEAT, encode(cluster_beat("east", gateways=[Gateway(address="gw.example.com", port=443)]))),
+    (
+        "key-mismatch",
+        subjects.service_subject("east", "prod", "web"),
+        encode(service_state("east", "web")),
+    ),
+    (
+        "address",
+        SVC,
+        encode(service_state("east", "web", instances=[instance(address="10.0.0.300")])),
+    ),
+    (
+        "address",
+        SVC,
+        encode(service_state("east", "web", instances=[instance(address="bad host!")])),
+    ),
+    (
+        "address",
+        BEAT,
+        encode(cluster_beat("east", gateways=[Gateway(address="gw.example.com", port=443)])),
+    ),
     ("cidr", BEAT, encode(cluster_beat("east", client_cidrs=["10.0.0.0/33"]))),
     ("cidr", BEAT, encode(cluster_beat("east", client_cidrs=["10.1.2.3/16"]))),
-    ("duplicate-instance", SVC, encode(service_state("east", "web", instances=[instance(id="a"), instance(id="a", address="10.0.0.2")]))),
-    ("too-many-instances", SVC, encode(service_state("east", "web", instances=[instance(id=str(i)) for i in range(4)]))),
-    ("too-many-gateways", BEAT, encode(cluster_beat("east", gateways=[Gateway(address=f"192.0.2.{i}", port=443) for i in range(3)]))),
-    ("too-many-cidrs", BEAT, encode(cluster_beat("east", client_cidrs=["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"]))),
+    (
+        "duplicate-instance",
+        SVC,
+        encode(
+            service_state(
+                "east", "web", instances=[instance(id="a"), instance(id="a", address="10.0.0.2")]
+            )
+        ),
+    ),
+    (
+        "too-many-instances",
+        SVC,
+        encode(service_state("east", "web", instances=[instance(id=str(i)) for i in range(4)])),
+    ),
+    (
+        "too-many-gateways",
+        BEAT,
+        encode(
+            cluster_beat(
+                "east", gateways=[Gateway(address=f"192.0.2.{i}", port=443) for i in range(3)]
+            )
+        ),
+    ),
+    (
+        "too-many-cidrs",
+        BEAT,
+        encode(cluster_beat("east", client_cidrs=["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"])),
+    ),
 ]
 
 
@@ -78,8 +126,12 @@ def prepared() -> Ingest:
     return ingest
 
 
-@pytest.mark.parametrize(("reason", "subject", "data"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_rejected_message_changes_nothing_and_is_counted(reason: str, subject: str, data: bytes) -> None:
+@pytest.mark.parametrize(
+    ("reason", "subject", "data"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_rejected_message_changes_nothing_and_is_counted(
+    reason: str, subject: str, data: bytes
+) -> None:
     ingest = prepared()
     before = encode(inventory(ingest.view))
     result = ingest.handle(subject, data, now=1.0)
@@ -94,9 +146,14 @@ def test_limits_that_need_the_view_are_rejections_too() -> None:
     ingest = prepared()
     before = encode(inventory(ingest.view))
     third = service_state("east", "db")
-    assert ingest.handle(subject_of(third), encode(third), 1.0).rejected.reason == "too-many-services"  # type: ignore[union-attr]
+    assert (
+        ingest.handle(subject_of(third), encode(third), 1.0).rejected.reason == "too-many-services"
+    )  # type: ignore[union-attr]
     fourth = cluster_beat("south")
-    assert ingest.handle(subject_of(fourth), encode(fourth), 1.0).rejected.reason == "too-many-clusters"  # type: ignore[union-attr]
+    assert (
+        ingest.handle(subject_of(fourth), encode(fourth), 1.0).rejected.reason
+        == "too-many-clusters"
+    )  # type: ignore[union-attr]
     assert encode(inventory(ingest.view)) == before
     assert ingest.rejections == {"too-many-services": 1, "too-many-clusters": 1}
 
@@ -113,7 +170,14 @@ def test_the_cluster_of_a_rejection_is_the_subjects_not_the_payloads() -> None:
 
 
 def test_hostnames_are_fine_for_instances() -> None:
-    state = service_state("east", "web", instances=[instance(address="web-1.east.internal"), instance(id="v6", address="2001:db8::5")])
+    state = service_state(
+        "east",
+        "web",
+        instances=[
+            instance(address="web-1.east.internal"),
+            instance(id="v6", address="2001:db8::5"),
+        ],
+    )
     assert validate_message(SVC, encode(state), LimitsConfig()) == state
 
 

@@ -7,11 +7,11 @@ import ipaddress
 import pytest
 
 from global_registry.config import LimitsConfig, StaleConfig
-from global_registry.probe_fsm import GatewayState
-from global_registry.probes import GatewayId, GatewayStatus
-from global_registry.samples import cluster_beat, instance, service_state
-from global_registry.validate import Rejected
-from global_registry.view import RegistryView
+from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probes import GatewayId, GatewayStatus
+from global_registry.core.validate import Rejected
+from global_registry.core.view import RegistryView
+from harness.samples import cluster_beat, instance, service_state
 from syncmesh.schema import Gateway, Locality
 from syncmesh.view_api import ServiceKey, ViewChange
 
@@ -36,7 +36,10 @@ def serving_cluster(view: RegistryView, cluster: str, now: float = 0.0, **beat: 
 
 
 def instances_of(view: RegistryView, cluster: str, key: ServiceKey = WEB) -> list[str]:
-    return [i.address for i in view.clusters[cluster].services[(key.namespace, key.service)].state.instances]
+    return [
+        i.address
+        for i in view.clusters[cluster].services[(key.namespace, key.service)].state.instances
+    ]
 
 
 def test_newer_revision_replaces_and_names_exactly_its_service() -> None:
@@ -52,9 +55,15 @@ def test_newer_revision_replaces_and_names_exactly_its_service() -> None:
 
 def test_older_and_duplicate_revisions_are_dropped() -> None:
     view = make_view()
-    view.apply_service(service_state("east", "web", revision=5, instances=[instance(address="10.0.0.5")]))
-    older = view.apply_service(service_state("east", "web", revision=4, instances=[instance(address="10.0.0.4")]))
-    again = view.apply_service(service_state("east", "web", revision=5, instances=[instance(address="10.0.0.9")]))
+    view.apply_service(
+        service_state("east", "web", revision=5, instances=[instance(address="10.0.0.5")])
+    )
+    older = view.apply_service(
+        service_state("east", "web", revision=4, instances=[instance(address="10.0.0.4")])
+    )
+    again = view.apply_service(
+        service_state("east", "web", revision=5, instances=[instance(address="10.0.0.9")])
+    )
     assert (older.outcome, again.outcome) == ("stale-revision", "stale-revision")
     assert not older.change and not again.change
     assert instances_of(view, "east") == ["10.0.0.5"]
@@ -64,7 +73,9 @@ def test_a_newer_epoch_supersedes_higher_revisions_of_the_old_agent() -> None:
     view = make_view()
     view.apply_service(service_state("east", "web", epoch=100, revision=900))
     restarted = view.apply_service(
-        service_state("east", "web", epoch=200, revision=1, instances=[instance(address="10.0.0.2")])
+        service_state(
+            "east", "web", epoch=200, revision=1, instances=[instance(address="10.0.0.2")]
+        )
     )
     assert restarted.outcome == "applied"
     assert instances_of(view, "east") == ["10.0.0.2"]
@@ -122,9 +133,26 @@ def test_beat_changes_scope() -> None:
     )
     assert moved.gateways_changed
     assert moved.change == ViewChange(services=frozenset({WEB, ServiceKey("default", "api")}))
-    cidrs = view.apply_beat(cluster_beat("east", revision=5, gateways=[Gateway(address="192.0.2.9", port=443)], client_cidrs=["10.1.0.0/16"]), 3.0)
+    cidrs = view.apply_beat(
+        cluster_beat(
+            "east",
+            revision=5,
+            gateways=[Gateway(address="192.0.2.9", port=443)],
+            client_cidrs=["10.1.0.0/16"],
+        ),
+        3.0,
+    )
     assert cidrs.change.everything
-    locality = view.apply_beat(cluster_beat("east", revision=6, gateways=[Gateway(address="192.0.2.9", port=443)], client_cidrs=["10.1.0.0/16"], region="r2"), 4.0)
+    locality = view.apply_beat(
+        cluster_beat(
+            "east",
+            revision=6,
+            gateways=[Gateway(address="192.0.2.9", port=443)],
+            client_cidrs=["10.1.0.0/16"],
+            region="r2",
+        ),
+        4.0,
+    )
     assert locality.change.everything
     old = view.apply_beat(cluster_beat("east", revision=5), 5.0)
     assert old.outcome == "stale-revision"
@@ -139,7 +167,12 @@ def test_too_many_services_is_rejected_and_changes_nothing() -> None:
     assert caught.value.reason == "too-many-services"
     assert sorted(view.clusters["east"].services) == [("default", "a"), ("default", "b")]
     # Updating or deleting an existing service still works at the limit.
-    assert view.apply_service(service_state("east", "a", revision=2, deleted=True, instances=[])).outcome == "applied"
+    assert (
+        view.apply_service(
+            service_state("east", "a", revision=2, deleted=True, instances=[])
+        ).outcome
+        == "applied"
+    )
     assert view.apply_service(service_state("east", "c", revision=3)).outcome == "applied"
 
 
@@ -158,11 +191,20 @@ def test_candidates_need_a_healthy_instance_a_beat_and_an_up_gateway() -> None:
     view.apply_service(service_state("east", "web"))
     assert [c.cluster for c in view.resolve(WEB, None).clusters] == ["east"]
 
-    view.apply_service(service_state("east", "web", revision=5, instances=[instance(health="critical"), instance(id="i2", weight=0)]))
+    view.apply_service(
+        service_state(
+            "east",
+            "web",
+            revision=5,
+            instances=[instance(health="critical"), instance(id="i2", weight=0)],
+        )
+    )
     resolution = view.resolve(WEB, None)
     assert resolution.known and resolution.clusters == ()
 
-    view.apply_service(service_state("east", "web", revision=6, instances=[instance(health="warning")]))
+    view.apply_service(
+        service_state("east", "web", revision=6, instances=[instance(health="warning")])
+    )
     assert view.resolve(WEB, None).clusters[0].healthy_instances == 1
 
     view.set_gateway_status(GatewayId("east", "192.0.2.1", 443), DOWN)
@@ -220,16 +262,33 @@ def test_instance_count_follows_updates_and_deletes() -> None:
 
 def test_namespace_known_follows_services_in_it() -> None:
     from global_registry.config import LimitsConfig, StaleConfig
-    from global_registry.view import RegistryView
+    from global_registry.core.view import RegistryView
     from syncmesh.schema import Locality, ServiceState
 
     view = RegistryView(StaleConfig(), LimitsConfig(), Locality(), probes_required=False)
     assert not view.namespace_known("shop")
-    state = ServiceState(schema=1, cluster="east", namespace="shop", service="orders", epoch=1,
-                         revision=1, source="file", source_name="orders")
+    state = ServiceState(
+        schema=1,
+        cluster="east",
+        namespace="shop",
+        service="orders",
+        epoch=1,
+        revision=1,
+        source="file",
+        source_name="orders",
+    )
     view.apply_service(state, 0.0)
     assert view.namespace_known("shop")
-    tomb = ServiceState(schema=1, cluster="east", namespace="shop", service="orders", epoch=1,
-                        revision=2, source="file", source_name="orders", deleted=True)
+    tomb = ServiceState(
+        schema=1,
+        cluster="east",
+        namespace="shop",
+        service="orders",
+        epoch=1,
+        revision=2,
+        source="file",
+        source_name="orders",
+        deleted=True,
+    )
     view.apply_service(tomb, 1.0)
     assert not view.namespace_known("shop")

@@ -9,18 +9,20 @@ from pathlib import Path
 import pytest
 
 from syncmesh.schema import WIRE_TYPES
-from syncmesh.schemagen import DEFAULT_DIR, check_schemas, main, render_schemas, write_schemas
+from syncmesh_app.schemagen import DEFAULT_DIR, check_schemas, main, render_schemas, write_schemas
 
 pytestmark = pytest.mark.core
 
 
 def test_committed_schemas_are_up_to_date() -> None:
     problems = check_schemas(DEFAULT_DIR)
-    assert problems == [], "run: python -m syncmesh.schemagen  (" + "; ".join(problems) + ")"
+    assert problems == [], "run: python -m syncmesh_app.schemagen  (" + "; ".join(problems) + ")"
 
 
 def test_one_file_per_wire_type() -> None:
-    assert sorted(p.name for p in DEFAULT_DIR.glob("*.json")) == sorted(f"{n}.json" for n in WIRE_TYPES)
+    assert sorted(p.name for p in DEFAULT_DIR.glob("*.json")) == sorted(
+        f"{n}.json" for n in WIRE_TYPES
+    )
 
 
 def test_rendering_is_deterministic_and_valid_json() -> None:
@@ -29,7 +31,9 @@ def test_rendering_is_deterministic_and_valid_json() -> None:
     state = json.loads(first["ServiceState.json"])
     assert state["$schema"].endswith("2020-12/schema")
     definition = state["$defs"]["ServiceState"]
-    assert {"schema", "cluster", "namespace", "service", "epoch", "revision"} <= set(definition["required"])
+    assert {"schema", "cluster", "namespace", "service", "epoch", "revision"} <= set(
+        definition["required"]
+    )
     assert definition["properties"]["cluster"]["pattern"].startswith("^[a-z0-9]")
 
 

@@ -1,4 +1,4 @@
-"""The real Consul agent built by syncmesh.testing: version, blocking queries, ACLs.
+"""The real Consul agent built by harness: version, blocking queries, ACLs.
 
 These pin the Consul behaviour the sync engine relies on (blocking queries that
 block until a change and wake promptly on one; default-deny ACLs that filter
@@ -17,8 +17,8 @@ import aiohttp
 import consul.aio
 import pytest
 
-from syncmesh.testing.consul_build import CONSUL_VERSION, ensure_consul
-from syncmesh.testing.consul_peer import ConsulPeer, consul_agent
+from harness.consul_build import CONSUL_VERSION, ensure_consul
+from harness.consul_peer import ConsulPeer, consul_agent
 
 pytestmark = pytest.mark.peers
 

@@ -16,7 +16,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from syncmesh.testing._proc import free_port
+from syncmesh_app.embedded.process import free_port
 
 pytestmark = pytest.mark.peers
 
@@ -55,9 +55,21 @@ async def test_demo_serves_follows_edits_and_stops_cleanly(tmp_path: Path) -> No
     log_path = tmp_path / "demo.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "syncmesh", "demo", "--workdir", str(tmp_path / "demo"),
-             "--dns-port", str(dns_port), "--admin-port", str(admin_port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "syncmesh_app",
+                "demo",
+                "--workdir",
+                str(tmp_path / "demo"),
+                "--dns-port",
+                str(dns_port),
+                "--admin-port",
+                str(admin_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 60
@@ -72,7 +84,7 @@ async def test_demo_serves_follows_edits_and_stops_cleanly(tmp_path: Path) -> No
 
         east_file = tmp_path / "demo" / "east-services.toml"
         text = east_file.read_text()
-        edited = text.replace('port = 8080\n', 'port = 8080\nhealth = "critical"\n')
+        edited = text.replace("port = 8080\n", 'port = 8080\nhealth = "critical"\n')
         assert edited != text
         east_file.write_text(edited)
         changed_at = time.monotonic()
@@ -101,10 +113,22 @@ async def test_demo_on_real_consul_and_nacos_stops_every_peer(tmp_path: Path) ->
     log_path = tmp_path / "demo.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "syncmesh", "demo", "--consul", "--nacos",
-             "--workdir", str(workdir), "--dns-port", str(dns_port),
-             "--admin-port", str(admin_port)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "harness.demo_peers",
+                "--consul",
+                "--nacos",
+                "--workdir",
+                str(workdir),
+                "--dns-port",
+                str(dns_port),
+                "--admin-port",
+                str(admin_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120

@@ -17,8 +17,9 @@ import dns.rdatatype
 import pytest
 from prometheus_client import CollectorRegistry
 
-from dns_server import DnsConfig, DnsServer, start_dns
-from dns_server.static_view import StaticCluster, StaticView
+from dns_server.config import DnsConfig
+from dns_server.io.server import DnsServer, start_dns
+from harness.static_view import StaticCluster, StaticView
 from syncmesh.schema import Gateway
 from syncmesh.view_api import ServiceKey, ViewChange
 

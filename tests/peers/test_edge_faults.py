@@ -10,13 +10,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from edge_sync.app import EdgeAgent, run_edge
 from edge_sync.config import EdgeConfig
-from edge_sync.remote_state import read_last_states
-from syncmesh import natsconn
+from edge_sync.io.remote_state import read_last_states
+from harness.nats_peer import NatsPeer
 from syncmesh.schema import ServiceState
-from syncmesh.testing._proc import wait_until
-from syncmesh.testing.nats_peer import NatsPeer
+from syncmesh_app.edge import EdgeAgent, run_edge
+from syncmesh_app.embedded.process import wait_until
+from syncmesh_io import nats_connection as natsconn
 
 pytestmark = [pytest.mark.peers, pytest.mark.reliability]
 

@@ -12,13 +12,14 @@ import aiohttp
 import msgspec
 import pytest
 
-from edge_sync.app import EdgeAgent, run_edge
 from edge_sync.config import EdgeConfig
-from edge_sync.remote_state import read_last_states
-from syncmesh import natsconn, subjects
+from edge_sync.io.remote_state import read_last_states
+from harness.nats_peer import NatsPeer, nats_server
+from syncmesh import subjects
 from syncmesh.schema import ServiceState, decode_cluster_beat
-from syncmesh.testing._proc import wait_until
-from syncmesh.testing.nats_peer import NatsPeer, nats_server
+from syncmesh_app.edge import EdgeAgent, run_edge
+from syncmesh_app.embedded.process import wait_until
+from syncmesh_io import nats_connection as natsconn
 
 pytestmark = pytest.mark.peers
 
@@ -253,10 +254,13 @@ async def test_spoofed_or_malformed_input_is_counted_and_harmless(
         async def both_counted() -> bool:
             return (
                 invalid("syncmesh_edge_invalid_input_total", {"reason": "resync_oversized"}) == 1
-                and invalid("syncmesh_edge_invalid_input_total", {"reason": "resync_malformed"}) == 1
+                and invalid("syncmesh_edge_invalid_input_total", {"reason": "resync_malformed"})
+                == 1
             )
 
         await wait_until(both_counted, 5, what="bad resync requests counted")
         await asyncio.sleep(0.5)
-        assert {k: v.revision for k, v in (await states(reader)).items()} == before  # nothing republished
+        assert {
+            k: v.revision for k, v in (await states(reader)).items()
+        } == before  # nothing republished
         assert invalid("syncmesh_edge_resync_requests_total", {"outcome": "done"}) is None

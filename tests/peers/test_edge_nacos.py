@@ -16,15 +16,15 @@ from v2.nacos import (
     RegisterInstanceParam,
 )
 
-from edge_sync.app import EdgeAgent
 from edge_sync.config import EdgeConfig
-from edge_sync.remote_state import read_last_states
-from syncmesh import natsconn
+from edge_sync.io.remote_state import read_last_states
+from harness.nacos_peer import NacosPeer, nacos_server
+from harness.nats_peer import NatsPeer
 from syncmesh.labels import to_label
 from syncmesh.schema import ServiceState
-from syncmesh.testing._proc import wait_until
-from syncmesh.testing.nacos_peer import NacosPeer, nacos_server
-from syncmesh.testing.nats_peer import NatsPeer
+from syncmesh_app.edge import EdgeAgent
+from syncmesh_app.embedded.process import wait_until
+from syncmesh_io import nats_connection as natsconn
 
 pytestmark = pytest.mark.peers
 

@@ -1,5 +1,5 @@
 """The Nacos used by the tests is a real standalone server (assembled from Maven
-Central by syncmesh.testing.nacos_build), driven through nacos-sdk-python's v2
+Central by harness.nacos_build), driven through nacos-sdk-python's v2
 async API exactly as the Nacos edge will drive it: pushes arrive over gRPC, the
 empty push after the last deregistration is delivered, and auth is enforced."""
 
@@ -23,8 +23,8 @@ from v2.nacos import (
     SubscribeServiceParam,
 )
 
-from syncmesh.testing.nacos_build import NACOS_VERSION
-from syncmesh.testing.nacos_peer import NacosPeer, nacos_server
+from harness.nacos_build import NACOS_VERSION
+from harness.nacos_peer import NacosPeer, nacos_server
 
 pytestmark = pytest.mark.peers
 

@@ -9,9 +9,10 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
+from harness.nats_peer import NatsPeer
 from syncmesh import subjects
-from syncmesh.natsconn import NatsConfig, connect, ensure_stream
-from syncmesh.testing.nats_peer import NatsPeer
+from syncmesh.nats_config import NatsConfig
+from syncmesh_io.nats_connection import connect, ensure_stream
 
 pytestmark = pytest.mark.peers
 
@@ -33,19 +34,23 @@ async def test_stream_keeps_last_state_per_subject(nats_peer: NatsPeer) -> None:
         info = await js.stream_info(subjects.STREAM)
         assert info.config.max_msgs_per_subject == 1
         assert info.state.messages == 2
-        last = await js.get_last_msg(subjects.STREAM, subjects.service_subject("east", "default", "pay"))
+        last = await js.get_last_msg(
+            subjects.STREAM, subjects.service_subject("east", "default", "pay")
+        )
         assert last.data == b"4"
     finally:
         await nc.close()
 
 
 async def test_cluster_serves_r3_stream_with_one_node_killed(nats_cluster: NatsPeer) -> None:
-    nc = await nats.connect(servers=nats_cluster.urls, max_reconnect_attempts=-1,
-                            reconnect_time_wait=0.2)
+    nc = await nats.connect(
+        servers=nats_cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2
+    )
     try:
         js = nc.jetstream()
-        await js.add_stream(StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3,
-                                         max_msgs_per_subject=1))
+        await js.add_stream(
+            StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3, max_msgs_per_subject=1)
+        )
         for i in range(10):
             await js.publish(f"r3.k{i}", b"before")
         info = await js.stream_info("R3")

@@ -14,12 +14,12 @@ import nats
 import pytest
 
 from dns_server.config import DnsConfig
-from global_registry.app import RegistryApp
-from global_registry.config import IngestConfig, ProbeConfig, RegistryConfig, ReplicaLocality
-from global_registry.samples import cluster_beat, instance, publish, service_state
-from global_registry.snapshot import inventory
+from global_registry.config import IngestConfig, ProbeConfig, ReplicaLocality
+from global_registry.core.snapshot import inventory
+from harness.nats_peer import NatsPeer
+from harness.samples import cluster_beat, instance, publish, service_state
 from syncmesh import subjects
-from syncmesh.natsconn import NatsConfig, ensure_stream
+from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import (
     Gateway,
     Inventory,
@@ -28,9 +28,11 @@ from syncmesh.schema import (
     ResolveRequest,
     encode,
 )
-from syncmesh.testing._proc import free_port, wait_until
-from syncmesh.testing.nats_peer import NatsPeer
 from syncmesh.view_api import ServiceKey
+from syncmesh_app.embedded.process import free_port, wait_until
+from syncmesh_app.registry import RegistryApp
+from syncmesh_app.registry_config import RegistryConfig
+from syncmesh_io.nats_connection import ensure_stream
 
 pytestmark = pytest.mark.peers
 
@@ -85,16 +87,35 @@ async def client(peer: NatsPeer):  # type: ignore[no-untyped-def]
 
 
 async def seed_two_clusters(js, east_port: int, west_port: int) -> None:  # type: ignore[no-untyped-def]
-    await publish(js, cluster_beat("east", region="us", zone="us-1", client_cidrs=["10.1.0.0/16"],
-                                   gateways=[Gateway(address="127.0.0.1", port=east_port)]))
-    await publish(js, cluster_beat("west", region="us", zone="us-2", client_cidrs=["10.2.0.0/16"],
-                                   gateways=[Gateway(address="127.0.0.2", port=west_port)]))
+    await publish(
+        js,
+        cluster_beat(
+            "east",
+            region="us",
+            zone="us-1",
+            client_cidrs=["10.1.0.0/16"],
+            gateways=[Gateway(address="127.0.0.1", port=east_port)],
+        ),
+    )
+    await publish(
+        js,
+        cluster_beat(
+            "west",
+            region="us",
+            zone="us-2",
+            client_cidrs=["10.2.0.0/16"],
+            gateways=[Gateway(address="127.0.0.2", port=west_port)],
+        ),
+    )
     await publish(js, service_state("east", "web", revision=2))
     await publish(js, service_state("west", "web", revision=2))
 
 
 async def metric(app: RegistryApp, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{app.admin_port}/metrics") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{app.admin_port}/metrics") as resp,
+    ):
         text = await resp.text()
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -106,7 +127,9 @@ async def metric(app: RegistryApp, name: str) -> float:
 async def test_a_message_on_easts_subject_claiming_west_is_rejected(nats_peer: NatsPeer) -> None:
     nc, js = await client(nats_peer)
     async with gateway() as gw:
-        await publish(js, cluster_beat("east", gateways=[Gateway(address="127.0.0.1", port=port_of(gw))]))
+        await publish(
+            js, cluster_beat("east", gateways=[Gateway(address="127.0.0.1", port=port_of(gw))])
+        )
         await publish(js, service_state("east", "web", revision=2))
         # On east's subject for api (east's web stays: the stream keeps one message per subject).
         spoof = service_state("west", "api", revision=77)
@@ -117,7 +140,9 @@ async def test_a_message_on_easts_subject_claiming_west_is_rejected(nats_peer: N
             name = 'syncmesh_registry_rejected_messages_total{reason="cluster-mismatch"}'
             assert await metric(app, name) == 1.0
             # Live, too, and the process keeps serving: a beat claiming west on east's subject.
-            await publish(js, cluster_beat("west", revision=78), subject=subjects.cluster_subject("east"))
+            await publish(
+                js, cluster_beat("west", revision=78), subject=subjects.cluster_subject("east")
+            )
             await publish(js, service_state("east", "db", revision=79))
 
             async def applied() -> bool:
@@ -134,13 +159,29 @@ async def test_a_restarted_registry_rebuilds_the_same_view_from_nats(nats_peer: 
     async with gateway() as gw:
         port = port_of(gw)
         for name in ("east", "west", "north"):
-            await publish(js, cluster_beat(name, gateways=[Gateway(address="127.0.0.1", port=port)]))
+            await publish(
+                js, cluster_beat(name, gateways=[Gateway(address="127.0.0.1", port=port)])
+            )
             for i in range(20):
-                await publish(js, service_state(name, f"svc-{i}", revision=i + 2,
-                                                instances=[instance(id=f"{name}-{i}", address=f"10.0.{i}.1")]))
+                await publish(
+                    js,
+                    service_state(
+                        name,
+                        f"svc-{i}",
+                        revision=i + 2,
+                        instances=[instance(id=f"{name}-{i}", address=f"10.0.{i}.1")],
+                    ),
+                )
         await publish(js, service_state("east", "svc-3", revision=100, instances=[], deleted=True))
-        await publish(js, service_state("west", "svc-4", revision=101, instances=[instance(id="new", address="10.9.9.9")]))
-        await publish(js, service_state("west", "svc-4", revision=50))  # older: dropped on every rebuild
+        await publish(
+            js,
+            service_state(
+                "west", "svc-4", revision=101, instances=[instance(id="new", address="10.9.9.9")]
+            ),
+        )
+        await publish(
+            js, service_state("west", "svc-4", revision=50)
+        )  # older: dropped on every rebuild
         async with running(config(nats_peer, "first")) as app:
             first = encode(inventory(app.view))
             assert len(inventory(app.view).services) == 59
@@ -158,7 +199,12 @@ async def test_two_replicas_hold_the_same_view(nats_peer: NatsPeer) -> None:
         await seed_two_clusters(js, port_of(east_gw), port_of(west_gw))
         async with running(config(nats_peer, "a")) as a, running(config(nats_peer, "b")) as b:
             assert encode(inventory(a.view)) == encode(inventory(b.view))
-            await publish(js, service_state("west", "web", revision=30, instances=[instance(address="10.2.0.30")]))
+            await publish(
+                js,
+                service_state(
+                    "west", "web", revision=30, instances=[instance(address="10.2.0.30")]
+                ),
+            )
             await publish(js, service_state("east", "web", revision=31, instances=[], deleted=True))
 
             async def converged() -> bool:
@@ -170,9 +216,13 @@ async def test_two_replicas_hold_the_same_view(nats_peer: NatsPeer) -> None:
 
             await wait_until(converged, 5, what="both replicas apply the live changes")
             assert [c.cluster for c in a.view.resolve(WEB, None).clusters] == ["west"]
+
             # Same ranking; only the RTT each replica measured itself differs.
             def ranking(app: RegistryApp) -> list[tuple[str, int, str, list[Gateway]]]:
-                return [(c.cluster, c.rank, c.reason, c.gateways) for c in app.view.resolve(WEB, None).clusters]
+                return [
+                    (c.cluster, c.rank, c.reason, c.gateways)
+                    for c in app.view.resolve(WEB, None).clusters
+                ]
 
             assert ranking(a) == ranking(b)
     await nc.close()
@@ -185,16 +235,31 @@ async def test_nats_api_admin_http_and_dns_answer_from_the_view(nats_peer: NatsP
         async with running(config(nats_peer)) as app:
             # NATS request/reply.
             reply = msgspec.json.decode(
-                (await nc.request(subjects.RESOLVE, encode(ResolveRequest(service="web", client="10.2.3.4")), timeout=2)).data,
+                (
+                    await nc.request(
+                        subjects.RESOLVE,
+                        encode(ResolveRequest(service="web", client="10.2.3.4")),
+                        timeout=2,
+                    )
+                ).data,
                 type=ResolveReply,
             )
-            assert [(c.cluster, c.reason) for c in reply.clusters] == [("west", "client-cidr"), ("east", "same-region")]
+            assert [(c.cluster, c.reason) for c in reply.clusters] == [
+                ("west", "client-cidr"),
+                ("east", "same-region"),
+            ]
             inv = msgspec.json.decode(
-                (await nc.request(subjects.INVENTORY, encode(InventoryRequest(cluster="west")), timeout=2)).data,
+                (
+                    await nc.request(
+                        subjects.INVENTORY, encode(InventoryRequest(cluster="west")), timeout=2
+                    )
+                ).data,
                 type=Inventory,
             )
             assert [(s.cluster, s.service) for s in inv.services] == [("west", "web")]
-            bad = msgspec.json.decode((await nc.request(subjects.RESOLVE, b"{oops", timeout=2)).data, type=ResolveReply)
+            bad = msgspec.json.decode(
+                (await nc.request(subjects.RESOLVE, b"{oops", timeout=2)).data, type=ResolveReply
+            )
             assert bad.error.startswith("bad request")
 
             # Admin HTTP.
@@ -224,7 +289,10 @@ async def test_nats_api_admin_http_and_dns_answer_from_the_view(nats_peer: NatsP
             answer = await dns.asyncquery.udp(query, "127.0.0.1", port=dns_port, timeout=2)
             assert [r.address for rrset in answer.answer for r in rrset] == ["127.0.0.1"]
             # ...until east's only instance goes critical: the cached answer is invalidated.
-            await publish(js, service_state("east", "web", revision=40, instances=[instance(health="critical")]))
+            await publish(
+                js,
+                service_state("east", "web", revision=40, instances=[instance(health="critical")]),
+            )
 
             async def moved() -> bool:
                 again = await dns.asyncquery.udp(query, "127.0.0.1", port=dns_port, timeout=2)
@@ -237,7 +305,9 @@ async def test_nats_api_admin_http_and_dns_answer_from_the_view(nats_peer: NatsP
 async def test_stale_agent_is_flagged_and_fresh_again_on_its_next_beat(nats_peer: NatsPeer) -> None:
     nc, js = await client(nats_peer)
     async with gateway() as gw:
-        beat = cluster_beat("east", interval_s=0.3, gateways=[Gateway(address="127.0.0.1", port=port_of(gw))])
+        beat = cluster_beat(
+            "east", interval_s=0.3, gateways=[Gateway(address="127.0.0.1", port=port_of(gw))]
+        )
         async with running(config(nats_peer)) as app:
             await publish(js, beat)
             await publish(js, service_state("east", "web", revision=2))
@@ -255,8 +325,15 @@ async def test_stale_agent_is_flagged_and_fresh_again_on_its_next_beat(nats_peer
             (ranked,) = app.view.resolve(WEB, None).clusters
             assert ranked.stale, "served under the default 'serve' policy, flagged"
             assert await metric(app, 'syncmesh_registry_clusters{state="served_stale"}') == 1.0
-            await publish(js, cluster_beat("east", revision=3, interval_s=0.3,
-                                           gateways=[Gateway(address="127.0.0.1", port=port_of(gw))]))
+            await publish(
+                js,
+                cluster_beat(
+                    "east",
+                    revision=3,
+                    interval_s=0.3,
+                    gateways=[Gateway(address="127.0.0.1", port=port_of(gw))],
+                ),
+            )
 
             async def fresh() -> bool:
                 return not app.view.clusters["east"].stale
@@ -268,14 +345,17 @@ async def test_stale_agent_is_flagged_and_fresh_again_on_its_next_beat(nats_peer
 async def test_run_registry_serves_until_cancelled_and_cleans_up(nats_peer: NatsPeer) -> None:
     import socket
 
-    from global_registry.app import run_registry
+    from syncmesh_app.registry import run_registry
 
     admin_port = free_port()
     ready = asyncio.Event()
     task = asyncio.create_task(run_registry(config(nats_peer, admin_port=admin_port), ready))
     async with asyncio.timeout(20):
         await ready.wait()
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}/readyz") as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{admin_port}/readyz") as r,
+    ):
         assert r.status == 200
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -11,15 +11,17 @@ import pytest
 from nats.aio.msg import Msg
 
 from dns_server.config import DnsConfig
-from global_registry.app import RegistryApp
-from global_registry.config import ProbeConfig, RegistryConfig, ReplicaLocality
-from global_registry.samples import cluster_beat, publish, service_state
+from global_registry.config import ProbeConfig, ReplicaLocality
+from harness.nats_peer import NatsPeer
+from harness.samples import cluster_beat, publish, service_state
 from syncmesh import subjects
-from syncmesh.natsconn import NatsConfig, ensure_stream
+from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Gateway, ProbeReport
-from syncmesh.testing._proc import wait_until
-from syncmesh.testing.nats_peer import NatsPeer
 from syncmesh.view_api import ServiceKey
+from syncmesh_app.embedded.process import wait_until
+from syncmesh_app.registry import RegistryApp
+from syncmesh_app.registry_config import RegistryConfig
+from syncmesh_io.nats_connection import ensure_stream
 
 pytestmark = pytest.mark.peers
 
@@ -53,8 +55,24 @@ async def test_closed_gateway_leaves_after_fall_and_returns_after_rise(nats_peer
     west_gw = await asyncio.start_server(accept, "127.0.0.2", 0)
     east_port = east_gw.sockets[0].getsockname()[1]
     west_port = west_gw.sockets[0].getsockname()[1]
-    await publish(js, cluster_beat("east", region="us", zone="us-1", gateways=[Gateway(address="127.0.0.1", port=east_port)]))
-    await publish(js, cluster_beat("west", region="eu", zone="eu-1", gateways=[Gateway(address="127.0.0.2", port=west_port)]))
+    await publish(
+        js,
+        cluster_beat(
+            "east",
+            region="us",
+            zone="us-1",
+            gateways=[Gateway(address="127.0.0.1", port=east_port)],
+        ),
+    )
+    await publish(
+        js,
+        cluster_beat(
+            "west",
+            region="eu",
+            zone="eu-1",
+            gateways=[Gateway(address="127.0.0.2", port=west_port)],
+        ),
+    )
     await publish(js, service_state("east", "web", revision=2))
     await publish(js, service_state("west", "web", revision=2))
     reports: asyncio.Queue[ProbeReport] = asyncio.Queue()
@@ -69,7 +87,14 @@ async def test_closed_gateway_leaves_after_fall_and_returns_after_rise(nats_peer
         admin_port=0,
         dns=DnsConfig(enabled=False),
         locality=ReplicaLocality(region="us", zone="us-1"),
-        probe=ProbeConfig(interval_s=INTERVAL, timeout_s=0.5, rise=RISE, fall=FALL, jitter=JITTER, report_interval_s=5.0),
+        probe=ProbeConfig(
+            interval_s=INTERVAL,
+            timeout_s=0.5,
+            rise=RISE,
+            fall=FALL,
+            jitter=JITTER,
+            report_interval_s=5.0,
+        ),
     )
 
     def clusters() -> list[str]:
@@ -85,7 +110,11 @@ async def test_closed_gateway_leaves_after_fall_and_returns_after_rise(nats_peer
             await east_gw.wait_closed()
             gone = await until(lambda: clusters() == ["west"], 5)
             # FALL failed probes: the first may come right away, the last after FALL-1 more intervals.
-            assert (FALL - 1) * INTERVAL * (1 - JITTER) - 0.05 <= gone <= FALL * INTERVAL * (1 + JITTER) + 0.5
+            assert (
+                (FALL - 1) * INTERVAL * (1 - JITTER) - 0.05
+                <= gone
+                <= FALL * INTERVAL * (1 + JITTER) + 0.5
+            )
 
             # The down transition is published promptly (not only every report_interval_s).
             async with asyncio.timeout(2):
@@ -98,7 +127,11 @@ async def test_closed_gateway_leaves_after_fall_and_returns_after_rise(nats_peer
 
             east_gw = await asyncio.start_server(accept, "127.0.0.1", east_port)
             back = await until(lambda: clusters() == ["east", "west"], 5)
-            assert (RISE - 1) * INTERVAL * (1 - JITTER) - 0.05 <= back <= RISE * INTERVAL * (1 + JITTER) + 0.5
+            assert (
+                (RISE - 1) * INTERVAL * (1 - JITTER) - 0.05
+                <= back
+                <= RISE * INTERVAL * (1 + JITTER) + 0.5
+            )
     finally:
         east_gw.close()
         west_gw.close()

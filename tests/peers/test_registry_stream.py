@@ -10,11 +10,9 @@ import nats
 import pytest
 
 from dns_server.config import DnsConfig
-from global_registry.app import RegistryApp
-from global_registry.config import IngestConfig, ProbeConfig, RegistryConfig
-from global_registry.samples import cluster_beat, instance, publish, service_state
-from global_registry.snapshot import inventory
-from global_registry.watch import (
+from global_registry.config import IngestConfig, ProbeConfig
+from global_registry.core.snapshot import inventory
+from global_registry.io.watch import (
     ClusterUpdated,
     InventorySnapshot,
     ServiceRemoved,
@@ -22,11 +20,15 @@ from global_registry.watch import (
     WatchEvent,
     watch_inventory,
 )
+from harness.nats_peer import NatsPeer
+from harness.samples import cluster_beat, instance, publish, service_state
 from syncmesh import subjects
-from syncmesh.natsconn import NatsConfig, ensure_stream
-from syncmesh.testing._proc import wait_until
-from syncmesh.testing.nats_peer import NatsPeer
+from syncmesh.nats_config import NatsConfig
 from syncmesh.view_api import ServiceKey
+from syncmesh_app.embedded.process import wait_until
+from syncmesh_app.registry import RegistryApp
+from syncmesh_app.registry_config import RegistryConfig
+from syncmesh_io.nats_connection import ensure_stream
 
 pytestmark = pytest.mark.peers
 
@@ -100,7 +102,9 @@ async def test_registry_keeps_up_across_a_nats_restart(nats_peer: NatsPeer) -> N
 
 
 @pytest.mark.reliability
-async def test_replicated_stream_survives_losing_the_node_the_registry_used(nats_cluster: NatsPeer) -> None:
+async def test_replicated_stream_survives_losing_the_node_the_registry_used(
+    nats_cluster: NatsPeer,
+) -> None:
     nc = await nats.connect(nats_cluster.urls[1])
     js = nc.jetstream()
     await ensure_stream(js, replicas=3)
@@ -128,7 +132,9 @@ async def next_event(events: AsyncIterator[WatchEvent]) -> WatchEvent:
     return await asyncio.wait_for(anext(events), 10)
 
 
-async def test_watch_inventory_gives_a_snapshot_then_changes_without_a_registry(nats_peer: NatsPeer) -> None:
+async def test_watch_inventory_gives_a_snapshot_then_changes_without_a_registry(
+    nats_peer: NatsPeer,
+) -> None:
     nc = await nats.connect(nats_peer.url)
     js = nc.jetstream()
     await ensure_stream(js)
@@ -140,13 +146,22 @@ async def test_watch_inventory_gives_a_snapshot_then_changes_without_a_registry(
     try:
         first = await next_event(events)
         assert isinstance(first, InventorySnapshot)
-        assert [(s.cluster, s.service) for s in first.inventory.services] == [("east", "api"), ("east", "web")]
+        assert [(s.cluster, s.service) for s in first.inventory.services] == [
+            ("east", "api"),
+            ("east", "web"),
+        ]
         assert not first.inventory.clusters[0].stale
 
         await publish(js, service_state("west", "ignored", revision=5, namespace="other"))
         # A spoof yields nothing either.
-        await publish(js, service_state("west", "web", revision=6), subject=subjects.service_subject("east", "default", "db"))
-        await publish(js, service_state("east", "web", revision=7, instances=[instance(address="10.0.0.7")]))
+        await publish(
+            js,
+            service_state("west", "web", revision=6),
+            subject=subjects.service_subject("east", "default", "db"),
+        )
+        await publish(
+            js, service_state("east", "web", revision=7, instances=[instance(address="10.0.0.7")])
+        )
         updated = await next_event(events)
         assert isinstance(updated, ServiceUpdated)
         assert (updated.service.service, updated.service.revision) == ("web", 7)

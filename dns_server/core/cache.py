@@ -1,0 +1,157 @@
+"""Precomputed answers, in two levels, and who maps to which ranking class.
+
+Level 2, ``answers(cls)[question]``: the ``Rendered`` wire templates of one
+question (lower-case name + qtype + qclass) for one ranking class.
+
+Level 1, ``by_host[client][packet[2:]]``: whole responses (minus the id) for a
+query packet exactly as a client sent it (same case, flags and OPT), built
+from level 2 without dnslib. A hit is two dict lookups and one concatenation;
+it is what keeps Python near a C server. Only queries whose answer depends
+on nothing but the packet and the client's class go there (no ECS).
+
+Both levels are bounded; a view change drops exactly the level-2 entries its
+tags name and every level-1 packet built from them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+
+from dns_server.core.render import Rendered
+from dns_server.core.resolver import NamespaceTag, Tag
+from syncmesh.view_api import ViewChange
+
+__all__ = ["AnswerCache", "Packets", "PacketEntry"]
+
+# (responses without the id, rotating; the hit counter cell of the answer)
+PacketEntry = tuple[Iterator[bytes], list[int]]
+Packets = dict[bytes, PacketEntry]
+_Slot = tuple[str | None, bytes]
+
+
+class AnswerCache:
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._answers: dict[str | None, dict[bytes, Rendered]] = {}
+        self._packets: dict[str | None, Packets] = {}
+        self._packet_count = 0
+        # Client address -> level-1 dict of its class (the hot path's first lookup).
+        self.by_host: dict[str, Packets] = {}
+        # Client address or ECS subnet -> class, for the slow path.
+        self._classes: dict[Hashable, str | None] = {}
+        self._order: OrderedDict[_Slot, frozenset[Tag]] = OrderedDict()
+        self._index: dict[Tag, set[_Slot]] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @property
+    def packet_count(self) -> int:
+        return self._packet_count
+
+    # -- client classes -------------------------------------------------------
+
+    def known_class(self, client: Hashable) -> tuple[bool, str | None]:
+        if client in self._classes:
+            return True, self._classes[client]
+        return False, None
+
+    def remember_class(self, client: Hashable, client_class: str | None) -> None:
+        if len(self._classes) >= self._max:
+            self._classes.clear()
+            self.by_host.clear()
+        self._classes[client] = client_class
+        if isinstance(client, str):
+            self.by_host[client] = self._packets_of(client_class)
+
+    def _packets_of(self, client_class: str | None) -> Packets:
+        packets = self._packets.get(client_class)
+        if packets is None:
+            packets = self._packets[client_class] = {}
+        return packets
+
+    # -- level 2 --------------------------------------------------------------
+
+    def answers(self, client_class: str | None) -> dict[bytes, Rendered]:
+        answers = self._answers.get(client_class)
+        if answers is None:
+            answers = self._answers[client_class] = {}
+        return answers
+
+    def store(
+        self, client_class: str | None, key: bytes, rendered: Rendered, tags: frozenset[Tag]
+    ) -> None:
+        slot = (client_class, key)
+        if slot in self._order:
+            self._drop(slot)
+        while len(self._order) >= self._max:
+            self._drop(next(iter(self._order)))
+        self.answers(client_class)[key] = rendered
+        self._order[slot] = tags
+        for tag in tags:
+            self._index.setdefault(tag, set()).add(slot)
+
+    def _drop(self, slot: _Slot) -> None:
+        tags = self._order.pop(slot, None)
+        rendered = self._answers.get(slot[0], {}).pop(slot[1], None)
+        if rendered is not None and rendered.packets:
+            packets = self._packets_of(slot[0])
+            for packet in rendered.packets:
+                if packets.pop(packet, None) is not None:
+                    self._packet_count -= 1
+        for tag in tags or ():
+            members = self._index.get(tag)
+            if members is not None:
+                members.discard(slot)
+                if not members:
+                    del self._index[tag]
+
+    # -- level 1 --------------------------------------------------------------
+
+    def store_packet(
+        self, client_class: str | None, packet: bytes, rendered: Rendered, responses: list[bytes]
+    ) -> Iterator[bytes]:
+        """Remember the responses (without id) to ``packet``; returns their rotation."""
+        if self._packet_count >= self._max:
+            self._clear_packets()
+        rotation = itertools.cycle(responses)
+        packets = self._packets_of(client_class)
+        if packet not in packets:
+            self._packet_count += 1
+        packets[packet] = (rotation, rendered.cell)
+        rendered.packets.add(packet)
+        return rotation
+
+    def _clear_packets(self) -> None:
+        for packets in self._packets.values():
+            packets.clear()
+        for answers in self._answers.values():
+            for rendered in answers.values():
+                rendered.packets.clear()
+        self._packet_count = 0
+
+    # -- view changes ---------------------------------------------------------
+
+    def invalidate(self, change: ViewChange) -> int:
+        """Drop what ``change`` affects; returns how many level-2 entries went."""
+        if change.everything:
+            dropped = len(self._order)
+            # Cleared in place: ``by_host`` shares the level-1 dicts, and is
+            # cleared too because client classes may have moved.
+            for answers in self._answers.values():
+                answers.clear()
+            self._clear_packets()
+            self._classes.clear()
+            self.by_host.clear()
+            self._order.clear()
+            self._index.clear()
+            return dropped
+        dropped = 0
+        for key in change.services:
+            for tag in (key, NamespaceTag(key.namespace)):
+                for slot in list(self._index.get(tag, ())):
+                    self._drop(slot)
+                    dropped += 1
+        return dropped

@@ -1,0 +1,178 @@
+"""UDP adapters around ``DnsCore``: a reader thread (default) or an asyncio protocol.
+
+Why a thread: per datagram, a blocking ``recvfrom``/``sendto`` loop costs less
+than an event loop's readiness polling and callback machinery (measured on
+2 cores: about 1.3x the queries per second of a uvloop ``DatagramProtocol``
+doing the same lookup). The thread only does the level-1 lookup, which reads
+dicts that the loop thread mutates with single, GIL-atomic operations. Every
+other packet goes to the event loop thread through a bounded queue, so the
+core, the cache's bookkeeping and the view are only ever run from the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import threading
+import time
+from typing import Any
+
+from dns_server.core.engine import DnsCore
+from dns_server.io.metrics import DnsMetrics
+
+__all__ = ["UdpProtocol", "UdpReaderThread"]
+
+# Largest datagram read; a DNS query is far smaller, a larger packet is cut and rejected.
+_READ_SIZE = 4096
+# Packets waiting for the loop thread; beyond this the reader drops (overload).
+_MAX_PENDING = 4096
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    """Everything on the event loop (``udp_mode = "loop"``)."""
+
+    def __init__(self, core: DnsCore, metrics: DnsMetrics, sample_every: int) -> None:
+        self._by_host = core.cache.by_host
+        self._handle = core.handle
+        self._metrics = metrics
+        self._sample_every = sample_every
+        self._until_sample = sample_every
+        self._sendto: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not every loop's datagram transport subclasses DatagramTransport.
+        self._sendto = transport.sendto  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._until_sample -= 1
+        started = 0.0
+        if not self._until_sample:
+            self._until_sample = self._sample_every
+            started = time.perf_counter()
+        try:
+            rotation, cell = self._by_host[addr[0]][data[2:]]
+            cell[0] += 1
+            response: bytes | None = data[:2] + next(rotation)
+        except KeyError:
+            response = self._handle(data, addr[0])
+        if response is not None:
+            self._sendto(response, addr)
+        if started:
+            self._metrics.udp_latency.observe(time.perf_counter() - started)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP unreachable from a client that went away: nothing to do but count.
+        self._metrics.transport_errors.labels("udp_" + type(exc).__name__).inc()
+
+
+class UdpReaderThread:
+    """A blocking socket served by a thread; misses handled on ``loop``."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        core: DnsCore,
+        metrics: DnsMetrics,
+        loop: asyncio.AbstractEventLoop,
+        sample_every: int,
+    ) -> None:
+        sock.setblocking(True)
+        self._sock = sock
+        self._core = core
+        self._metrics = metrics
+        self._loop = loop
+        self._sample_every = sample_every
+        self._pending: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._drain_scheduled = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="syncmesh-dns-udp", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _serve(self) -> None:
+        recv = self._sock.recvfrom
+        send = self._sock.sendto
+        by_host = self._core.cache.by_host
+        forward = self._forward
+        observe = self._metrics.udp_latency.observe
+        sample_every = self._sample_every
+        countdown = sample_every
+        while True:
+            try:
+                data, addr = recv(_READ_SIZE)
+                countdown -= 1
+                if countdown:
+                    try:
+                        rotation, cell = by_host[addr[0]][data[2:]]
+                    except KeyError:
+                        if forward(data, addr):
+                            return
+                        continue
+                    cell[0] += 1
+                    send(data[:2] + next(rotation), addr)
+                else:
+                    countdown = sample_every
+                    started = time.perf_counter()
+                    try:
+                        rotation, cell = by_host[addr[0]][data[2:]]
+                    except KeyError:
+                        if forward(data, addr):
+                            return
+                        continue
+                    cell[0] += 1
+                    send(data[:2] + next(rotation), addr)
+                    observe(time.perf_counter() - started)
+            except OSError as exc:
+                if self._stopping:
+                    return
+                self._metrics.transport_errors.labels("udp_" + type(exc).__name__).inc()
+            except Exception as exc:  # the reader must outlive any bug
+                self._metrics.transport_errors.labels("udp_reader_" + type(exc).__name__).inc()
+
+    def _forward(self, data: bytes, addr: Any) -> bool:
+        """Queue a packet for the loop thread; True when the reader must stop."""
+        if self._stopping:
+            return True
+        if len(self._pending) >= _MAX_PENDING:
+            self._metrics.transport_errors.labels("udp_overload").inc()
+            return False
+        self._pending.append((data, addr))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
+        return False
+
+    def _drain(self) -> None:
+        # Cleared before draining: a packet queued meanwhile schedules another drain.
+        self._drain_scheduled = False
+        handle = self._core.handle
+        pending = self._pending
+        while pending:
+            data, addr = pending.popleft()
+            started = time.perf_counter()
+            response = handle(data, addr[0])
+            if response is None:
+                continue
+            try:
+                self._sock.sendto(response, addr)
+            except OSError as exc:
+                self._metrics.transport_errors.labels("udp_" + type(exc).__name__).inc()
+            self._metrics.udp_latency.observe(time.perf_counter() - started)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        # Wake the blocked recvfrom with a datagram of our own.
+        family = self._sock.family
+        address = self._sock.getsockname()
+        host = address[0]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if family == socket.AF_INET else "::1"
+        with socket.socket(family, socket.SOCK_DGRAM) as waker:
+            for _ in range(50):
+                waker.sendto(b"", (host, address[1]))
+                await asyncio.to_thread(self._thread.join, 0.1)
+                if not self._thread.is_alive():
+                    break
+        self._sock.close()

@@ -1,0 +1,1 @@
+"""Pure core: no asyncio, sockets, clocks or NATS; time comes in as ``now``."""

@@ -1,0 +1,202 @@
+"""The agent's pure core: source view -> labels -> desired messages, reconciliation, beats.
+
+No clock and no IO: the adapters pass ``now`` (loop time) or a wall-clock
+stamp in and act on what the methods return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from edge_sync.config import EdgeConfig
+from edge_sync.core.filters import ServiceFilter
+from edge_sync.core.labeling import LabelBook
+from edge_sync.core.model import ServiceRef, SourceService
+from edge_sync.core.publish_state import Key, PublishState
+from edge_sync.core.ratelimit import TokenBucket
+from syncmesh.labels import LabelCollision
+from syncmesh.schema import SCHEMA_VERSION, ClusterBeat
+
+__all__ = ["RemoteService", "EdgeCore"]
+
+MAX_ERROR_TEXT = 256
+
+
+class RemoteService(NamedTuple):
+    """What the stream holds for one of this cluster's subjects at start-up."""
+
+    source_name: str
+    deleted: bool
+
+
+class EdgeCore:
+    def __init__(self, config: EdgeConfig, epoch: int, now: float, agent_version: str = "") -> None:
+        self.config = config
+        self.cluster = config.cluster
+        self.epoch = epoch
+        self.agent_version = agent_version
+        self.state = PublishState(config.cluster, epoch, config.source.kind)
+        self.filter = ServiceFilter(config.filters)
+        self._books: dict[str, LabelBook] = {}
+        self._services: dict[ServiceRef, SourceService] = {}
+        self._instances = 0
+        self.source_synced = False
+        self._remote: dict[Key, RemoteService] | None = None
+        self.reconciled = False
+        self.tombstoned_at_start = 0
+        self.source_health = "ok"
+        self.source_error_text = ""
+        # A flood of resync requests must not turn into a flood of full republishes.
+        self._resync_bucket = TokenBucket(rate=0.2, burst=2, now=now)
+        self._resync_pending = False
+
+    # -- source events -------------------------------------------------
+    def apply(
+        self, changed: Iterable[SourceService] = (), removed: Iterable[ServiceRef] = ()
+    ) -> list[LabelCollision]:
+        """Fold source changes in; returns the label collisions they caused."""
+        collisions: list[LabelCollision] = []
+        for ref in removed:
+            self._remove(ref)
+        for service in changed:
+            if not self.filter.accepts(service.namespace, service.source_name):
+                self._remove(service.ref)
+                continue
+            self._put(service, collisions)
+        return collisions
+
+    def replace_all(self, services: Iterable[SourceService]) -> list[LabelCollision]:
+        """A source that always reports its whole view (the service file)."""
+        fresh = {s.ref: s for s in services}
+        gone = [ref for ref in self._services if ref not in fresh]
+        return self.apply(fresh.values(), gone)
+
+    def _put(self, service: SourceService, collisions: list[LabelCollision]) -> None:
+        ref = service.ref
+        previous = self._services.get(ref)
+        if previous == service:
+            return
+        self._services[ref] = service
+        self._instances += len(service.instances) - (len(previous.instances) if previous else 0)
+        book = self._books.setdefault(service.namespace, LabelBook())
+        change = book.add(service.name)
+        key = (service.namespace, change.label)
+        if change.after == service.name:
+            self.state.set_service(key, service.source_name, service.instances)
+            if change.before is not None and change.before != service.name:
+                collisions.append(LabelCollision(change.label, service.name, change.before))
+        elif previous is None:
+            collisions.append(LabelCollision(change.label, change.after or "", service.name))
+
+    def _remove(self, ref: ServiceRef) -> None:
+        service = self._services.pop(ref, None)
+        if service is None:
+            return
+        self._instances -= len(service.instances)
+        book = self._books[ref.namespace]
+        change = book.remove(ref.name)
+        if not len(book):
+            del self._books[ref.namespace]
+        if change is None or change.before != ref.name:
+            return
+        key = (ref.namespace, change.label)
+        if change.after is None:
+            self.state.set_tombstone(key, service.source_name)
+        else:
+            heir = self._services[ServiceRef(ref.namespace, change.after)]
+            self.state.set_service(key, heir.source_name, heir.instances)
+
+    def mark_source_synced(self) -> int:
+        """The source has shown its complete view once; returns start-up tombstones queued."""
+        self.source_synced = True
+        return self._reconcile()
+
+    def source_failed(self, reason: str, detail: str) -> None:
+        self.source_health = "degraded"
+        self.source_error_text = f"{reason}: {detail}"[:MAX_ERROR_TEXT]
+
+    def source_recovered(self) -> None:
+        self.source_health = "ok"
+        self.source_error_text = ""
+
+    # -- NATS events ---------------------------------------------------
+    def remote_loaded(self, remote: dict[Key, RemoteService]) -> int:
+        """What the stream held for this cluster at start; returns tombstones queued."""
+        if self.reconciled:
+            return 0
+        self._remote = remote
+        return self._reconcile()
+
+    def _reconcile(self) -> int:
+        if self.reconciled or not self.source_synced or self._remote is None:
+            return 0
+        queued = 0
+        for key, remote in self._remote.items():
+            if remote.deleted or self.state.is_live(key):
+                continue
+            if self.state.set_tombstone(key, remote.source_name, force=True):
+                queued += 1
+        self._remote = None
+        self.reconciled = True
+        self.tombstoned_at_start = queued
+        return queued
+
+    def resync_requested(self, now: float) -> bool:
+        """True when the republish happens now; otherwise it is kept for resync_due()."""
+        self._resync_pending = True
+        return self.resync_due(now)
+
+    def resync_due(self, now: float) -> bool:
+        if not self._resync_pending or not self._resync_bucket.try_take(now):
+            return False
+        self._resync_pending = False
+        self.state.mark_all_dirty()
+        return True
+
+    def beat(self, sent_at: float) -> ClusterBeat:
+        count, digest = self.state.service_set_digest()
+        cfg = self.config
+        return ClusterBeat(
+            schema=SCHEMA_VERSION,
+            cluster=self.cluster,
+            epoch=self.epoch,
+            revision=self.state.next_revision(),
+            interval_s=cfg.beat_interval_s,
+            gateways=list(cfg.gateways),
+            locality=cfg.locality,
+            client_cidrs=list(cfg.client_cidrs),
+            agent_version=self.agent_version,
+            source_kind=cfg.source.kind,
+            source_health=self.source_health,  # type: ignore[arg-type]
+            source_error=self.source_error_text,
+            services=count,
+            digest=digest,
+            sent_at=sent_at,
+        )
+
+    # -- views ---------------------------------------------------------
+    @property
+    def service_count(self) -> int:
+        return len(self._services)
+
+    @property
+    def instance_count(self) -> int:
+        return self._instances
+
+    @property
+    def collision_count(self) -> int:
+        return sum(book.collision_count() for book in self._books.values())
+
+    def services(self) -> list[SourceService]:
+        return list(self._services.values())
+
+    @property
+    def synced(self) -> bool:
+        """The source's view is fully published and start-up tombstones are out."""
+        return (
+            self.source_synced
+            and self.reconciled
+            and self.state.dirty_count == 0
+            and self.state.inflight_count == 0
+        )

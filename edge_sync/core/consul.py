@@ -1,0 +1,361 @@
+"""Consul, pure part: blocking-query indexes, change attribution, health and namespace mapping.
+
+The adapter runs two blocking queries (``/v1/catalog/services`` and
+``/v1/health/state/any``) and feeds their results here; the tracker answers
+which services to fetch with ``/v1/health/service/<name>``, so the number of
+connections does not grow with the catalog (no long poll per service).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from edge_sync.core.model import (
+    DEFAULT_NAMESPACE,
+    InvalidInstance,
+    ServiceRef,
+    SourceService,
+    checked_instance,
+)
+from syncmesh.labels import to_label
+from syncmesh.schema import Health, Instance
+
+__all__ = [
+    "NAMESPACE_KEY",
+    "ConsulFormatError",
+    "BlockingIndex",
+    "aggregate_health",
+    "namespace_of",
+    "map_health_entries",
+    "Plan",
+    "HealthResult",
+    "ConsulTracker",
+    "FetchBacklog",
+]
+
+# Service meta key (or tag "syncmesh-namespace=<ns>") that puts an instance in a
+# syncmesh namespace; Consul namespaces are an enterprise feature.
+NAMESPACE_KEY = "syncmesh-namespace"
+
+
+class ConsulFormatError(ValueError):
+    """A Consul answer that does not have the documented shape."""
+
+
+class BlockingIndex:
+    """The ``index`` of one blocking-query loop, with Consul's documented safety rules."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.resets = 0
+
+    def observe(self, header: str | None) -> bool:
+        """Record ``X-Consul-Index``; True when it went backwards and was reset to 0."""
+        try:
+            new = int(header) if header is not None else 0
+        except ValueError:
+            new = 0
+        if new < self.value:
+            # The server's state was rebuilt (restart, snapshot restore): start over
+            # with a non-blocking read.
+            self.value = 0
+            self.resets += 1
+            return True
+        # Blocking on an index below 1 returns at once: a busy loop.
+        self.value = max(new, 1)
+        return False
+
+
+def aggregate_health(statuses: Iterable[str]) -> Health:
+    """Any critical -> critical, else any warning -> warning, else passing.
+
+    Anything that is not passing or warning (maintenance is a critical check,
+    unknown states too) counts as critical.
+    """
+    worst: Health = "passing"
+    for status in statuses:
+        if status == "passing":
+            continue
+        if status == "warning":
+            worst = "warning"
+            continue
+        return "critical"
+    return worst
+
+
+def namespace_of(service: dict[str, Any]) -> str:
+    meta = service.get("Meta") or {}
+    value = meta.get(NAMESPACE_KEY) if isinstance(meta, dict) else None
+    if value is None:
+        for tag in service.get("Tags") or ():
+            if isinstance(tag, str) and tag.startswith(NAMESPACE_KEY + "="):
+                value = tag[len(NAMESPACE_KEY) + 1 :]
+                break
+    if not value or not isinstance(value, str):
+        return DEFAULT_NAMESPACE
+    return to_label(value)
+
+
+def _instance(entry: dict[str, Any]) -> tuple[str, str, Instance]:
+    node = entry.get("Node")
+    svc = entry.get("Service")
+    checks = entry.get("Checks") or []
+    if not isinstance(node, dict) or not isinstance(svc, dict) or not isinstance(checks, list):
+        raise ConsulFormatError("health entry without Node/Service/Checks")
+    node_name = str(node.get("Node", ""))
+    status = aggregate_health(str(c.get("Status", "")) for c in checks if isinstance(c, dict))
+    weights = svc.get("Weights") or {}
+    weight = weights.get("Warning" if status == "warning" else "Passing", 1)
+    meta = svc.get("Meta") or {}
+    node_meta = node.get("Meta") or {}
+    fields: dict[str, Any] = {
+        "id": f"{node_name}/{svc.get('ID', '')}",
+        "address": str(svc.get("Address") or node.get("Address") or ""),
+        "port": svc.get("Port", 0),
+        "health": status,
+        "weight": max(0, min(65535, int(weight))) if isinstance(weight, int | float) else 1,
+        "meta": {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
+    }
+    zone = (meta.get("zone") if isinstance(meta, dict) else None) or (
+        node_meta.get("zone") if isinstance(node_meta, dict) else None
+    )
+    if zone:
+        fields["zone"] = str(zone)
+    return node_name, namespace_of(svc), checked_instance(fields)
+
+
+class HealthResult(NamedTuple):
+    changed: list[SourceService]
+    removed: list[ServiceRef]
+    invalid: list[InvalidInstance]
+
+
+def map_health_entries(
+    name: str, entries: Any
+) -> tuple[dict[str, list[Instance]], set[str], list[InvalidInstance]]:
+    """``/v1/health/service/<name>`` -> instances per syncmesh namespace, nodes, rejects."""
+    if not isinstance(entries, list):
+        raise ConsulFormatError(f"health/service/{name}: expected a list")
+    by_namespace: dict[str, list[Instance]] = {}
+    nodes: set[str] = set()
+    invalid: list[InvalidInstance] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ConsulFormatError(f"health/service/{name}: entry is not an object")
+        try:
+            node, namespace, instance = _instance(entry)
+        except InvalidInstance as exc:
+            invalid.append(InvalidInstance(exc.reason, f"consul service {name!r}: {exc.detail}"))
+            continue
+        if instance.id in seen:
+            continue
+        seen.add(instance.id)
+        nodes.add(node)
+        by_namespace.setdefault(namespace, []).append(instance)
+    return by_namespace, nodes, invalid
+
+
+class Plan(NamedTuple):
+    fetch: set[str]
+    removed: list[ServiceRef]
+
+
+_EMPTY = Plan(set(), [])
+
+
+class ConsulTracker:
+    """What is known of the catalog and its checks, and what must be fetched because of a change."""
+
+    def __init__(
+        self, skip: Iterable[str], may_accept: Callable[[str], bool], grace_s: float
+    ) -> None:
+        self._skip = set(skip)
+        self._may_accept = may_accept
+        self.grace_s = grace_s
+        self.catalog: dict[str, tuple[str, ...]] | None = None
+        self.catalog_index = 0
+        self._service_checks: dict[str, frozenset[tuple[str, str, str, str]]] = {}
+        self._node_checks: dict[str, frozenset[tuple[str, str]]] = {}
+        self._check_indexes: set[int] = set()
+        self.checks_known = False
+        self.initial_planned = False
+        self._service_nodes: dict[str, frozenset[str]] = {}
+        self._node_services: dict[str, set[str]] = {}
+        self._emitted: dict[str, frozenset[str]] = {}
+        # Catalog indexes no check change explained yet -> when to give up and re-list.
+        self._unexplained: dict[int, float] = {}
+
+    def wanted(self, name: str) -> bool:
+        return name not in self._skip and self._may_accept(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.catalog or ())
+
+    # -- watch results ---------------------------------------------------
+    def on_catalog(self, services: Any, index: int, now: float) -> Plan:
+        if not isinstance(services, dict):
+            raise ConsulFormatError("catalog/services: expected an object")
+        fresh = {
+            str(n): tuple(sorted(str(t) for t in (tags or ())))
+            for n, tags in services.items()
+            if self.wanted(str(n))
+        }
+        old, self.catalog = self.catalog, fresh
+        previous_index, self.catalog_index = self.catalog_index, index
+        if old is None or not self.initial_planned:
+            return self._initial_plan()
+        added = fresh.keys() - old.keys()
+        gone = old.keys() - fresh.keys()
+        retagged = {n for n in fresh.keys() & old.keys() if fresh[n] != old[n]}
+        explained = bool(added or gone or retagged) or index in self._check_indexes
+        if not explained and index != previous_index:
+            self._unexplained[index] = now + self.grace_s
+        removed: list[ServiceRef] = []
+        for name in sorted(gone):
+            removed.extend(self.forget(name))
+        return Plan(added | retagged, removed)
+
+    def on_checks(self, checks: Any, index: int, now: float) -> Plan:
+        if not isinstance(checks, list):
+            raise ConsulFormatError("health/state/any: expected a list")
+        by_service: dict[str, set[tuple[str, str, str, str]]] = {}
+        by_node: dict[str, set[tuple[str, str]]] = {}
+        indexes: set[int] = set()
+        for check in checks:
+            if not isinstance(check, dict):
+                raise ConsulFormatError("health/state/any: check is not an object")
+            node = str(check.get("Node", ""))
+            check_id = str(check.get("CheckID", ""))
+            status = str(check.get("Status", ""))
+            service = str(check.get("ServiceName") or "")
+            for key in ("ModifyIndex", "CreateIndex"):
+                value = check.get(key)
+                if isinstance(value, int):
+                    indexes.add(value)
+            if service:
+                by_service.setdefault(service, set()).add(
+                    (node, check_id, str(check.get("ServiceID", "")), status)
+                )
+            else:
+                by_node.setdefault(node, set()).add((check_id, status))
+        services = {k: frozenset(v) for k, v in by_service.items()}
+        nodes = {k: frozenset(v) for k, v in by_node.items()}
+        old_services, old_nodes = self._service_checks, self._node_checks
+        self._service_checks, self._node_checks = services, nodes
+        self._check_indexes = indexes
+        for pending in [i for i in self._unexplained if i in indexes]:
+            del self._unexplained[pending]
+        first = not self.checks_known
+        self.checks_known = True
+        if first or not self.initial_planned:
+            return self._initial_plan()
+        changed = {
+            n
+            for n in services.keys() | old_services.keys()
+            if services.get(n) != old_services.get(n)
+        }
+        for node in nodes.keys() | old_nodes.keys():
+            if nodes.get(node) != old_nodes.get(node):
+                changed |= self._node_services.get(node, set())
+        catalog = self.catalog or {}
+        return Plan({n for n in changed if n in catalog}, [])
+
+    def _initial_plan(self) -> Plan:
+        # Both snapshots first, then every fetch: a fetched state is then never
+        # older than the snapshots that later changes are compared against.
+        if self.initial_planned or self.catalog is None or not self.checks_known:
+            return _EMPTY
+        self.initial_planned = True
+        return Plan(set(self.catalog), [])
+
+    def relist_due(self, now: float) -> bool:
+        """True once a catalog change stayed unexplained for ``grace_s``: re-fetch everything."""
+        if not self._unexplained or min(self._unexplained.values()) > now:
+            return False
+        self._unexplained.clear()
+        return True
+
+    def next_deadline(self) -> float | None:
+        return min(self._unexplained.values()) if self._unexplained else None
+
+    # -- fetch results ---------------------------------------------------
+    def on_service_health(self, name: str, entries: Any) -> HealthResult:
+        if self.catalog is None or name not in self.catalog:
+            # Removed from the catalog while the fetch was running: the catalog wins.
+            return HealthResult([], [], [])
+        by_namespace, nodes, invalid = map_health_entries(name, entries)
+        self._set_nodes(name, frozenset(nodes))
+        before = self._emitted.get(name, frozenset())
+        after = frozenset(by_namespace)
+        if after:
+            self._emitted[name] = after
+        else:
+            self._emitted.pop(name, None)
+        changed = [
+            SourceService(namespace=ns, name=name, source_name=name, instances=tuple(insts))
+            for ns, insts in sorted(by_namespace.items())
+        ]
+        removed = [ServiceRef(ns, name) for ns in sorted(before - after)]
+        return HealthResult(changed, removed, invalid)
+
+    def forget(self, name: str) -> list[ServiceRef]:
+        self._set_nodes(name, frozenset())
+        return [ServiceRef(ns, name) for ns in sorted(self._emitted.pop(name, frozenset()))]
+
+    def _set_nodes(self, name: str, nodes: frozenset[str]) -> None:
+        old = self._service_nodes.get(name, frozenset())
+        for node in old - nodes:
+            members = self._node_services.get(node)
+            if members is not None:
+                members.discard(name)
+                if not members:
+                    del self._node_services[node]
+        for node in nodes - old:
+            self._node_services.setdefault(node, set()).add(name)
+        if nodes:
+            self._service_nodes[name] = nodes
+        else:
+            self._service_nodes.pop(name, None)
+
+
+class FetchBacklog:
+    """Services waiting for a fetch; a change during a running fetch re-queues it afterwards."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, None] = {}
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+
+    def add(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name in self._running:
+                self._again.add(name)
+            else:
+                self._pending[name] = None
+
+    def discard(self, name: str) -> None:
+        self._pending.pop(name, None)
+        self._again.discard(name)
+
+    def next(self) -> str | None:
+        if not self._pending:
+            return None
+        name = next(iter(self._pending))
+        del self._pending[name]
+        self._running.add(name)
+        return name
+
+    def done(self, name: str) -> None:
+        self._running.discard(name)
+        if name in self._again:
+            self._again.discard(name)
+            self._pending[name] = None
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending and not self._running
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._running)

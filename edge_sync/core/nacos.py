@@ -1,0 +1,131 @@
+"""Nacos, pure part: namespace, group and instance mapping, and service-list diffs.
+
+Mapping (documented in docs/edge.md):
+- namespace id ``""`` or ``"public"`` -> syncmesh namespace ``default``; any
+  other id -> its DNS label (``syncmesh.labels.to_label``);
+- a service in ``DEFAULT_GROUP`` keeps its name; a service ``S`` of group
+  ``G`` is named ``G--S`` (its DNS label comes from that) and its
+  ``source_name`` is Nacos's own ``G@@S``;
+- instance id ``<ip>#<port>#<clusterName>``; health ``passing`` when healthy
+  and enabled, else ``critical``; weight ``round(weight * 100)`` (Nacos 1.0 =
+  syncmesh's default 100), so weight 0 stays 0 (never routed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from edge_sync.core.model import DEFAULT_NAMESPACE, InvalidInstance, ServiceRef, checked_instance
+from syncmesh.labels import to_label
+from syncmesh.schema import Instance
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "PUBLIC_NAMESPACES",
+    "NacosKey",
+    "syncmesh_namespace",
+    "nacos_namespace_id",
+    "service_names",
+    "map_instances",
+    "NacosCatalog",
+]
+
+DEFAULT_GROUP = "DEFAULT_GROUP"
+DEFAULT_CLUSTER = "DEFAULT"
+PUBLIC_NAMESPACES = ("", "public")
+MAX_WEIGHT = 65535
+
+
+class NacosKey(NamedTuple):
+    """A Nacos service: namespace id, group, service name."""
+
+    namespace_id: str
+    group: str
+    service: str
+
+
+def nacos_namespace_id(configured: str) -> str:
+    """The id the naming API expects (the public namespace is ``public`` there)."""
+    return "public" if configured in PUBLIC_NAMESPACES else configured
+
+
+def syncmesh_namespace(namespace_id: str) -> str:
+    return DEFAULT_NAMESPACE if namespace_id in PUBLIC_NAMESPACES else to_label(namespace_id)
+
+
+def service_names(group: str, service: str) -> tuple[str, str]:
+    """(name the label comes from, source_name)."""
+    if group == DEFAULT_GROUP or not group:
+        return service, service
+    return f"{group}--{service}", f"{group}@@{service}"
+
+
+def service_ref(key: NacosKey) -> ServiceRef:
+    return ServiceRef(
+        syncmesh_namespace(key.namespace_id), service_names(key.group, key.service)[0]
+    )
+
+
+def _weight(raw: Any) -> int:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return 100
+    if value <= 0:
+        return 0
+    return max(1, min(MAX_WEIGHT, round(value * 100)))
+
+
+def map_instances(
+    service: str, instances: Iterable[Any]
+) -> tuple[list[Instance], list[InvalidInstance]]:
+    """SDK instances (anything with ip, port, weight, healthy, enabled, clusterName, metadata)."""
+    out: dict[str, Instance] = {}
+    invalid: list[InvalidInstance] = []
+    for inst in instances:
+        ip = str(getattr(inst, "ip", "") or "")
+        port = getattr(inst, "port", 0)
+        cluster = str(getattr(inst, "clusterName", "") or DEFAULT_CLUSTER)
+        healthy = bool(getattr(inst, "healthy", False))
+        enabled = bool(getattr(inst, "enabled", False))
+        metadata = getattr(inst, "metadata", None) or {}
+        meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+        fields: dict[str, Any] = {
+            "id": f"{ip}#{port}#{cluster}",
+            "address": ip,
+            "port": port,
+            "health": "passing" if healthy and enabled else "critical",
+            "weight": _weight(getattr(inst, "weight", 1.0)),
+            "meta": meta,
+        }
+        if meta.get("zone"):
+            fields["zone"] = meta["zone"]
+        try:
+            instance = checked_instance(fields)
+        except InvalidInstance as exc:
+            invalid.append(InvalidInstance(exc.reason, f"nacos service {service!r}: {exc.detail}"))
+            continue
+        out.setdefault(instance.id, instance)
+    return list(out.values()), invalid
+
+
+class NacosCatalog:
+    """The services known per (namespace id, group), from complete paged listings."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], set[str]] = {}
+
+    def on_list(
+        self, namespace_id: str, group: str, names: Iterable[str]
+    ) -> tuple[list[NacosKey], list[NacosKey]]:
+        """A complete listing of one (namespace, group); returns (added, removed)."""
+        fresh = set(names)
+        old = self._known.get((namespace_id, group), set())
+        self._known[(namespace_id, group)] = fresh
+        added = [NacosKey(namespace_id, group, n) for n in sorted(fresh - old)]
+        removed = [NacosKey(namespace_id, group, n) for n in sorted(old - fresh)]
+        return added, removed
+
+    def keys(self) -> list[NacosKey]:
+        return [NacosKey(ns, g, n) for (ns, g), names in self._known.items() for n in sorted(names)]

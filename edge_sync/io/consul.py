@@ -1,0 +1,256 @@
+"""Consul, asyncio adapter: two blocking queries, a bounded fetch pool, one bounded connector.
+
+Connection bound: every request goes through one ``aiohttp.TCPConnector`` with
+``limit = max_connections`` (<= 64); the two long polls hold two connections
+and at most ``fetch_concurrency`` workers fetch, so the connector never even
+has to queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+
+from edge_sync.config import ConsulSourceConfig
+from edge_sync.core.consul import (
+    BlockingIndex,
+    ConsulFormatError,
+    ConsulTracker,
+    FetchBacklog,
+    Plan,
+)
+from edge_sync.core.ratelimit import TokenBucket
+from edge_sync.core.source_api import SourceSink
+from syncmesh_io.retry import forever
+
+__all__ = ["ConsulSource", "ConsulHTTPError"]
+
+log = logging.getLogger("edge_sync.consul")
+
+CATALOG_PATH = "/v1/catalog/services"
+CHECKS_PATH = "/v1/health/state/any"
+RELIST_TICK_S = 0.5
+FIRST_RETRY_S = 0.2
+
+
+class ConsulHTTPError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+
+
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    TimeoutError,
+    ConsulHTTPError,
+    msgspec.DecodeError,
+)
+
+
+def _error_reason(exc: BaseException) -> str:
+    if isinstance(exc, ConsulHTTPError):
+        return "consul_forbidden" if exc.status == 403 else f"consul_http_{exc.status}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "consul_connect"
+    if isinstance(exc, TimeoutError):
+        return "consul_timeout"
+    if isinstance(exc, msgspec.DecodeError):
+        return "consul_malformed"
+    return "consul_io"
+
+
+def _index_value(header: str | None) -> int:
+    try:
+        return int(header) if header is not None else 0
+    except ValueError:
+        return 0
+
+
+class ConsulSource:
+    def __init__(
+        self, config: ConsulSourceConfig, sink: SourceSink, may_accept: Callable[[str], bool]
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.tracker = ConsulTracker(config.skip_services, may_accept, config.attribution_grace_s)
+        self.backlog = FetchBacklog()
+        self._work = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._bucket: TokenBucket | None = None
+        self._synced = False
+        self.index_resets = 0
+        self.relists = 0
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if self.config.scheme != "https":
+            return False
+        return ssl.create_default_context(cafile=self.config.ca_file or None)
+
+    def _params(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        params = dict(extra or {})
+        if self.config.datacenter:
+            params["dc"] = self.config.datacenter
+        return params
+
+    async def run(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self._bucket = TokenBucket(cfg.rate_per_s, cfg.burst, loop.time())
+        connector = aiohttp.TCPConnector(
+            limit=cfg.max_connections, limit_per_host=cfg.max_connections, ssl=self._ssl()
+        )
+        headers = {"X-Consul-Token": cfg.token} if cfg.token else {}
+        async with aiohttp.ClientSession(
+            base_url=f"{cfg.scheme}://{cfg.address}", connector=connector, headers=headers
+        ) as session:
+            self._session = session
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch(CATALOG_PATH, self.tracker.on_catalog))
+                group.create_task(self._watch(CHECKS_PATH, self.tracker.on_checks))
+                group.create_task(self._relist_timer())
+                for _ in range(cfg.fetch_concurrency):
+                    group.create_task(self._worker())
+
+    # -- HTTP ------------------------------------------------------------
+    def _on_error(self, what: str) -> Callable[[BaseException, int], None]:
+        def report(exc: BaseException, attempt: int) -> None:
+            self.sink.failed(
+                _error_reason(exc), f"{what}: {type(exc).__name__}: {exc} (attempt {attempt})"
+            )
+
+        return report
+
+    async def _get_once(
+        self, path: str, params: dict[str, str], timeout_s: float, kind: str
+    ) -> tuple[Any, str | None]:
+        assert self._session is not None
+        self.sink.request(kind)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self._session.get(path, params=params, timeout=timeout) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise ConsulHTTPError(resp.status, body[:200].decode("utf-8", "replace"))
+            return msgspec.json.decode(body), resp.headers.get("X-Consul-Index")
+
+    async def _get(
+        self, path: str, params: dict[str, str], timeout_s: float, kind: str
+    ) -> tuple[Any, str | None]:
+        """One GET, retried forever with backoff; decoded JSON and X-Consul-Index."""
+        try:
+            # The retry machinery is only built once something failed: thousands of
+            # fetches per re-list should not pay for it.
+            return await self._get_once(path, params, timeout_s, kind)
+        except _RETRYABLE as exc:
+            report = self._on_error(path)
+            report(exc, 1)
+        await asyncio.sleep(FIRST_RETRY_S * (1 + random.random()))
+        result: tuple[Any, str | None] = (None, None)
+        async for attempt in forever(_RETRYABLE, lambda exc, n: report(exc, n + 1)):
+            with attempt:
+                result = await self._get_once(path, params, timeout_s, kind)
+        return result
+
+    # -- blocking-query loops ----------------------------------------------
+    async def _throttle(self) -> None:
+        assert self._bucket is not None
+        loop = asyncio.get_running_loop()
+        delay = self._bucket.delay(loop.time())
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._bucket.try_take(loop.time())
+
+    async def _watch(self, path: str, handle: Callable[[Any, int, float], Plan]) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        index = BlockingIndex()
+        blocking_timeout = cfg.wait_s + cfg.wait_s / 16 + cfg.request_timeout_s
+        kind = "catalog" if path == CATALOG_PATH else "checks"
+        while True:
+            await self._throttle()
+            params = self._params({"index": str(index.value), "wait": f"{int(cfg.wait_s)}s"})
+            data, header = await self._get(path, params, blocking_timeout, kind)
+            if index.observe(header):
+                self.index_resets += 1
+                log.info("consul %s index went backwards; reset to 0 for a fresh read", path)
+            try:
+                plan = handle(data, _index_value(header), loop.time())
+            except ConsulFormatError as exc:
+                self.sink.invalid("consul_malformed", str(exc))
+                self.sink.failed("consul_malformed", str(exc))
+                continue
+            self.sink.recovered()
+            self._apply_plan(plan)
+
+    def _apply_plan(self, plan: Plan) -> None:
+        if plan.removed:
+            for ref in plan.removed:
+                self.backlog.discard(ref.name)
+            self.sink.apply(removed=plan.removed)
+        if plan.fetch:
+            self.backlog.add(plan.fetch)
+            self._work.set()
+
+    async def _relist_timer(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        interval = cfg.full_relist_interval_s
+        next_full = loop.time() + interval if interval > 0 else float("inf")
+        last_relist = float("-inf")
+        pending = False
+        while True:
+            await asyncio.sleep(RELIST_TICK_S)
+            now = loop.time()
+            if now >= next_full:
+                next_full = now + interval
+                pending = True
+            pending = self.tracker.relist_due(now) or pending
+            if (
+                pending
+                and self.tracker.initial_planned
+                and now - last_relist >= cfg.min_relist_interval_s
+            ):
+                pending = False
+                last_relist = now
+                self.relists += 1
+                self.backlog.add(self.tracker.names())
+                self._work.set()
+
+    # -- fetch pool --------------------------------------------------------
+    async def _worker(self) -> None:
+        cfg = self.config
+        while True:
+            name = self.backlog.next()
+            if name is None:
+                self._maybe_synced()
+                self._work.clear()
+                await self._work.wait()
+                continue
+            try:
+                path = f"/v1/health/service/{quote(name, safe='')}"
+                data, _ = await self._get(path, self._params(), cfg.request_timeout_s, "service")
+                try:
+                    result = self.tracker.on_service_health(name, data)
+                except ConsulFormatError as exc:
+                    self.sink.invalid("consul_malformed", str(exc))
+                    continue
+                for bad in result.invalid:
+                    self.sink.invalid(bad.reason, bad.detail)
+                if result.changed or result.removed:
+                    self.sink.apply(result.changed, result.removed)
+            finally:
+                self.backlog.done(name)
+                if len(self.backlog):
+                    self._work.set()
+
+    def _maybe_synced(self) -> None:
+        if not self._synced and self.tracker.initial_planned and self.backlog.idle:
+            self._synced = True
+            self.sink.synced()

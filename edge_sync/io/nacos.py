@@ -1,0 +1,276 @@
+"""Nacos, asyncio adapter on nacos-sdk-python's v2 API: gRPC push subscriptions plus a paged list.
+
+One naming client per configured namespace. Every service found by the
+periodic list is subscribed (pushes arrive through the callback); services that
+leave the list are unsubscribed and removed. SDK traps handled here: empty
+pushes are kept (``update_cache_when_empty``), the namespace of a listing is
+always passed explicitly, and the SDK's disk cache is never loaded at start
+(its cache and log folders live in ``work_dir`` or a private temporary folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from edge_sync.config import NacosSourceConfig
+from edge_sync.core.model import SourceService
+from edge_sync.core.nacos import (
+    NacosCatalog,
+    NacosKey,
+    map_instances,
+    nacos_namespace_id,
+    service_names,
+    service_ref,
+    syncmesh_namespace,
+)
+from edge_sync.core.source_api import SourceSink
+from syncmesh_io.retry import forever
+
+__all__ = ["NacosSource"]
+
+log = logging.getLogger("edge_sync.nacos")
+
+SUBSCRIBE_CONCURRENCY = 16
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "nacos_timeout"
+    text = str(exc).lower()
+    if (
+        "auth" in text
+        or "token" in text
+        or "403" in text
+        or "permission" in text
+        or "password" in text
+    ):
+        return "nacos_auth"
+    return "nacos_request"
+
+
+class NacosSource:
+    def __init__(
+        self, config: NacosSourceConfig, sink: SourceSink, may_accept: Callable[[str], bool]
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.may_accept = may_accept
+        self.catalog = NacosCatalog()
+        self._clients: dict[str, Any] = {}
+        self._callbacks: dict[NacosKey, Callable[[list[Any]], Awaitable[None]]] = {}
+        self._synced = False
+
+    # -- clients -----------------------------------------------------------
+    def _client_config(self, namespace_id: str, work: Path) -> Any:
+        from v2.nacos import ClientConfigBuilder
+
+        cfg = self.config
+        builder = (
+            ClientConfigBuilder()
+            .server_address(cfg.server_addr)
+            .namespace_id(namespace_id)
+            .timeout_ms(cfg.timeout_ms)
+            .cache_dir(str(work / "cache" / namespace_id))
+            .log_dir(str(work / "logs"))
+            .load_cache_at_start(False)
+            .log_level(logging.WARNING)
+        )
+        if cfg.username:
+            builder = builder.username(cfg.username).password(cfg.password)
+        client_config = builder.build()
+        client_config.set_update_cache_when_empty(True)
+        return client_config
+
+    async def _connect(self, namespace_id: str, work: Path) -> Any:
+        from v2.nacos import NacosNamingService
+
+        client: Any = None
+        async for attempt in forever((Exception,), self._on_error(f"connect {namespace_id}")):
+            with attempt:
+                client = await asyncio.wait_for(
+                    NacosNamingService.create_naming_service(
+                        self._client_config(namespace_id, work)
+                    ),
+                    self.config.timeout_ms / 1000 + 5,
+                )
+        return client
+
+    def _on_error(self, what: str) -> Callable[[BaseException, int], None]:
+        def report(exc: BaseException, attempt: int) -> None:
+            self.sink.failed(
+                _reason(exc), f"{what}: {type(exc).__name__}: {exc} (attempt {attempt})"
+            )
+
+        return report
+
+    async def run(self) -> None:
+        own_dir = None
+        if self.config.work_dir:
+            work = Path(self.config.work_dir)
+            await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+        else:
+            own_dir = tempfile.mkdtemp(prefix="syncmesh-edge-nacos-")
+            work = Path(own_dir)
+        try:
+            for configured in self.config.namespaces:
+                namespace_id = nacos_namespace_id(configured)
+                if namespace_id not in self._clients:
+                    self._clients[namespace_id] = await self._connect(namespace_id, work)
+            while True:
+                complete = await self.list_once()
+                if complete:
+                    self.sink.recovered()
+                    if not self._synced:
+                        self._synced = True
+                        self.sink.synced()
+                await asyncio.sleep(self.config.list_interval_s)
+        finally:
+            for client in self._clients.values():
+                with contextlib.suppress(Exception):
+                    await client.shutdown()
+            self._clients.clear()
+            self._callbacks.clear()
+            if own_dir is not None:
+                shutil.rmtree(own_dir, ignore_errors=True)
+
+    # -- listing -----------------------------------------------------------
+    async def _list_group(self, client: Any, namespace_id: str, group: str) -> list[str]:
+        from v2.nacos import ListServiceParam
+
+        names: list[str] = []
+        page = 1
+        while True:
+            self.sink.request("list")
+            result = await asyncio.wait_for(
+                client.list_services(
+                    ListServiceParam(
+                        namespace_id=namespace_id,
+                        group_name=group,
+                        page_no=page,
+                        page_size=self.config.page_size,
+                    )
+                ),
+                self.config.timeout_ms / 1000 + 5,
+            )
+            batch = list(result.services or [])
+            names.extend(batch)
+            if not batch or len(names) >= int(result.count or 0):
+                return names
+            page += 1
+
+    async def list_once(self) -> bool:
+        """One full listing of every namespace and group; False if any part failed."""
+        complete = True
+        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
+        for namespace_id, client in self._clients.items():
+            for group in self.config.groups:
+                try:
+                    names = await self._list_group(client, namespace_id, group)
+                except Exception as exc:  # noqa: BLE001 - the SDK raises NacosException or anything
+                    self.sink.failed(
+                        _reason(exc), f"list {namespace_id}/{group}: {type(exc).__name__}: {exc}"
+                    )
+                    complete = False
+                    continue
+                wanted = [n for n in names if self.may_accept(service_names(group, n)[1])]
+                added, removed = self.catalog.on_list(namespace_id, group, wanted)
+                if removed:
+                    for key in removed:
+                        await self._unsubscribe(client, key)
+                    self.sink.apply(removed=[service_ref(k) for k in removed])
+
+                async def follow(key: NacosKey, c: Any = client) -> bool:
+                    async with limit:
+                        return await self._follow(c, key)
+
+                keys = [
+                    k
+                    for k in self.catalog.keys()
+                    if k.namespace_id == namespace_id and k.group == group
+                ]
+                results = await asyncio.gather(*(follow(k) for k in keys))
+                complete = complete and all(results)
+        return complete
+
+    # -- subscriptions -----------------------------------------------------
+    async def _follow(self, client: Any, key: NacosKey) -> bool:
+        """Subscribe if new, then read the SDK's cached state (covers a missed push)."""
+        from v2.nacos import ListInstanceParam, SubscribeServiceParam
+
+        try:
+            if key not in self._callbacks:
+                callback = self._callback(key)
+                self.sink.request("subscribe")
+                await asyncio.wait_for(
+                    client.subscribe(
+                        SubscribeServiceParam(
+                            service_name=key.service,
+                            group_name=key.group,
+                            subscribe_callback=callback,
+                        )
+                    ),
+                    self.config.timeout_ms / 1000 + 5,
+                )
+                self._callbacks[key] = callback
+            instances = await asyncio.wait_for(
+                client.list_instances(
+                    ListInstanceParam(
+                        service_name=key.service,
+                        group_name=key.group,
+                        subscribe=True,
+                        healthy_only=None,
+                    )
+                ),
+                self.config.timeout_ms / 1000 + 5,
+            )
+        except Exception as exc:  # noqa: BLE001 - the SDK raises NacosException or anything
+            self.sink.failed(_reason(exc), f"subscribe {key}: {type(exc).__name__}: {exc}")
+            return False
+        self._publish(key, instances or [])
+        return True
+
+    def _callback(self, key: NacosKey) -> Callable[[list[Any]], Awaitable[None]]:
+        async def on_push(instances: list[Any]) -> None:
+            if key in self._callbacks:
+                self._publish(key, instances or [])
+
+        return on_push
+
+    def _publish(self, key: NacosKey, instances: list[Any]) -> None:
+        name, source_name = service_names(key.group, key.service)
+        mapped, invalid = map_instances(source_name, instances)
+        for bad in invalid:
+            self.sink.invalid(bad.reason, bad.detail)
+        self.sink.apply(
+            changed=[
+                SourceService(
+                    namespace=syncmesh_namespace(key.namespace_id),
+                    name=name,
+                    source_name=source_name,
+                    instances=tuple(mapped),
+                )
+            ]
+        )
+
+    async def _unsubscribe(self, client: Any, key: NacosKey) -> None:
+        from v2.nacos import SubscribeServiceParam
+
+        callback = self._callbacks.pop(key, None)
+        if callback is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                client.unsubscribe(
+                    SubscribeServiceParam(
+                        service_name=key.service, group_name=key.group, subscribe_callback=callback
+                    )
+                ),
+                self.config.timeout_ms / 1000 + 5,
+            )

@@ -1,0 +1,284 @@
+"""NATS adapter: connects, creates the stream, drains the publish table, beats, answers resyncs.
+
+The drain loop publishes with JetStream (``Nats-Msg-Id`` = cluster:epoch:revision,
+so a retried publish is de-duplicated by the server) and only while connected:
+while NATS is away, changes just overwrite the table's latest state per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from edge_sync.config import EdgeConfig
+from edge_sync.core.agent import EdgeCore
+from edge_sync.core.publish_state import Outgoing
+from edge_sync.io.metrics import EdgeMetrics
+from edge_sync.io.remote_state import read_cluster_services
+from syncmesh import subjects
+from syncmesh.loggate import LimitedLog
+from syncmesh.schema import ResyncRequest, encode
+from syncmesh_io import nats_connection as natsconn
+from syncmesh_io.retry import forever
+
+__all__ = ["NatsPublisher", "PublishFailed"]
+
+log = logging.getLogger("edge_sync.nats")
+
+MAX_RESYNC_BYTES = 64 * 1024
+_resync_decoder = msgspec.json.Decoder(ResyncRequest)
+
+
+class PublishFailed(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _publish_error_reason(exc: BaseException) -> str:
+    import nats.errors
+    import nats.js.errors
+
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return "no_stream"
+    if isinstance(exc, nats.js.errors.APIError):
+        return "api_error"
+    if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionReconnectingError):
+        return "disconnected"
+    return "other"
+
+
+class NatsPublisher:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        core: EdgeCore,
+        metrics: EdgeMetrics,
+        limited: LimitedLog,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.core = core
+        self.metrics = metrics
+        self.limited = limited
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.remote_loaded = asyncio.Event()
+        self._nc: Any = None
+        self._js: Any = None
+        self._closing = False
+
+    # -- connection callbacks ---------------------------------------------
+    async def _on_error(self, exc: Exception) -> None:
+        self.limited.warning("nats_error", self.clock(), "NATS: %s: %s", type(exc).__name__, exc)
+
+    async def _on_disconnected(self) -> None:
+        self.connected.clear()
+        self.metrics.nats_connected.set(0)
+        if self._closing:
+            return
+        self.limited.warning(
+            "nats_disconnected",
+            self.clock(),
+            "disconnected from NATS; keeping the latest state per service",
+        )
+
+    async def _on_reconnected(self) -> None:
+        self.connected.set()
+        self.metrics.nats_connected.set(1)
+        log.info("reconnected to NATS; publishing what changed")
+        self.wake.set()
+
+    # -- main ------------------------------------------------------------
+    async def run(self) -> None:
+        cfg = self.config
+        self._nc = await natsconn.connect(
+            cfg.nats,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        try:
+            self.connected.set()
+            self.metrics.nats_connected.set(1)
+            self._js = self._nc.jetstream(timeout=cfg.publish_timeout_s)
+            await self._ensure_stream()
+            await self._nc.subscribe(subjects.resync_subject(cfg.cluster), cb=self._on_resync)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._beat_loop())
+                await self._load_remote()
+                group.create_task(self._drain_loop())
+        finally:
+            self._closing = True
+            self.connected.clear()
+            self.metrics.nats_connected.set(0)
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._closing = False
+
+    def _reporter(self, reason: str) -> Callable[[BaseException, int], None]:
+        def report(exc: BaseException, attempt: int) -> None:
+            why = exc.reason if isinstance(exc, PublishFailed) else reason
+            self.metrics.publish_errors.labels(why).inc()
+            self.limited.warning(
+                why, self.clock(), "NATS %s failed (attempt %d): %s", reason, attempt, exc
+            )
+
+        return report
+
+    async def _ensure_stream(self) -> None:
+        async for attempt in forever((Exception,), self._reporter("ensure_stream")):
+            with attempt:
+                await natsconn.ensure_stream(self._js, self.config.nats.replicas)
+
+    async def _load_remote(self) -> None:
+        def invalid(reason: str, detail: str) -> None:
+            self.metrics.invalid_input.labels(reason).inc()
+            self.limited.warning(reason, self.clock(), "%s", detail)
+
+        async for attempt in forever((Exception,), self._reporter("read_stream")):
+            with attempt:
+                remote = await read_cluster_services(self._js, self.config.cluster, invalid)
+        queued = self.core.remote_loaded(remote)
+        if queued:
+            self.metrics.start_tombstones.inc(queued)
+            log.info(
+                "start-up reconciliation: %d tombstones for services the source no longer has",
+                queued,
+            )
+        self.remote_loaded.set()
+        self.wake.set()
+
+    # -- draining ----------------------------------------------------------
+    async def _drain_loop(self) -> None:
+        self.wake.set()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            async for attempt in forever(
+                (PublishFailed,), self._reporter("publish"), initial_s=0.1, max_s=5.0
+            ):
+                with attempt:
+                    await self.drain()
+
+    async def drain(self) -> None:
+        """Publish every dirty key; raises PublishFailed (after settling the batch) on any error."""
+        state = self.core.state
+        while state.dirty_count:
+            if not self._nc.is_connected:
+                # Nothing is sent while NATS is away; the table keeps the latest state per key.
+                self.connected.clear()
+                await self.connected.wait()
+            batch = state.take(self.config.publish_batch)
+            if not batch:
+                break
+            results = await asyncio.gather(
+                *(self._publish(o) for o in batch), return_exceptions=True
+            )
+            failure: BaseException | None = None
+            for sent, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    state.failed(sent)
+                    failure = failure or result
+                else:
+                    state.acked(sent)
+                    self.metrics.published.labels(
+                        "tombstone" if sent.message.deleted else "service"
+                    ).inc()
+            self.metrics.pending.set(state.dirty_count + state.inflight_count)
+            if failure is not None:
+                reason = _publish_error_reason(failure)
+                if reason == "no_stream":
+                    await self._recover_stream()
+                raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
+
+    async def _recover_stream(self) -> None:
+        """No stream answered: JetStream still starting, or a NATS that lost its store."""
+        import nats.js.errors
+
+        try:
+            await self._js.stream_info(subjects.STREAM)
+        except nats.js.errors.NotFoundError:
+            log.warning(
+                "stream %s is gone; recreating it and republishing everything", subjects.STREAM
+            )
+            await self._ensure_stream()
+            self.core.state.mark_all_dirty()
+        except Exception:  # noqa: BLE001 - not ready yet; the drain retry comes back here
+            return
+
+    async def _publish(self, sent: Outgoing) -> None:
+        message = sent.message
+        await self._js.publish(
+            sent.subject,
+            encode(message),
+            headers={
+                "Nats-Msg-Id": subjects.msg_id(self.config.cluster, message.epoch, message.revision)
+            },
+        )
+
+    # -- beats and resync --------------------------------------------------
+    async def _beat_loop(self) -> None:
+        subject = subjects.cluster_subject(self.config.cluster)
+        while True:
+            if self.core.resync_due(self.clock()):
+                self.metrics.resync_requests.labels("done").inc()
+                self.wake.set()
+            if self._nc.is_connected:
+                beat = self.core.beat(sent_at=time.time())
+                try:
+                    await self._js.publish(
+                        subject,
+                        encode(beat),
+                        headers={
+                            "Nats-Msg-Id": subjects.msg_id(
+                                self.config.cluster, beat.epoch, beat.revision
+                            )
+                        },
+                    )
+                except Exception as exc:  # noqa: BLE001 - the next beat is the retry
+                    reason = _publish_error_reason(exc)
+                    self.metrics.publish_errors.labels(reason).inc()
+                    self.limited.warning(
+                        f"beat_{reason}", self.clock(), "beat not published: %s", exc
+                    )
+                else:
+                    self.metrics.published.labels("beat").inc()
+            await asyncio.sleep(self.config.beat_interval_s)
+
+    async def _on_resync(self, msg: Any) -> None:
+        data: bytes = msg.data or b""
+        now = self.clock()
+        if len(data) > MAX_RESYNC_BYTES:
+            self.metrics.invalid_input.labels("resync_oversized").inc()
+            self.metrics.resync_requests.labels("invalid").inc()
+            self.limited.warning(
+                "resync_oversized", now, "resync request of %d bytes ignored", len(data)
+            )
+            return
+        if data.strip():
+            try:
+                _resync_decoder.decode(data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                self.metrics.invalid_input.labels("resync_malformed").inc()
+                self.metrics.resync_requests.labels("invalid").inc()
+                self.limited.warning("resync_malformed", now, "resync request ignored: %s", exc)
+                return
+        if self.core.resync_requested(now):
+            self.metrics.resync_requests.labels("done").inc()
+            log.info("resync requested: republishing every service")
+            self.wake.set()
+        else:
+            self.metrics.resync_requests.labels("deferred").inc()
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(b'{"ok":true}')

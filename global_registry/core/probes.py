@@ -1,0 +1,177 @@
+"""Which gateway to probe when, and what each outcome means (pure core).
+
+The asyncio adapter (``probe_runner``) asks ``take_due(now)`` for the probes to
+start, runs TCP connects, and hands each outcome back to ``record``. Jitter
+comes from an injected ``random.Random`` so tests replay exact schedules.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from global_registry.config import ProbeConfig
+from global_registry.core.probe_fsm import UP_STATES, GatewayState, step
+from global_registry.core.rtt import RttEstimate, RttScale
+
+__all__ = ["GatewayId", "GatewayStatus", "ProbeOutcome", "ProbeDetail", "GatewayProbes"]
+
+
+class GatewayId(NamedTuple):
+    cluster: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """What the view needs of a gateway: up or not, and its RTT bucket."""
+
+    state: GatewayState
+    up: bool
+    rtt_ms: float | None = None
+    rtt_bucket: int | None = None
+
+
+class ProbeOutcome(NamedTuple):
+    ok: bool
+    # Connect time in seconds when ok.
+    rtt_s: float | None = None
+    # "ok", "refused", "timeout", "unreachable" or "error".
+    kind: str = "ok"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeDetail:
+    """Everything known about one gateway's probes, for operators and ProbeReports."""
+
+    state: GatewayState
+    up: bool
+    rtt_ms: float | None
+    rtt_bucket: int | None
+    consecutive: int
+    probes: int
+    last_outcome: str
+    last_detail: str
+
+
+@dataclass(slots=True)
+class _Target:
+    next_at: float
+    state: GatewayState = GatewayState.UNKNOWN
+    count: int = 0
+    rtt: RttEstimate = field(default_factory=RttEstimate)
+    in_flight: bool = False
+    probes: int = 0
+    last_kind: str = ""
+    last_detail: str = ""
+    last_at: float | None = None
+
+    def status(self) -> GatewayStatus:
+        return GatewayStatus(
+            state=self.state,
+            up=self.state in UP_STATES,
+            rtt_ms=self.rtt.average_ms,
+            rtt_bucket=self.rtt.bucket,
+        )
+
+
+class GatewayProbes:
+    def __init__(self, config: ProbeConfig, rng: random.Random | None = None) -> None:
+        self._config = config
+        self._rng = rng or random.Random()
+        self._scale = RttScale(
+            floor_ms=config.rtt_floor_ms, ratio=config.rtt_bucket_ratio, alpha=config.rtt_alpha
+        )
+        self._targets: dict[GatewayId, _Target] = {}
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _delay(self) -> float:
+        spread = self._config.jitter
+        return self._config.interval_s * (1.0 + self._rng.uniform(-spread, spread))
+
+    def set_targets(self, gateways: Iterable[GatewayId], now: float) -> list[GatewayId]:
+        """Probe exactly these from now on; returns the ones no longer probed."""
+        wanted = set(gateways)
+        removed = [gw for gw in self._targets if gw not in wanted]
+        for gw in removed:
+            if self._targets.pop(gw).in_flight:
+                self._in_flight -= 1
+        for gw in wanted:
+            if gw not in self._targets:
+                # New gateways start soon but spread over a jitter window, not all at once.
+                first = self._rng.uniform(0.0, self._config.jitter * self._config.interval_s)
+                self._targets[gw] = _Target(next_at=now + first)
+        return removed
+
+    def take_due(self, now: float) -> list[GatewayId]:
+        """Probes to start now, oldest due first, within the concurrency bound."""
+        room = self._config.max_concurrent - self._in_flight
+        if room <= 0:
+            return []
+        due = sorted(
+            (t.next_at, gw)
+            for gw, t in self._targets.items()
+            if not t.in_flight and t.next_at <= now
+        )
+        started = [gw for _, gw in due[:room]]
+        for gw in started:
+            self._targets[gw].in_flight = True
+        self._in_flight += len(started)
+        return started
+
+    def next_wakeup(self) -> float | None:
+        """When the next probe is due (None: nothing to probe, or no room until one finishes)."""
+        if self._in_flight >= self._config.max_concurrent:
+            return None
+        pending = [t.next_at for t in self._targets.values() if not t.in_flight]
+        return min(pending) if pending else None
+
+    def record(self, gw: GatewayId, outcome: ProbeOutcome, now: float) -> GatewayStatus | None:
+        """Fold in one outcome; returns the gateway's new status (None if no longer probed)."""
+        target = self._targets.get(gw)
+        if target is None or not target.in_flight:
+            return None
+        target.in_flight = False
+        self._in_flight -= 1
+        target.probes += 1
+        target.last_kind = outcome.kind
+        target.last_detail = outcome.detail
+        target.last_at = now
+        target.state, target.count = step(
+            target.state, target.count, outcome.ok, self._config.rise, self._config.fall
+        )
+        if outcome.ok and outcome.rtt_s is not None:
+            target.rtt.add(outcome.rtt_s * 1000.0, self._scale)
+        target.next_at = now + self._delay()
+        return target.status()
+
+    def status(self, gw: GatewayId) -> GatewayStatus | None:
+        target = self._targets.get(gw)
+        return target.status() if target is not None else None
+
+    def all_probed(self) -> bool:
+        """Every target has had at least one outcome (used for readiness)."""
+        return all(t.state is not GatewayState.UNKNOWN for t in self._targets.values())
+
+    def details(self) -> dict[GatewayId, ProbeDetail]:
+        return {
+            gw: ProbeDetail(
+                state=t.state,
+                up=t.state in UP_STATES,
+                rtt_ms=t.rtt.average_ms,
+                rtt_bucket=t.rtt.bucket,
+                consecutive=t.count,
+                probes=t.probes,
+                last_outcome=t.last_kind,
+                last_detail=t.last_detail,
+            )
+            for gw, t in self._targets.items()
+        }

@@ -1,0 +1,167 @@
+"""Read-only projections of the view: inventory, operator status, resolve replies (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from msgspec import Struct
+
+from global_registry.core.probes import GatewayId
+from global_registry.core.view import RegistryView
+from syncmesh.labels import is_label, to_label
+from syncmesh.schema import (
+    Inventory,
+    InventoryCluster,
+    InventoryService,
+    ResolveReply,
+    ResolveRequest,
+)
+from syncmesh.view_api import ServiceKey
+
+__all__ = [
+    "GatewayState",
+    "ClusterStatus",
+    "RegistryStatus",
+    "inventory",
+    "status",
+    "resolve_reply",
+]
+
+
+class GatewayState(Struct, kw_only=True, omit_defaults=True):
+    address: str
+    port: int
+    weight: int
+    state: str
+    up: bool
+    rtt_ms: float | None = None
+    rtt_bucket: int | None = None
+
+
+class ClusterStatus(Struct, kw_only=True, omit_defaults=True):
+    cluster: str
+    stale: bool
+    # Serving its last known state although stale (stale policy "serve").
+    served_stale: bool = False
+    beat_age_s: float | None = None
+    ttl_s: float | None = None
+    region: str = ""
+    zone: str = ""
+    client_cidrs: list[str] = []
+    source_kind: str = ""
+    source_health: str = ""
+    source_error: str = ""
+    agent_version: str = ""
+    epoch: int = 0
+    services: int = 0
+    gateways: list[GatewayState] = []
+
+
+class RegistryStatus(Struct, kw_only=True, omit_defaults=True):
+    replica: str
+    ready: bool
+    stale_policy: str
+    clusters: list[ClusterStatus] = []
+    cidr_conflicts: list[list[str]] = []
+
+
+def inventory(
+    view: RegistryView, cluster: str | None = None, namespace: str | None = None
+) -> Inventory:
+    clusters = []
+    services = []
+    for name in sorted(view.clusters):
+        if cluster is not None and name != cluster:
+            continue
+        rec = view.clusters[name]
+        clusters.append(InventoryCluster(cluster=name, stale=rec.stale, beat=rec.beat))
+        for key in sorted(rec.services):
+            if namespace is not None and key[0] != namespace:
+                continue
+            state = rec.services[key].state
+            services.append(
+                InventoryService(
+                    cluster=name,
+                    namespace=state.namespace,
+                    service=state.service,
+                    source_name=state.source_name,
+                    instances=state.instances,
+                    epoch=state.epoch,
+                    revision=state.revision,
+                )
+            )
+    return Inventory(clusters=clusters, services=services)
+
+
+def status(view: RegistryView, now: float, replica: str, ready: bool) -> RegistryStatus:
+    clusters = []
+    for name in sorted(view.clusters):
+        rec = view.clusters[name]
+        beat = rec.beat
+        up = view.up_gateways(name)
+        entry = ClusterStatus(
+            cluster=name,
+            stale=rec.stale,
+            served_stale=rec.stale and view.stale_policy == "serve" and bool(up),
+            services=len(rec.services),
+            epoch=rec.max_epoch,
+        )
+        if beat is not None:
+            entry.beat_age_s = round(now - rec.beat_at, 3)
+            entry.ttl_s = view.ttl(beat)
+            entry.region = beat.locality.region
+            entry.zone = beat.locality.zone
+            entry.client_cidrs = list(beat.client_cidrs)
+            entry.source_kind = beat.source_kind
+            entry.source_health = beat.source_health
+            entry.source_error = beat.source_error
+            entry.agent_version = beat.agent_version
+            for g in beat.gateways:
+                probe = view.gateway_status(GatewayId(name, g.address, g.port))
+                entry.gateways.append(
+                    GatewayState(
+                        address=g.address,
+                        port=g.port,
+                        weight=g.weight,
+                        state=str(probe.state) if probe else ("unprobed" if g in up else "unknown"),
+                        up=g in up,
+                        rtt_ms=None
+                        if probe is None or probe.rtt_ms is None
+                        else round(probe.rtt_ms, 3),
+                        rtt_bucket=None if probe is None else probe.rtt_bucket,
+                    )
+                )
+        clusters.append(entry)
+    return RegistryStatus(
+        replica=replica,
+        ready=ready,
+        stale_policy=view.stale_policy,
+        clusters=clusters,
+        cidr_conflicts=[list(c) for c in view.cidr_conflicts],
+    )
+
+
+def resolve_reply(view: RegistryView, request: ResolveRequest) -> ResolveReply:
+    """Answer a resolve request; a bad client address is an error in the reply, not an exception."""
+    # Callers may name the service as the source spells it; map it like the agents do.
+    service = request.service if is_label(request.service) else to_label(request.service)
+    namespace = request.namespace if is_label(request.namespace) else to_label(request.namespace)
+    client_class = None
+    if request.client:
+        try:
+            address = ipaddress.ip_address(request.client.split("/", 1)[0])
+        except ValueError:
+            return ResolveReply(
+                namespace=namespace,
+                service=service,
+                known=False,
+                error=f"client {request.client!r} is not an IP address",
+            )
+        client_class = view.client_class(address)
+    resolution = view.resolve(ServiceKey(namespace, service), client_class, request.cluster)
+    return ResolveReply(
+        namespace=namespace,
+        service=service,
+        known=resolution.known,
+        clusters=list(resolution.clusters),
+    )

@@ -1,0 +1,201 @@
+"""Validation of every stream message before it may touch the view.
+
+Order of checks: size, subject, schema (decode), schema version, the subject
+naming the same cluster and key as the payload, per-message limits, then the
+content (addresses, CIDRs, duplicate instance ids). The subject is checked
+before the payload because a publisher's NATS permissions bind it to its own
+subjects: a payload that claims another cluster is a spoof.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+
+import msgspec
+
+from global_registry.config import LimitsConfig
+from syncmesh import subjects
+from syncmesh.schema import (
+    SCHEMA_VERSION,
+    ClusterBeat,
+    ServiceState,
+    decode_cluster_beat,
+    decode_service_state,
+)
+
+__all__ = [
+    "REJECT_REASONS",
+    "Rejected",
+    "StreamMessage",
+    "validate_message",
+    "parse_cidr",
+    "is_ip",
+]
+
+REJECT_REASONS = (
+    "oversize",
+    "subject",
+    "schema",
+    "schema-version",
+    "label",
+    "cluster-mismatch",
+    "key-mismatch",
+    "address",
+    "cidr",
+    "duplicate-instance",
+    "too-many-instances",
+    "too-many-gateways",
+    "too-many-cidrs",
+    "too-many-services",
+    "too-many-clusters",
+)
+
+StreamMessage = ServiceState | ClusterBeat
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+class Rejected(Exception):
+    """A message that changes nothing; ``reason`` is one of ``REJECT_REASONS``.
+
+    ``cluster`` is the cluster the *subject* names (the payload is not trusted),
+    or "" when the subject is not one of ours.
+    """
+
+    def __init__(self, reason: str, cluster: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.cluster = cluster
+        self.detail = detail
+
+
+def _is_hostname(name: str) -> bool:
+    # An all-digit last label ("10.0.0.300") is a broken IPv4 address, not a name (RFC 3696).
+    return bool(_HOSTNAME.match(name)) and not name.rstrip(".").rsplit(".", 1)[-1].isdigit()
+
+
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+
+
+def is_ip(address: str) -> bool:
+    # inet_pton is strict (no shorthand like "10.1") and much faster than ipaddress.
+    try:
+        socket.inet_pton(_AF_INET6 if ":" in address else _AF_INET, address)
+    except OSError:
+        return False
+    return True
+
+
+def parse_cidr(text: str) -> Network:
+    """A client CIDR; host bits set (``10.1.2.3/16``) are an error, not silently masked."""
+    return ipaddress.ip_network(text, strict=True)
+
+
+def _schema_reason(exc: msgspec.MsgspecError) -> str:
+    # Label is the only regex-constrained type in the stream messages.
+    return "label" if "matching regex" in str(exc) else "schema"
+
+
+def _check_service(state: ServiceState, key: subjects.SubjectKey, limits: LimitsConfig) -> None:
+    if state.namespace != key.namespace or state.service != key.service:
+        raise Rejected(
+            "key-mismatch",
+            key.cluster,
+            f"subject names {key.namespace}/{key.service}, payload {state.namespace}/{state.service}",
+        )
+    instances = state.instances
+    count = len(instances)
+    if count > limits.max_instances_per_service:
+        raise Rejected(
+            "too-many-instances",
+            key.cluster,
+            f"{count} instances > {limits.max_instances_per_service}",
+        )
+    if count > 1 and len({i.id for i in instances}) != count:
+        seen: set[str] = set()
+        for instance in instances:
+            if instance.id in seen:
+                raise Rejected(
+                    "duplicate-instance", key.cluster, f"instance id {instance.id!r} twice"
+                )
+            seen.add(instance.id)
+    # Inlined is_ip: this loop runs for every instance of every message.
+    inet_pton = socket.inet_pton
+    for instance in instances:
+        address = instance.address
+        try:
+            inet_pton(_AF_INET6 if ":" in address else _AF_INET, address)
+        except OSError:
+            if not _is_hostname(address):
+                raise Rejected(
+                    "address", key.cluster, f"instance {instance.id!r}: bad address {address!r}"
+                ) from None
+
+
+def _check_beat(beat: ClusterBeat, key: subjects.SubjectKey, limits: LimitsConfig) -> None:
+    if len(beat.gateways) > limits.max_gateways_per_cluster:
+        raise Rejected(
+            "too-many-gateways",
+            key.cluster,
+            f"{len(beat.gateways)} gateways > {limits.max_gateways_per_cluster}",
+        )
+    if len(beat.client_cidrs) > limits.max_client_cidrs:
+        raise Rejected(
+            "too-many-cidrs",
+            key.cluster,
+            f"{len(beat.client_cidrs)} CIDRs > {limits.max_client_cidrs}",
+        )
+    for gateway in beat.gateways:
+        # Gateways become A/AAAA records, so only IP literals will do.
+        if not is_ip(gateway.address):
+            raise Rejected(
+                "address", key.cluster, f"gateway address {gateway.address!r} is not an IP"
+            )
+    for cidr in beat.client_cidrs:
+        try:
+            parse_cidr(cidr)
+        except ValueError as exc:
+            raise Rejected("cidr", key.cluster, f"client CIDR {cidr!r}: {exc}") from None
+
+
+def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamMessage:
+    """Decode and check one stream message; raises ``Rejected``."""
+    key = subjects.parse_subject(subject)
+    cluster = key.cluster if key is not None else ""
+    if len(data) > limits.max_message_bytes:
+        raise Rejected("oversize", cluster, f"{len(data)} bytes > {limits.max_message_bytes}")
+    if key is None:
+        raise Rejected("subject", "", f"not a syncmesh stream subject: {subject[:200]!r}")
+    message: StreamMessage
+    try:
+        if key.kind == "svc":
+            message = decode_service_state(data)
+        else:
+            message = decode_cluster_beat(data)
+    except msgspec.ValidationError as exc:
+        raise Rejected(_schema_reason(exc), cluster, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise Rejected("schema", cluster, str(exc)) from None
+    if message.schema != SCHEMA_VERSION:
+        raise Rejected(
+            "schema-version",
+            cluster,
+            f"schema {message.schema}, this registry reads {SCHEMA_VERSION}",
+        )
+    if message.cluster != key.cluster:
+        raise Rejected(
+            "cluster-mismatch",
+            cluster,
+            f"subject of cluster {key.cluster!r} carries a message of cluster {message.cluster!r}",
+        )
+    if isinstance(message, ServiceState):
+        _check_service(message, key, limits)
+    else:
+        _check_beat(message, key, limits)
+    return message

@@ -1,0 +1,284 @@
+"""A fast ordered reader of the state stream, on its own nats-py connection.
+
+Why: nats-py turns every delivered message into a ``Msg`` (headers parsed
+into a dict, queued, handed to a callback task), which costs about as much as
+decoding, validating and applying the message; a cold start reading 100,000
+service states was bound by it. This reader keeps nats-py for everything a
+connection needs (auth, TLS, reconnects, PING/PONG, the JetStream API) and
+takes over only the frames of its own subscription: ``FrameParser`` replaces
+the connection's protocol parser, hands those frames straight to the reader,
+and passes every other frame to nats-py's parser unchanged.
+
+It relies on nats-py internals (the ``_ps`` parser attribute, ``Parser.buf``
+and ``Subscription._id``); ``supported(nc)`` checks for them, and the stream
+consumer falls back to nats-py's own ordered consumer when they are missing.
+
+Ordering is the ordered-consumer protocol: an ephemeral push consumer with
+flow control and idle heartbeats, no acks; a gap in the consumer sequence, a
+heartbeat that reports a different last sequence, or silence for three
+heartbeat intervals recreates the consumer from the last stream sequence seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
+
+from global_registry.core.jsmeta import AckInfo, parse_ack_reply_bytes
+
+__all__ = ["FrameParser", "install_parser", "OrderedReader", "supported"]
+
+log = logging.getLogger(__name__)
+
+# frame -> FlowControl reply subject to answer now, if any
+FrameHandler = Callable[[bytes, bytes, bytes, bytes], bytes | None]
+
+_CONTROL = b"NATS/1.0 100"
+
+
+def supported(nc: Any) -> bool:
+    return isinstance(getattr(nc, "_ps", None), Parser) and hasattr(Parser, "parse")
+
+
+class FrameParser(Parser):
+    """nats-py's parser, with the frames of chosen subscription ids taken out.
+
+    ``handlers`` maps a subscription id (as the bytes that appear on the wire)
+    to a synchronous handler of ``(subject, reply, headers, payload)``.
+    """
+
+    def __init__(self, nc: Any) -> None:
+        self.handlers: dict[bytes, FrameHandler] = {}
+        self._generation = 0
+        super().__init__(nc)
+
+    def reset(self) -> None:
+        # nats-py calls this on (re)connect: whatever is buffered came from the old socket.
+        super().reset()
+        self._generation += 1
+
+    async def _delegate(self, frame: bytes, generation: int) -> None:
+        """One complete frame through nats-py's own parser."""
+        pending = self.buf
+        self.buf = bytearray()
+        await Parser.parse(self, frame)
+        if self._generation == generation:
+            self.buf = pending
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != AWAITING_CONTROL_LINE:
+            await Parser.parse(self, data)
+            return
+        buf = self.buf
+        buf.extend(data)
+        generation = self._generation
+        handlers = self.handlers
+        size = len(buf)
+        pos = 0
+        # Slices of a memoryview copy once (bytes(bytearray[...]) copies twice); it
+        # is released before the buffer is trimmed, which a live export forbids.
+        view = memoryview(buf)
+        try:
+            while pos < size:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                lead = buf[pos]
+                if lead in (72, 77) and (
+                    buf.startswith(b"HMSG ", pos) or buf.startswith(b"MSG ", pos)
+                ):
+                    with_headers = lead == 72
+                    parts = view[pos + (5 if with_headers else 4) : eol].tobytes().split()
+                    end = eol + 2 + int(parts[-1])
+                    if end + 2 > size:
+                        break
+                    handler = handlers.get(parts[1])
+                    if handler is None:
+                        await self._delegate(view[pos : end + 2].tobytes(), generation)
+                    else:
+                        header_size = int(parts[-2]) if with_headers else 0
+                        start = eol + 2 + header_size
+                        payload = view[start:end].tobytes()
+                        answer = handler(
+                            parts[0],
+                            parts[2] if len(parts) == (5 if with_headers else 4) else b"",
+                            # Only control messages (no payload) need their headers read.
+                            b"" if payload else view[eol + 2 : start].tobytes(),
+                            payload,
+                        )
+                        if answer:
+                            await self.nc.publish(answer.decode(), b"")
+                    pos = end + 2
+                else:
+                    await self._delegate(view[pos : eol + 2].tobytes(), generation)
+                    pos = eol + 2
+                if self._generation != generation:
+                    return
+        finally:
+            view.release()
+            if self._generation == generation:
+                del buf[:pos]
+
+
+def install_parser(nc: Any) -> FrameParser:
+    """Put a ``FrameParser`` in place of the connection's parser, keeping its state."""
+    current = nc._ps
+    if isinstance(current, FrameParser):
+        return current
+    parser = FrameParser(nc)
+    parser.__dict__.update(current.__dict__)
+    nc._ps = parser
+    return parser
+
+
+class OrderedReader:
+    """Every message of ``stream`` in order, from ``start_seq``, to ``on_message``."""
+
+    def __init__(
+        self,
+        nc: Any,
+        parser: FrameParser,
+        stream: str,
+        filter_subjects: list[str],
+        on_message: Callable[[str, bytes, AckInfo], None],
+        heartbeat_s: float = 2.0,
+    ) -> None:
+        self._nc = nc
+        self._parser = parser
+        self._stream = stream
+        self._filters = filter_subjects
+        self._on_message = on_message
+        self._heartbeat_s = heartbeat_s
+        self._loop = asyncio.get_running_loop()
+        self._sub: Any = None
+        self._sid = b""
+        self._consumer = ""
+        self._expected_dseq = 1
+        self.last_sseq = 0
+        self._last_activity = 0.0
+        self._resetting: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.resets = 0
+
+    async def start(self) -> None:
+        await self._create(self.last_sseq + 1)
+        self._watchdog = asyncio.create_task(self._watch(), name="registry-stream-watchdog")
+
+    async def stop(self) -> None:
+        for task in (self._watchdog, self._resetting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._drop_current()
+
+    async def _create(self, start_seq: int) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(inbox)
+        self._sid = str(self._sub._id).encode()
+        self._expected_dseq = 1
+        self._parser.handlers[self._sid] = self._on_frame
+        self._last_activity = self._loop.time()
+        config = ConsumerConfig(
+            deliver_subject=inbox,
+            ack_policy=AckPolicy.NONE,
+            max_deliver=1,
+            flow_control=True,
+            idle_heartbeat=self._heartbeat_s,
+            mem_storage=True,
+            num_replicas=1,
+            filter_subjects=self._filters,
+            inactive_threshold=max(30.0, 10 * self._heartbeat_s),
+        )
+        if start_seq > 1:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_seq
+        else:
+            config.deliver_policy = DeliverPolicy.ALL
+        info = await self._nc.jsm().add_consumer(self._stream, config=config)
+        self._consumer = info.name
+
+    async def pending(self) -> int | None:
+        """Messages the server has not delivered yet, plus delivered ones not yet handled."""
+        if not self._consumer:
+            return None
+        info = await self._nc.jsm().consumer_info(self._stream, self._consumer)
+        delivered = int(info.delivered.consumer_seq) if info.delivered is not None else 0
+        return int(info.num_pending) + max(0, delivered - (self._expected_dseq - 1))
+
+    async def _drop_current(self) -> None:
+        self._parser.handlers.pop(self._sid, None)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._consumer:
+            with contextlib.suppress(Exception):
+                await self._nc.jsm().delete_consumer(self._stream, self._consumer)
+            self._consumer = ""
+
+    def _reset(self, why: str) -> None:
+        """Start over from the last stream sequence seen (never twice at once)."""
+        if self._resetting is not None and not self._resetting.done():
+            return
+        self._parser.handlers.pop(self._sid, None)
+        log.info("stream reader: %s; resuming after sequence %d", why, self.last_sseq)
+        self.resets += 1
+        self._resetting = asyncio.create_task(self._recreate(), name="registry-stream-reset")
+
+    async def _recreate(self) -> None:
+        while True:
+            try:
+                await self._drop_current()
+                await self._create(self.last_sseq + 1)
+                return
+            except Exception as exc:  # noqa: BLE001 - NATS may be down; keep trying
+                log.warning("stream reader: cannot recreate consumer: %s", exc)
+                await asyncio.sleep(self._heartbeat_s)
+
+    def _on_frame(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> bytes | None:
+        self._last_activity = self._loop.time()
+        if not data and headers.startswith(_CONTROL):
+            return self._on_control(reply, headers)
+        ack = parse_ack_reply_bytes(reply)
+        if ack is None:
+            return None
+        if ack.consumer_seq != self._expected_dseq:
+            self._reset(f"consumer sequence {ack.consumer_seq}, expected {self._expected_dseq}")
+            return None
+        self._expected_dseq += 1
+        self.last_sseq = ack.stream_seq
+        try:
+            self._on_message(subject.decode(), data, ack)
+        except Exception:  # noqa: BLE001 - a bug here must not kill the connection's read loop
+            log.exception("stream reader: message at sequence %d not applied", ack.stream_seq)
+        return None
+
+    def _on_control(self, reply: bytes, headers: bytes) -> bytes | None:
+        if b"FlowControl" in headers:
+            # Everything delivered before this request has been applied already.
+            return reply or None
+        fields = {}
+        for line in headers.split(b"\r\n")[1:]:
+            name, sep, value = line.partition(b":")
+            if sep:
+                fields[name.strip().lower()] = value.strip()
+        last = fields.get(b"nats-last-consumer")
+        if last is not None and int(last) != self._expected_dseq - 1:
+            self._reset(f"heartbeat reports consumer sequence {int(last)}")
+            return None
+        return fields.get(b"nats-consumer-stalled")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            silent = self._loop.time() - self._last_activity
+            if silent > 3 * self._heartbeat_s and self._nc.is_connected:
+                self._reset(f"no message or heartbeat for {silent:.1f}s")

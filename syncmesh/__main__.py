@@ -1,5 +1,0 @@
-import sys
-
-from syncmesh.cli import main
-
-sys.exit(main())

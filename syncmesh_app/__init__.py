@@ -1,0 +1,1 @@
+"""The application: the CLI, the agent and registry processes, the embedded demo."""

