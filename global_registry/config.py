@@ -11,7 +11,6 @@ from syncmesh.schema import Locality
 __all__ = [
     "StaleConfig",
     "ProbeConfig",
-    "LimitsConfig",
     "ApiConfig",
     "IngestConfig",
     "ReplicaLocality",
@@ -55,17 +54,6 @@ class ProbeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     rtt_floor_ms: Annotated[float, Meta(gt=0, le=10_000)] = 1.0
     # How often this replica publishes its ProbeReport for observers.
     report_interval_s: PositiveSeconds = 10.0
-
-
-class LimitsConfig(Struct, kw_only=True, forbid_unknown_fields=True):
-    """Bounds on what an agent may publish; a message beyond them is rejected."""
-
-    max_message_bytes: Count = 1_048_576
-    max_instances_per_service: Count = 10_000
-    max_services_per_cluster: Count = 200_000
-    max_gateways_per_cluster: Count = 64
-    max_client_cidrs: Count = 4096
-    max_clusters: Count = 4096
 
 
 class ApiConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -20,7 +20,7 @@ from edge_sync.core.source_api import Source, SourceSink
 from edge_sync.io.metrics import EdgeMetrics
 from edge_sync.io.publisher import NatsPublisher
 from syncmesh.labels import LabelCollision
-from syncmesh.loggate import LimitedLog
+from syncmesh.loggate import GatedLog
 from syncmesh_io.http import MetricsServer
 from syncmesh_io.retry import forever
 
@@ -130,7 +130,7 @@ class EdgeAgent:
         self.config = config
         self.metrics = registry if registry is not None else CollectorRegistry()
         self.edge_metrics = EdgeMetrics(self.metrics)
-        self.limited = LimitedLog(log)
+        self.limited = GatedLog(log)
         self.epoch = int(time.time() * 1000)
         self.core: EdgeCore | None = None
         self.publisher: NatsPublisher | None = None

@@ -11,11 +11,11 @@ from dns_server.config import DnsConfig
 from global_registry.config import (
     ApiConfig,
     IngestConfig,
-    LimitsConfig,
     ProbeConfig,
     ReplicaLocality,
     StaleConfig,
 )
+from syncmesh.limits import LimitsConfig
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Label
 

@@ -22,7 +22,7 @@ from edge_sync.core.publish_state import Outgoing
 from edge_sync.io.metrics import EdgeMetrics
 from edge_sync.io.remote_state import read_cluster_services
 from syncmesh import subjects
-from syncmesh.loggate import LimitedLog
+from syncmesh.loggate import GatedLog
 from syncmesh.schema import ResyncRequest, encode
 from syncmesh_io import nats_connection as natsconn
 from syncmesh_io.retry import forever
@@ -62,7 +62,7 @@ class NatsPublisher:
         config: EdgeConfig,
         core: EdgeCore,
         metrics: EdgeMetrics,
-        limited: LimitedLog,
+        limited: GatedLog,
         clock: Callable[[], float],
     ) -> None:
         self.config = config

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from global_registry.config import LimitsConfig
-from global_registry.core.logonce import LogOnce
-from global_registry.core.validate import Rejected, StreamMessage, validate_message
 from global_registry.core.view import Applied, RegistryView
+from syncmesh.limits import LimitsConfig
+from syncmesh.loggate import LogGate
 from syncmesh.schema import ServiceState
+from syncmesh.validate import Rejected, StreamMessage, validate_message
 from syncmesh.view_api import ViewChange
 
 __all__ = ["IngestResult", "Ingest"]
@@ -59,7 +59,7 @@ class Ingest:
     ) -> None:
         self.view = view
         self._limits = limits
-        self._log = LogOnce(log_period_s)
+        self._log = LogGate(log_period_s)
         self.target_seq: int | None = None
         self.caught_up = False
         self.last_seq = 0
@@ -114,7 +114,7 @@ class Ingest:
             message = validate_message(subject, data, self._limits)
             applied = self.view.apply(message, now, age_s, data)
         except Rejected as rejected:
-            log, suppressed = self._log.allow(rejected.reason, rejected.cluster, now)
+            log, suppressed = self._log.allow((rejected.reason, rejected.cluster), now)
             kind = "svc" if ".svc." in subject else "cluster" if ".cluster." in subject else ""
             self._count(kind, "rejected")
             self.rejections[rejected.reason] = self.rejections.get(rejected.reason, 0) + 1

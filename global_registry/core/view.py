@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from global_registry.config import LimitsConfig, StaleConfig
+from global_registry.config import StaleConfig
 from global_registry.core.cidr_index import CidrIndex
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.ranking import Candidate, rank
-from global_registry.core.validate import Network, Rejected, StreamMessage, parse_cidr
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import (
     ClusterBeat,
     Gateway,
@@ -29,6 +29,7 @@ from syncmesh.schema import (
     decode_service_state,
     encode,
 )
+from syncmesh.validate import Network, Rejected, StreamMessage, parse_cidr
 from syncmesh.view_api import IPAddress, Resolution, ServiceKey, ViewChange
 
 __all__ = ["Key", "ServiceEntry", "ClusterRecord", "Applied", "RegistryView"]

@@ -14,8 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from global_registry.core.ingest import Ingest
-from global_registry.core.validate import REJECT_REASONS
 from global_registry.core.view import RegistryView
+from syncmesh.validate import REJECT_REASONS
 
 __all__ = ["RegistryMetrics", "ViewCollector"]
 

@@ -24,13 +24,14 @@ from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
 
-from global_registry.config import LimitsConfig, StaleConfig
+from global_registry.config import StaleConfig
 from global_registry.core.ingest import Ingest, IngestResult
 from global_registry.core.jsmeta import parse_ack_reply
 from global_registry.core.snapshot import inventory
 from global_registry.core.view import RegistryView
 from global_registry.io.stream_consumer import subscribe_ordered
 from syncmesh import subjects
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import (
     ClusterBeat,
     Inventory,

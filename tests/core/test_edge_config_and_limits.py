@@ -9,7 +9,7 @@ import pytest
 from edge_sync.config import EdgeConfig
 from edge_sync.core.ratelimit import TokenBucket
 from syncmesh.configfile import ConfigError, load_config
-from syncmesh.loggate import ReasonLimiter
+from syncmesh.loggate import LogGate
 
 pytestmark = pytest.mark.core
 
@@ -81,13 +81,12 @@ def test_token_bucket_refills_with_the_callers_clock() -> None:
     assert not bucket.try_take(100.0)  # never more than the burst saved up
 
 
-def test_reason_limiter_logs_each_reason_once_per_interval() -> None:
-    limiter = ReasonLimiter(interval_s=60.0, max_reasons=3)
-    assert limiter.allow("a", 0.0)
-    assert not limiter.allow("a", 30.0)
-    assert limiter.allow("b", 30.0)
-    assert limiter.allow("a", 60.0)
-    assert limiter.take_suppressed("a") == 1
+def test_log_gate_logs_each_reason_once_per_period_and_counts_the_rest() -> None:
+    gate = LogGate(period_s=60.0, max_keys=3)
+    assert gate.allow("a", 0.0) == (True, 0)
+    assert gate.allow("a", 30.0) == (False, 0)
+    assert gate.allow("b", 30.0)[0]
+    assert gate.allow("a", 60.0) == (True, 1), "the suppressed repeat is reported"
     for reason in ("c", "d", "e"):  # attacker-chosen reasons cannot grow memory without bound
-        limiter.allow(reason, 61.0)
-    assert len(limiter._last) <= 3
+        gate.allow(reason, 61.0)
+    assert len(gate._last) <= 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from global_registry.config import LimitsConfig, StaleConfig
+from global_registry.config import StaleConfig
 from global_registry.core.ingest import Ingest
 from global_registry.core.jsmeta import AckInfo, parse_ack_reply, parse_ack_reply_bytes
 from global_registry.core.probe_fsm import GatewayState
@@ -15,6 +15,7 @@ from global_registry.core.view import RegistryView
 from global_registry.io.api import inventory_reply_bytes
 from harness.samples import cluster_beat, instance, service_state, subject_of
 from syncmesh.labels import to_label
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Inventory, InventoryRequest, Locality, ResolveRequest, encode
 from syncmesh.view_api import ServiceKey, ViewChange
 

@@ -6,12 +6,13 @@ import random
 
 import pytest
 
-from global_registry.config import LimitsConfig, ProbeConfig, StaleConfig
+from global_registry.config import ProbeConfig, StaleConfig
 from global_registry.core.probe_fsm import TRANSITIONS, UP_STATES, GatewayState, step
 from global_registry.core.probes import GatewayId, GatewayProbes, GatewayStatus, ProbeOutcome
 from global_registry.core.rtt import RttEstimate, RttScale
 from global_registry.core.view import RegistryView
 from harness.samples import cluster_beat, service_state
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Gateway, Locality
 from syncmesh.view_api import ServiceKey, ViewChange
 

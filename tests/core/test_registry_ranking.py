@@ -6,12 +6,13 @@ import ipaddress
 
 import pytest
 
-from global_registry.config import LimitsConfig, StaleConfig
+from global_registry.config import StaleConfig
 from global_registry.core.probe_fsm import GatewayState
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.ranking import Candidate, rank
 from global_registry.core.view import RegistryView
 from harness.samples import cluster_beat, service_state
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Gateway, Locality
 from syncmesh.view_api import ServiceKey
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from global_registry.config import LimitsConfig, StaleConfig
+from global_registry.config import StaleConfig
 from global_registry.core.probe_fsm import GatewayState
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.snapshot import status
 from global_registry.core.view import RegistryView
 from harness.samples import cluster_beat, service_state
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Locality
 from syncmesh.view_api import ServiceKey, ViewChange
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from global_registry.config import LimitsConfig, StaleConfig
+from global_registry.config import StaleConfig
 from global_registry.core.ingest import Ingest
-from global_registry.core.logonce import LogOnce
 from global_registry.core.snapshot import inventory
-from global_registry.core.validate import REJECT_REASONS, validate_message
 from global_registry.core.view import RegistryView
 from harness.samples import cluster_beat, instance, service_state, subject_of
 from syncmesh import subjects
+from syncmesh.limits import LimitsConfig
+from syncmesh.loggate import LogGate
 from syncmesh.schema import Gateway, Locality, encode
+from syncmesh.validate import REJECT_REASONS, validate_message
 
 pytestmark = [pytest.mark.core, pytest.mark.security]
 
@@ -196,8 +197,8 @@ def test_rejections_are_logged_once_per_reason_and_cluster_per_minute() -> None:
 
 
 def test_log_gate_is_bounded() -> None:
-    gate = LogOnce(period_s=60.0, max_keys=2)
-    assert gate.allow("schema", "a", 0.0)[0]
-    assert gate.allow("schema", "b", 0.0)[0]
-    assert not gate.allow("schema", "c", 1.0)[0], "full: new keys are not logged"
-    assert gate.allow("schema", "c", 61.0)[0], "old keys expire and make room"
+    gate = LogGate(period_s=60.0, max_keys=2)
+    assert gate.allow(("schema", "a"), 0.0)[0]
+    assert gate.allow(("schema", "b"), 0.0)[0]
+    assert not gate.allow(("schema", "c"), 1.0)[0], "full: new keys are not logged"
+    assert gate.allow(("schema", "c"), 61.0)[0], "old keys expire and make room"

@@ -6,13 +6,14 @@ import ipaddress
 
 import pytest
 
-from global_registry.config import LimitsConfig, StaleConfig
+from global_registry.config import StaleConfig
 from global_registry.core.probe_fsm import GatewayState
 from global_registry.core.probes import GatewayId, GatewayStatus
-from global_registry.core.validate import Rejected
 from global_registry.core.view import RegistryView
 from harness.samples import cluster_beat, instance, service_state
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Gateway, Locality
+from syncmesh.validate import Rejected
 from syncmesh.view_api import ServiceKey, ViewChange
 
 pytestmark = pytest.mark.core
@@ -261,8 +262,9 @@ def test_instance_count_follows_updates_and_deletes() -> None:
 
 
 def test_namespace_known_follows_services_in_it() -> None:
-    from global_registry.config import LimitsConfig, StaleConfig
+    from global_registry.config import StaleConfig
     from global_registry.core.view import RegistryView
+    from syncmesh.limits import LimitsConfig
     from syncmesh.schema import Locality, ServiceState
 
     view = RegistryView(StaleConfig(), LimitsConfig(), Locality(), probes_required=False)

@@ -15,8 +15,9 @@ import socket
 
 import msgspec
 
-from global_registry.config import LimitsConfig
 from syncmesh import subjects
+from syncmesh.errors import SyncmeshError
+from syncmesh.limits import LimitsConfig
 from syncmesh.schema import (
     SCHEMA_VERSION,
     ClusterBeat,
@@ -60,7 +61,7 @@ _HOSTNAME = re.compile(
 )
 
 
-class Rejected(Exception):
+class Rejected(SyncmeshError):
     """A message that changes nothing; ``reason`` is one of ``REJECT_REASONS``.
 
     ``cluster`` is the cluster the *subject* names (the payload is not trusted),
@@ -68,10 +69,8 @@ class Rejected(Exception):
     """
 
     def __init__(self, reason: str, cluster: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+        super().__init__(reason, detail)
         self.cluster = cluster
-        self.detail = detail
 
 
 def _is_hostname(name: str) -> bool:
