@@ -6,11 +6,14 @@ under ``schemas/`` for consumers in other languages. A change to any Struct here
 that is not backwards compatible bumps ``SCHEMA_VERSION`` and the ``v1`` in the
 subjects.
 
-Ordering: every message of one agent carries ``(epoch, revision)``. ``epoch`` is
-the agent's boot time in milliseconds (a restarted agent has a larger one) and
-``revision`` grows by one for every message that agent publishes. A consumer
-keeps, per key, the message with the largest ``(epoch, revision)`` and drops
-the rest, so replays, duplicates and reordering are harmless.
+Ordering never trusts a clock. Every message of one agent carries ``(epoch,
+revision)``. ``epoch`` is a fencing token taken from NATS: the stream sequence at
+which the agent's ``EpochClaim`` was stored on ``syncmesh.v2.epoch.<cluster>``
+(a compare-and-set publish), so it only grows and no clock, restored VM or
+stray message can forge a larger valid one. ``revision`` grows by one for every
+message that agent publishes. A consumer keeps, per key, the message with the
+largest ``(epoch, revision)``; the acceptance rules that fence a deposed agent
+and reject forged epochs are in ``syncmesh.epochs`` (docs/registry.md).
 """
 
 from __future__ import annotations
@@ -39,13 +42,16 @@ __all__ = [
     "InventoryCluster",
     "Inventory",
     "ResyncRequest",
+    "EpochClaim",
     "encode",
     "decode_service_state",
     "decode_cluster_beat",
+    "decode_epoch_claim",
     "WIRE_TYPES",
 ]
 
-SCHEMA_VERSION = 1
+# 2: epochs are NATS claim sequences (was: boot time in ms); subjects syncmesh.v2.
+SCHEMA_VERSION = 2
 
 # A DNS label as syncmesh uses it: lower case letters, digits and inner dashes.
 Label = Annotated[
@@ -75,7 +81,7 @@ class Instance(Struct, frozen=True, kw_only=True, omit_defaults=True):
 class ServiceState(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The full state of one service in one cluster, or its tombstone.
 
-    Subject: ``syncmesh.v1.svc.<cluster>.<namespace>.<service>``.
+    Subject: ``syncmesh.v2.svc.<cluster>.<namespace>.<service>``.
     """
 
     schema: int
@@ -105,7 +111,11 @@ class Locality(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class ClusterBeat(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Liveness and topology of one cluster's agent. Subject: ``syncmesh.v1.cluster.<cluster>``."""
+    """Liveness and topology of one cluster's agent. Subject: ``syncmesh.v2.cluster.<cluster>``.
+
+    ``retired`` marks a decommissioned cluster (``syncmesh retire-cluster``):
+    consumers forget it and every service of it.
+    """
 
     schema: int
     cluster: Label
@@ -126,10 +136,28 @@ class ClusterBeat(Struct, frozen=True, kw_only=True, omit_defaults=True):
     digest: str = ""
     # Wall-clock send time (Unix seconds), for operators; ordering never uses it.
     sent_at: float = 0.0
+    retired: bool = False
+
+
+class EpochClaim(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An agent taking over its cluster. Subject: ``syncmesh.v2.epoch.<cluster>``.
+
+    Published with ``Nats-Expected-Last-Subject-Sequence`` set to the sequence of
+    the claim it replaces (0 for the first), so two agents cannot both win; the
+    stream sequence the server stores it at is the agent's epoch.
+    """
+
+    schema: int
+    cluster: Label
+    # Who claims: host/process id, for operators (``syncmesh status``).
+    agent: str = ""
+    # The epoch this claim supersedes (0 for the first claim).
+    previous: NonNegative = 0
+    sent_at: float = 0.0
 
 
 class ResyncRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Sent to ``syncmesh.v1.resync.<cluster>``: the agent republishes everything."""
+    """Sent to ``syncmesh.v2.resync.<cluster>``: the agent republishes everything."""
 
     schema: int
     reason: str = ""
@@ -145,7 +173,7 @@ class GatewayProbeReport(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class ProbeReport(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One replica's view of every gateway. Subject: ``syncmesh.v1.probe.<replica>``."""
+    """One replica's view of every gateway. Subject: ``syncmesh.v2.probe.<replica>``."""
 
     schema: int
     replica: str
@@ -166,7 +194,7 @@ class RankedCluster(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class ResolveRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Request on ``syncmesh.v1.api.resolve``."""
+    """Request on ``syncmesh.v2.api.resolve``."""
 
     namespace: str = "default"
     service: str
@@ -183,7 +211,7 @@ class ResolveReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class InventoryRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Request on ``syncmesh.v1.api.inventory``; empty filters mean everything."""
+    """Request on ``syncmesh.v2.api.inventory``; empty filters mean everything."""
 
     cluster: str | None = None
     namespace: str | None = None
@@ -215,6 +243,7 @@ WIRE_TYPES: dict[str, type[Struct]] = {
     "ServiceState": ServiceState,
     "ClusterBeat": ClusterBeat,
     "ResyncRequest": ResyncRequest,
+    "EpochClaim": EpochClaim,
     "ProbeReport": ProbeReport,
     "ResolveRequest": ResolveRequest,
     "ResolveReply": ResolveReply,
@@ -225,6 +254,7 @@ WIRE_TYPES: dict[str, type[Struct]] = {
 _encoder = msgspec.json.Encoder()
 _service_decoder = msgspec.json.Decoder(ServiceState)
 _beat_decoder = msgspec.json.Decoder(ClusterBeat)
+_claim_decoder = msgspec.json.Decoder(EpochClaim)
 
 
 def encode(message: Struct) -> bytes:
@@ -238,3 +268,7 @@ def decode_service_state(data: bytes) -> ServiceState:
 
 def decode_cluster_beat(data: bytes) -> ClusterBeat:
     return _beat_decoder.decode(data)
+
+
+def decode_epoch_claim(data: bytes) -> EpochClaim:
+    return _claim_decoder.decode(data)

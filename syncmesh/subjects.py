@@ -13,10 +13,12 @@ __all__ = [
     "STREAM_SUBJECTS",
     "SVC_WILDCARD",
     "CLUSTER_WILDCARD",
+    "EPOCH_WILDCARD",
     "RESOLVE",
     "INVENTORY",
     "service_subject",
     "cluster_subject",
+    "epoch_subject",
     "resync_subject",
     "probe_subject",
     "cluster_service_wildcard",
@@ -25,13 +27,14 @@ __all__ = [
     "msg_id",
 ]
 
-PREFIX = "syncmesh.v1"
+PREFIX = "syncmesh.v2"
 # One stream keeps the last message of every service and cluster subject
 # (max_msgs_per_subject=1): a consumer rebuilds the whole inventory from it.
-STREAM = "SYNCMESH_V1"
+STREAM = "SYNCMESH_V2"
 SVC_WILDCARD = f"{PREFIX}.svc.>"
 CLUSTER_WILDCARD = f"{PREFIX}.cluster.*"
-STREAM_SUBJECTS = [SVC_WILDCARD, CLUSTER_WILDCARD]
+EPOCH_WILDCARD = f"{PREFIX}.epoch.*"
+STREAM_SUBJECTS = [SVC_WILDCARD, CLUSTER_WILDCARD, EPOCH_WILDCARD]
 RESOLVE = f"{PREFIX}.api.resolve"
 INVENTORY = f"{PREFIX}.api.inventory"
 
@@ -42,6 +45,10 @@ def service_subject(cluster: str, namespace: str, service: str) -> str:
 
 def cluster_subject(cluster: str) -> str:
     return f"{PREFIX}.cluster.{cluster}"
+
+
+def epoch_subject(cluster: str) -> str:
+    return f"{PREFIX}.epoch.{cluster}"
 
 
 def cluster_service_wildcard(cluster: str) -> str:
@@ -59,7 +66,7 @@ def probe_subject(replica: str) -> str:
 class SubjectKey(NamedTuple):
     """What a stream subject names: a service of a cluster, or the cluster's beat."""
 
-    kind: str  # "svc" or "cluster"
+    kind: str  # "svc", "cluster" or "epoch"
     cluster: str
     namespace: str = ""
     service: str = ""
@@ -68,12 +75,14 @@ class SubjectKey(NamedTuple):
 def parse_subject(subject: str) -> SubjectKey | None:
     """The key a stream subject names, or None when it is not one of ours."""
     parts = subject.split(".")
-    if len(parts) < 4 or parts[0] != "syncmesh" or parts[1] != "v1":
+    if len(parts) < 4 or parts[0] != "syncmesh" or parts[1] != "v2":
         return None
     if parts[2] == "svc" and len(parts) == 6:
         return SubjectKey("svc", parts[3], parts[4], parts[5])
     if parts[2] == "cluster" and len(parts) == 4:
         return SubjectKey("cluster", parts[3])
+    if parts[2] == "epoch" and len(parts) == 4:
+        return SubjectKey("epoch", parts[3])
     return None
 
 

@@ -25,7 +25,7 @@ __all__ = ["RegistryConfig"]
 class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
-    # This replica's name: one subject token (probe reports go to syncmesh.v1.probe.<replica>).
+    # This replica's name: one subject token (probe reports go to syncmesh.v2.probe.<replica>).
     replica: Label = "registry"
     locality: ReplicaLocality = msgspec.field(default_factory=ReplicaLocality)
     admin_address: str = "127.0.0.1"

@@ -25,7 +25,7 @@ async def read_last_states(
     on_invalid: Callable[[str, str], None] = _ignore,
     idle_timeout_s: float = 5.0,
 ) -> dict[Key, ServiceState | None]:
-    """The last message of every ``syncmesh.v1.svc.<cluster>.>`` subject (None: undecodable).
+    """The last message of every ``syncmesh.v2.svc.<cluster>.>`` subject (None: undecodable).
 
     An ordered consumer with deliver policy "last per subject" streams them in
     one pass and stops when nothing is pending; no request per subject.

@@ -58,12 +58,12 @@ def test_collision_is_reported_not_merged() -> None:
 
 def test_subjects_round_trip() -> None:
     subj = subjects.service_subject("east", "default", "payments")
-    assert subj == "syncmesh.v1.svc.east.default.payments"
+    assert subj == "syncmesh.v2.svc.east.default.payments"
     assert subjects.parse_subject(subj) == subjects.SubjectKey("svc", "east", "default", "payments")
     assert subjects.parse_subject(subjects.cluster_subject("west")) == subjects.SubjectKey(
         "cluster", "west"
     )
-    assert subjects.parse_subject("syncmesh.v1.svc.east.default") is None
+    assert subjects.parse_subject("syncmesh.v2.svc.east.default") is None
     assert subjects.parse_subject("other.v1.cluster.x") is None
     assert subjects.msg_id("east", 5, 7) == "east:5:7"
 

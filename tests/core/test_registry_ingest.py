@@ -75,11 +75,11 @@ def test_outcomes_are_counted_by_kind() -> None:
 
 
 def test_parse_ack_reply_v1_and_v2() -> None:
-    v1 = "$JS.ACK.SYNCMESH_V1.c1.1.42.7.1700000000123456789.5"
+    v1 = "$JS.ACK.SYNCMESH_V2.c1.1.42.7.1700000000123456789.5"
     assert parse_ack_reply(v1) == AckInfo(42, 7, 1700000000123456789, 5)
     assert parse_ack_reply(v1).stored_at == pytest.approx(1700000000.123456789)  # type: ignore[union-attr]
     assert parse_ack_reply_bytes(v1.encode()) == parse_ack_reply(v1)
-    v2 = "$JS.ACK.hub.ACCHASH.SYNCMESH_V1.c1.1.42.7.1700000000000000000.0.token"
+    v2 = "$JS.ACK.hub.ACCHASH.SYNCMESH_V2.c1.1.42.7.1700000000000000000.0.token"
     assert parse_ack_reply(v2) == AckInfo(42, 7, 1700000000000000000, 0)
     assert parse_ack_reply("_INBOX.abc") is None
     assert parse_ack_reply("$JS.ACK.S.c.x.y.z.t.p") is None

@@ -39,16 +39,16 @@ BEAT = subjects.cluster_subject("east")
 
 CASES: list[tuple[str, str, bytes]] = [
     ("oversize", SVC, b" " * 5000),
-    ("subject", "syncmesh.v1.other.east", encode(service_state("east", "web"))),
-    ("subject", "syncmesh.v1.svc.east.web", encode(service_state("east", "web"))),
+    ("subject", "syncmesh.v2.other.east", encode(service_state("east", "web"))),
+    ("subject", "syncmesh.v2.svc.east.web", encode(service_state("east", "web"))),
     ("schema", SVC, b"{not json"),
     ("schema", SVC, raw(service_state("east", "web"), revision="seven")),
     ("schema", SVC, b'{"schema": 1, "cluster": "east"}'),
     ("schema", BEAT, raw(cluster_beat("east"), interval_s=0)),
-    ("schema-version", SVC, raw(service_state("east", "web"), schema=2)),
+    ("schema-version", SVC, raw(service_state("east", "web"), schema=3)),
     (
         "label",
-        "syncmesh.v1.svc.East.default.web",
+        "syncmesh.v2.svc.East.default.web",
         raw(service_state("east", "web"), cluster="East"),
     ),
     (

@@ -236,7 +236,7 @@ async def test_spoofed_or_malformed_input_is_counted_and_harmless(
     # is counted, and tombstoned because the source has no such service.
     js = reader.jetstream()
     await natsconn.ensure_stream(js)
-    await js.publish("syncmesh.v1.svc.east.default.ghost", b'{"schema": 1, "cluster": "EAST!"}')
+    await js.publish("syncmesh.v2.svc.east.default.ghost", b'{"schema": 1, "cluster": "EAST!"}')
     path = tmp_path / "services.toml"
     path.write_text(ORDERS)
     async with EdgeAgent(edge_config(nats_peer, path)) as agent:
