@@ -138,7 +138,7 @@ class NatsPublisher:
     async def _ensure_stream(self) -> None:
         async for attempt in forever((Exception,), self._reporter("ensure_stream")):
             with attempt:
-                await natsconn.ensure_stream(self._js, self.config.nats.replicas)
+                await natsconn.join_stream(self._js, self.config.nats.replicas)
 
     async def _load_remote(self) -> None:
         def invalid(reason: str, detail: str) -> None:

@@ -50,18 +50,19 @@ async def test_agents_are_confined_to_their_cluster(tmp_path: Path) -> None:
                 source=SourceConfig(kind="file", file=FileSourceConfig(path=str(files[cluster]))),
             )
 
-        async with EdgeAgent(edge("east")) as east, EdgeAgent(edge("west")) as west:
-            await east.wait_synced(30)
-            await west.wait_synced(30)
-            registry = RegistryConfig(
-                nats=NatsConfig(servers=[peer.url], user="reg", password="pw-reg"),
-                dns=DnsConfig(port=0),
-                admin_port=0,
-                replica="r1",
-                probe=ProbeConfig(enabled=False),
-            )
-            async with RegistryApp(registry) as app:
-                await app.wait_ready()
+        registry = RegistryConfig(
+            nats=NatsConfig(servers=[peer.url], user="reg", password="pw-reg"),
+            dns=DnsConfig(port=0),
+            admin_port=0,
+            replica="r1",
+            probe=ProbeConfig(enabled=False),
+        )
+        async with RegistryApp(registry) as app:
+            await app.wait_ready()
+            # The registry owns the stream: agents may not create it.
+            async with EdgeAgent(edge("east")) as east, EdgeAgent(edge("west")) as west:
+                await east.wait_synced(30)
+                await west.wait_synced(30)
 
                 # east tries to overwrite west's service: the server refuses the publish.
                 errors: list[Exception] = []
