@@ -36,8 +36,49 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def _field_type(kind: Any, path: list[str]) -> msgspec.inspect.Type | None:
+    """The msgspec type at ``path`` inside the config Struct ``kind`` (None: unknown key)."""
+    node: msgspec.inspect.Type = msgspec.inspect.type_info(kind)
+    for part in path:
+        while isinstance(node, msgspec.inspect.UnionType):
+            structs = [t for t in node.types if isinstance(t, msgspec.inspect.StructType)]
+            if not structs:
+                return None
+            node = structs[0]
+        if not isinstance(node, msgspec.inspect.StructType):
+            return None
+        fields = {f.name: f.type for f in node.fields}
+        if part not in fields:
+            return None
+        node = fields[part]
+    return node
+
+
+def _is_text(info: msgspec.inspect.Type | None) -> bool:
+    """A field whose value is a string: an override stays the string it is, so a
+    password of ``123456`` or ``true`` is never re-typed into a number or a bool."""
+    if isinstance(info, msgspec.inspect.StrType):
+        return True
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return all(isinstance(v, str) for v in info.values)
+    if isinstance(info, msgspec.inspect.UnionType):
+        return any(_is_text(t) for t in info.types) and not any(
+            isinstance(
+                t,
+                (
+                    msgspec.inspect.IntType,
+                    msgspec.inspect.FloatType,
+                    msgspec.inspect.BoolType,
+                    msgspec.inspect.ListType,
+                ),
+            )
+            for t in info.types
+        )
+    return False
+
+
 def apply_env_overrides(
-    data: dict[str, Any], prefix: str, environ: Mapping[str, str]
+    data: dict[str, Any], prefix: str, environ: Mapping[str, str], kind: Any = None
 ) -> dict[str, Any]:
     head = prefix.upper() + "__"
     for name, raw in sorted(environ.items()):
@@ -53,7 +94,8 @@ def apply_env_overrides(
                 child = {}
                 node[part] = child
             node = child
-        node[path[-1]] = _parse_value(raw)
+        text = kind is not None and _is_text(_field_type(kind, path))
+        node[path[-1]] = raw if text else _parse_value(raw)
     return data
 
 
@@ -71,7 +113,7 @@ def load_config(
             raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    data = apply_env_overrides(data, env_prefix, os.environ if environ is None else environ)
+    data = apply_env_overrides(data, env_prefix, os.environ if environ is None else environ, kind)
     try:
         return msgspec.convert(data, kind, strict=False)
     except msgspec.ValidationError as exc:

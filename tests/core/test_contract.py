@@ -106,3 +106,23 @@ def test_env_overrides_nested_and_typed(tmp_path) -> None:
     assert cfg.replicas == 3 and cfg.user == "alice" and cfg.servers == ["nats://x:1"]
     data = apply_env_overrides({}, "P", {"P__A__B": '["x", "y"]', "Q__A": "1"})
     assert data == {"a": {"b": ["x", "y"]}}
+
+
+def test_env_overrides_never_retype_a_string() -> None:
+    from edge_sync.config import EdgeConfig
+
+    env = {
+        "SYNCMESH_EDGE__NATS__PASSWORD": "123456",
+        "SYNCMESH_EDGE__NATS__TOKEN": "true",
+        "SYNCMESH_EDGE__NATS__USER": "0x1F",
+        "SYNCMESH_EDGE__BEAT_INTERVAL_S": "2.5",
+        "SYNCMESH_EDGE__NATS__SERVERS": '["nats://10.0.0.1:4222"]',
+        "SYNCMESH_EDGE__SOURCE__KIND": "file",
+        "SYNCMESH_EDGE__CLUSTER": "east",
+    }
+    config = load_config(None, EdgeConfig, "SYNCMESH_EDGE", environ=env)
+    assert config.nats.password == "123456"
+    assert config.nats.token == "true"
+    assert config.nats.user == "0x1F"
+    assert config.beat_interval_s == 2.5
+    assert config.nats.servers == ["nats://10.0.0.1:4222"]
