@@ -78,3 +78,43 @@ def make_certs(directory: Path) -> TestCerts:
     return TestCerts(
         ca=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server-key.pem"
     )
+
+
+def make_client_cert(directory: Path, name: str) -> tuple[Path, Path]:
+    """A client certificate (CN ``name``) signed by the CA that ``make_certs`` made in
+    ``directory``; calling it again for the same name issues a new one (rotation)."""
+    ext = directory / "client.ext"
+    ext.write_text("extendedKeyUsage=clientAuth\n")
+    key, csr, cert = f"{name}-key.pem", f"{name}.csr", f"{name}.pem"
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        cwd=directory,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+        "-out",
+        cert,
+        cwd=directory,
+    )
+    return directory / cert, directory / key

@@ -23,8 +23,11 @@ async def nats_server(
     tls: bool = False,
     token: str | None = None,
     permissions: dict[str, dict[str, object]] | None = None,
+    extra_config: str = "",
+    verify_clients: bool = False,
 ) -> AsyncIterator[NatsPeer]:
-    """``tls=True`` makes a throwaway CA and server certificate for 127.0.0.1."""
+    """``tls=True`` makes a throwaway CA and server certificate for 127.0.0.1;
+    ``verify_clients`` makes the server require client certificates (mutual TLS)."""
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(
@@ -39,5 +42,7 @@ async def nats_server(
             tls=certs,
             token=token,
             permissions=permissions,
+            extra_config=extra_config,
+            verify_clients=verify_clients,
         ) as peer:
             yield peer

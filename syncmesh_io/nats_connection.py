@@ -3,12 +3,17 @@ idempotent creation of the stream that holds the last state per subject."""
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import ssl
 from typing import Any
 
 from syncmesh import subjects
 from syncmesh.errors import SyncmeshError
 from syncmesh.nats_config import NatsConfig
+
+log = logging.getLogger("syncmesh.nats")
 
 __all__ = [
     "connect",
@@ -21,13 +26,33 @@ __all__ = [
 ]
 
 
-def _tls(cfg: NatsConfig) -> ssl.SSLContext | None:
-    if not (cfg.tls_ca or cfg.tls_cert):
-        return None
-    ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
-    if cfg.tls_cert:
-        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
-    return ctx
+def _read_secret(path: str) -> str:
+    """A secret file's content; read at each (re)connect so a rotated file is used."""
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+class _ReloadingTls:
+    """One SSLContext whose client certificate follows its files: nats-py keeps the
+    context across reconnects, so a rotated certificate is loaded into it in place
+    (``load_cert_chain`` replaces the chain for later handshakes)."""
+
+    def __init__(self, cfg: NatsConfig) -> None:
+        self.cfg = cfg
+        self.context = ssl.create_default_context(cafile=cfg.tls_ca or None)
+        self._stamp: tuple[float, float] | None = None
+        self.reload()
+
+    def reload(self) -> bool:
+        if not self.cfg.tls_cert:
+            return False
+        key = self.cfg.tls_key or self.cfg.tls_cert
+        stamp = (os.stat(self.cfg.tls_cert).st_mtime, os.stat(key).st_mtime)
+        if stamp == self._stamp:
+            return False
+        self.context.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key or None)
+        self._stamp = stamp
+        return True
 
 
 def connect_options(cfg: NatsConfig) -> dict[str, Any]:
@@ -43,25 +68,80 @@ def connect_options(cfg: NatsConfig) -> dict[str, Any]:
         opts["name"] = cfg.name
     if cfg.user:
         opts["user"] = cfg.user
-        opts["password"] = cfg.password
-    if cfg.token:
-        opts["token"] = cfg.token
+        # nats-py calls a callable password/token at every CONNECT it sends.
+        opts["password"] = (
+            functools.partial(_read_secret, cfg.password_file)
+            if cfg.password_file
+            else cfg.password
+        )
+    if cfg.token or cfg.token_file:
+        opts["token"] = (
+            functools.partial(_read_secret, cfg.token_file) if cfg.token_file else cfg.token
+        )
     if cfg.nkeys_seed:
         opts["nkeys_seed"] = cfg.nkeys_seed
     if cfg.creds:
+        # nats-py reads the creds file at every CONNECT: a re-issued JWT is picked up.
         opts["user_credentials"] = cfg.creds
-    tls = _tls(cfg)
-    if tls is not None:
-        opts["tls"] = tls
+    if cfg.tls_ca or cfg.tls_cert:
+        opts["tls"] = _ReloadingTls(cfg)
     return opts
 
 
-async def connect(cfg: NatsConfig, **extra: Any) -> Any:
-    import nats
+# Server errors that mean "your credentials are no longer valid": a reload that
+# rotated a password or token, or a user JWT that expired.
+_CREDENTIAL_ERRORS = ("authorization violation", "authentication expired", "authorization error")
 
+
+def _client_class() -> Any:
+    """nats-py closes a client for good on any server ``-ERR``, including the one a
+    server sends when it drops a connection whose credentials were rotated or
+    expired: the process would never publish again. This client reconnects
+    instead, and the reconnect reads the secret files afresh. Falls back to the
+    stock client (with a warning) if nats-py's internals change."""
+    from nats.aio.client import Client
+
+    if not hasattr(Client, "_process_err") or not hasattr(Client, "_process_op_err"):
+        log.warning("nats-py internals changed: rotated credentials need a restart")
+        return Client
+
+    class RotatingCredentialsClient(Client):  # type: ignore[misc]
+        async def _process_err(self, err_msg: str) -> None:
+            if any(marker in err_msg.lower() for marker in _CREDENTIAL_ERRORS):
+                from nats.errors import AuthorizationError
+
+                log.warning(
+                    "NATS refused our credentials (%s): reconnecting with the current files",
+                    err_msg.strip("' "),
+                )
+                await self._process_op_err(AuthorizationError())
+                return
+            await super()._process_err(err_msg)
+
+    return RotatingCredentialsClient
+
+
+async def connect(cfg: NatsConfig, **extra: Any) -> Any:
     opts = connect_options(cfg)
+    tls = opts.pop("tls", None)
+    if isinstance(tls, _ReloadingTls):
+        opts["tls"] = tls.context
+        user_cb = extra.get("disconnected_cb")
+
+        async def disconnected() -> None:
+            # Before nats-py reconnects: a rotated client certificate goes in now.
+            try:
+                tls.reload()
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("client certificate not reloaded: %s", exc)
+            if user_cb is not None:
+                await user_cb()
+
+        extra["disconnected_cb"] = disconnected
     opts.update(extra)
-    return await nats.connect(**opts)
+    client = _client_class()()
+    await client.connect(**opts)
+    return client
 
 
 class StreamSettingsError(SyncmeshError):

@@ -114,6 +114,8 @@ def _config(
     tls: TlsFiles | None,
     token: str | None = None,
     permissions: dict[str, dict[str, object]] | None = None,
+    extra: str = "",
+    verify_clients: bool = False,
 ) -> str:
     lines = [
         f'server_name: "{node.name}"',
@@ -128,7 +130,9 @@ def _config(
         )
     if tls is not None:
         lines.append(
-            f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}", ca_file: "{tls.ca}" }}'
+            f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}", ca_file: "{tls.ca}"'
+            + (", verify: true" if verify_clients else "")
+            + " }"
         )
     if token:
         lines.append(f'authorization {{ token: "{token}" }}')
@@ -143,6 +147,8 @@ def _config(
             f'cluster {{ name: "syncmesh-test", host: 127.0.0.1, port: {node.cluster_port}, '
             f"routes: [{route_urls}] }}"
         )
+    if extra:
+        lines.append(extra)
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +188,8 @@ async def nats_server(
     tls: TlsFiles | None = None,
     token: str | None = None,
     permissions: dict[str, dict[str, object]] | None = None,
+    extra_config: str = "",
+    verify_clients: bool = False,
 ) -> AsyncIterator[NatsPeer]:
     """Start 1 or N nodes; with N>1 they form one cluster able to hold R3 streams."""
     own_tmp = None
@@ -214,7 +222,17 @@ async def nats_server(
     certs = tls
     for node in nodes:
         node.config_path.write_text(
-            _config(node, routes, jetstream, users, certs, token, permissions)
+            _config(
+                node,
+                routes,
+                jetstream,
+                users,
+                certs,
+                token,
+                permissions,
+                extra_config,
+                verify_clients,
+            )
         )
     peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir, certs=certs, token=token)
     if users:
