@@ -73,16 +73,28 @@ class Options:
 @contextlib.asynccontextmanager
 async def cli_connection(opts: Options) -> AsyncIterator[Any]:
     """One NATS connection that fails fast instead of retrying forever like the daemons."""
+    errors: list[str] = []
+
+    async def quiet(exc: Exception) -> None:
+        # nats-py logs every failed attempt with a traceback; one line at the end is enough.
+        errors.append(str(exc) or type(exc).__name__)
+
     try:
-        nc = await connect(
-            opts.nats,
-            name=opts.nats.name or "syncmesh-cli",
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            connect_timeout=opts.timeout_s,
-        )
+        # nats-py drops a server only after max_reconnect_attempts (> 0) failures; 0 means
+        # "retry forever" on the initial connect. Two tries per server, then give up.
+        async with asyncio.timeout(2 * opts.timeout_s + 1):
+            nc = await connect(
+                opts.nats,
+                name=opts.nats.name or "syncmesh-cli",
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.2,
+                connect_timeout=opts.timeout_s,
+                error_cb=quiet,
+            )
     except Exception as exc:  # noqa: BLE001 - nats-py raises several unrelated types here
-        raise NoAnswer(f"cannot connect to NATS {', '.join(opts.nats.servers)}: {exc}") from exc
+        reason = errors[-1] if errors else str(exc) or type(exc).__name__
+        raise NoAnswer(f"cannot connect to NATS {', '.join(opts.nats.servers)}: {reason}") from exc
     try:
         yield nc
     finally:
