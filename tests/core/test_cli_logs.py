@@ -88,3 +88,19 @@ def test_cli_rejects_a_bad_level_and_format_with_exit_2(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as exc:
         main(["--log-format", "xml", "check-config", "x.toml"])
     assert exc.value.code == 2
+
+
+def test_gated_log_lines_carry_their_reason_as_a_field() -> None:
+    from syncmesh.loggate import GatedLog
+
+    stream = io.StringIO()
+    logger = logging.getLogger("syncmesh.test-gate")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    logger.addHandler(handler)
+    try:
+        GatedLog(logger).warning("schema", 0.0, "rejected on %s", "east")
+    finally:
+        logger.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert entry["reason"] == "schema" and entry["message"] == "[schema] rejected on east"
