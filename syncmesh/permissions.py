@@ -64,7 +64,7 @@ def registry_permissions(replica: str) -> dict[str, dict[str, list[str]] | dict[
             "allow": [subjects.probe_subject(replica), f"{subjects.PREFIX}.resync.*", *_JS_COMMON]
         },
         "subscribe": {"allow": ["_INBOX.>", f"{subjects.PREFIX}.api.>"]},
-        # Replies to resolve/inventory requests go to the requester's inbox.
+        # Replies to resolve/inventory/status requests go to the requester's inbox.
         "allow_responses": {"max": 1},
     }
 
@@ -72,7 +72,7 @@ def registry_permissions(replica: str) -> dict[str, dict[str, list[str]] | dict[
 def consumer_permissions() -> dict[str, dict[str, list[str]]]:
     """An inventory tool: asks the registry API and reads the stream, writes nothing."""
     return {
-        "publish": {"allow": [subjects.RESOLVE, subjects.INVENTORY, *_JS_COMMON]},
+        "publish": {"allow": [subjects.RESOLVE, subjects.INVENTORY, subjects.STATUS, *_JS_COMMON]},
         "subscribe": {"allow": ["_INBOX.>"]},
     }
 
