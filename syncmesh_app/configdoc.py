@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
-__all__ = ["DEFAULT_PATH", "Document", "DOCUMENTS", "render", "check", "main"]
+__all__ = ["DEFAULT_PATH", "Document", "documents", "render", "check", "main"]
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 _FIELD = re.compile(r"^\s+(\w+)\s*:")
@@ -37,7 +37,8 @@ class Document:
     root: type[msgspec.Struct]
 
 
-def _documents() -> list[Document]:
+def documents() -> list[Document]:
+    """What the reference covers: each process's root config Struct."""
     from edge_sync.config import EdgeConfig
     from syncmesh_app.registry_config import RegistryConfig
 
@@ -50,9 +51,6 @@ def _documents() -> list[Document]:
             RegistryConfig,
         ),
     ]
-
-
-DOCUMENTS = _documents
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -224,7 +222,7 @@ def render() -> str:
         "table of either file (see docs/cli.md).",
         "",
     ]
-    for doc in DOCUMENTS():
+    for doc in documents():
         lines += _document(doc)
     return "\n".join(lines).rstrip() + "\n"
 

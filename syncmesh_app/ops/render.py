@@ -28,7 +28,6 @@ __all__ = [
     "cluster_digest",
     "resolve_text",
     "status_text",
-    "clusters_from_inventory",
     "stream_clusters_text",
     "to_json",
     "dns_name",
@@ -129,10 +128,6 @@ def cluster_digest(c: InventoryCluster) -> tuple[object, ...]:
 def cluster_line(c: InventoryCluster) -> str:
     row = _cluster_row(c)
     return f"cluster {row[0]}: agent {row[1]}, source {row[2]}, gateways {row[5]}"
-
-
-def clusters_from_inventory(inv: Inventory, cluster: str | None) -> list[InventoryCluster]:
-    return [c for c in inv.clusters if cluster is None or c.cluster == cluster]
 
 
 def _ms(value: float | None) -> str:
