@@ -53,7 +53,10 @@ class GatedLog:
         allowed, suppressed = self.gate.allow((reason, key), now)
         if allowed:
             suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
-            self.logger.log(level, "[%s] " + message + suffix, reason, *args)
+            # ``reason`` as a field too: `--log-format json` puts it in its own key.
+            self.logger.log(
+                level, "[%s] " + message + suffix, reason, *args, extra={"reason": reason}
+            )
         return allowed
 
     def warning(self, reason: str, now: float, message: str, *args: object, key: str = "") -> bool:

@@ -80,7 +80,7 @@ def registry_permissions(replica: str) -> dict[str, dict[str, list[str]] | dict[
             ]
         },
         "subscribe": {"allow": ["_INBOX.>", f"{subjects.PREFIX}.api.>"]},
-        # Replies to resolve/inventory requests go to the requester's inbox.
+        # Replies to resolve/inventory/status requests go to the requester's inbox.
         "allow_responses": {"max": 1},
     }
 

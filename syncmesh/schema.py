@@ -41,6 +41,10 @@ __all__ = [
     "InventoryService",
     "InventoryCluster",
     "Inventory",
+    "StatusRequest",
+    "StatusGateway",
+    "StatusCluster",
+    "StatusReply",
     "ResyncRequest",
     "EpochClaim",
     "encode",
@@ -239,6 +243,58 @@ class Inventory(Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: str = ""
 
 
+class StatusRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Request on ``syncmesh.v2.api.status``; every replica answers with its own view."""
+
+    # Only this cluster (empty: every cluster).
+    cluster: str | None = None
+
+
+class StatusGateway(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One gateway as the answering replica probes it."""
+
+    address: str
+    port: int
+    weight: int = 100
+    # Probe state machine: unknown, up, failing, down, rising ("unprobed" with probes off).
+    state: str
+    up: bool
+    rtt_ms: float | None = None
+
+
+class StatusCluster(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    cluster: str
+    stale: bool
+    # Stale but still served (stale policy "serve" and a gateway up).
+    served_stale: bool = False
+    # Seconds since the agent sent its last beat; None before the first beat.
+    beat_age_s: float | None = None
+    ttl_s: float | None = None
+    region: str = ""
+    zone: str = ""
+    client_cidrs: list[str] = []
+    source_kind: str = ""
+    source_health: str = ""
+    source_error: str = ""
+    agent_version: str = ""
+    services: int = 0
+    gateways: list[StatusGateway] = []
+
+
+class StatusReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One replica's operator status (``syncmesh status``, the admin ``/status`` page)."""
+
+    replica: str
+    ready: bool
+    # Why not ready, or "ready".
+    readiness: str = ""
+    stale_policy: str = ""
+    clusters: list[StatusCluster] = []
+    # Client networks claimed by more than one cluster.
+    cidr_conflicts: list[list[str]] = []
+    error: str = ""
+
+
 WIRE_TYPES: dict[str, type[Struct]] = {
     "ServiceState": ServiceState,
     "ClusterBeat": ClusterBeat,
@@ -249,6 +305,8 @@ WIRE_TYPES: dict[str, type[Struct]] = {
     "ResolveReply": ResolveReply,
     "InventoryRequest": InventoryRequest,
     "Inventory": Inventory,
+    "StatusRequest": StatusRequest,
+    "StatusReply": StatusReply,
 }
 
 _encoder = msgspec.json.Encoder()

@@ -16,6 +16,7 @@ __all__ = [
     "EPOCH_WILDCARD",
     "RESOLVE",
     "INVENTORY",
+    "STATUS",
     "service_subject",
     "cluster_subject",
     "epoch_subject",
@@ -37,6 +38,8 @@ EPOCH_WILDCARD = f"{PREFIX}.epoch.*"
 STREAM_SUBJECTS = [SVC_WILDCARD, CLUSTER_WILDCARD, EPOCH_WILDCARD]
 RESOLVE = f"{PREFIX}.api.resolve"
 INVENTORY = f"{PREFIX}.api.inventory"
+# Every replica answers (no queue group): each probes the gateways from where it runs.
+STATUS = f"{PREFIX}.api.status"
 
 
 def service_subject(cluster: str, namespace: str, service: str) -> str:

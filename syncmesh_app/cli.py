@@ -1,34 +1,32 @@
-"""The ``syncmesh`` command: ``edge``, ``registry``, ``demo``, ``check-config``, ``schemas``,
-``nats-permissions``."""
+"""The ``syncmesh`` command.
+
+Processes: ``edge``, ``registry``, ``demo``. Operator tools, all through NATS:
+``inventory``, ``resolve``, ``status``. Files: ``check-config``, ``schemas``,
+``nats-permissions``. Exit status: 0 ok, 1 not found / no answer, 2 usage or
+config error. See docs/cli.md.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
 from syncmesh.configfile import ConfigError, load_config
+from syncmesh_app.ops import logs, process
+from syncmesh_app.ops.errors import NoAnswer
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger("syncmesh")
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> int:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time
-        pass
-    try:
-        asyncio.run(coro)
-    except KeyboardInterrupt:
-        return 0
-    return 0
+def _run(coro: Coroutine[Any, Any, int | None], name: str) -> int:
+    """Run until done or until SIGTERM / SIGINT stops it cleanly (exit 0)."""
+    return process.run(coro, name)
 
 
 def _edge(args: argparse.Namespace) -> int:
@@ -36,7 +34,7 @@ def _edge(args: argparse.Namespace) -> int:
     from syncmesh_app.edge import run_edge
 
     config = load_config(args.config, EdgeConfig, "SYNCMESH_EDGE")
-    return _run(run_edge(config))
+    return _run(run_edge(config), f"edge {config.cluster}")
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -44,7 +42,7 @@ def _registry(args: argparse.Namespace) -> int:
     from syncmesh_app.registry_config import RegistryConfig
 
     config = load_config(args.config, RegistryConfig, "SYNCMESH_REGISTRY")
-    return _run(run_registry(config))
+    return _run(run_registry(config), f"registry {config.replica}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -55,7 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
         dns_port=args.dns_port,
         admin_port=args.admin_port,
     )
-    return _run(run_demo(options))
+    return _run(run_demo(options), "demo")
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -75,20 +73,21 @@ def _check_config(args: argparse.Namespace) -> int:
     import tomllib
     from pathlib import Path
 
+    from syncmesh_app.ops.target import config_kind
+
     try:
         data = tomllib.loads(Path(args.file).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{args.file}: cannot read: {exc}") from exc
-    if "cluster" in data:
+    kind = config_kind(data)
+    if kind == "edge":
         from edge_sync.config import EdgeConfig
 
         load_config(args.file, EdgeConfig, "SYNCMESH_EDGE")
-        kind = "edge"
-    elif "replica" in data:
+    elif kind == "registry":
         from syncmesh_app.registry_config import RegistryConfig
 
         load_config(args.file, RegistryConfig, "SYNCMESH_REGISTRY")
-        kind = "registry"
     else:
         raise ConfigError(
             f"{args.file}: neither an edge config (needs `cluster`) nor a registry config "
@@ -98,9 +97,76 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- operator tools (through NATS) ----------------------------------------------
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from syncmesh_app.ops.commands import Options
+    from syncmesh_app.ops.target import nats_settings
+
+    return Options(
+        nats=nats_settings(args.nats, args.config), timeout_s=args.timeout, json=args.json
+    )
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from syncmesh_app.ops import commands
+
+    opts = _options(args)
+    coro = commands.inventory(opts, args.cluster, args.namespace, args.watch, args.via)
+    return _run(coro, "inventory")
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    from syncmesh_app.ops import commands
+
+    opts = _options(args)
+    coro = commands.resolve(opts, args.name, args.namespace, args.client, args.cluster, args.zone)
+    return _run(coro, "resolve")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from syncmesh_app.ops import commands
+
+    return _run(commands.status(_options(args), args.cluster), "status")
+
+
+def _add_nats_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nats",
+        metavar="URL",
+        help="NATS server(s), comma-separated (else --config, else "
+        "$SYNCMESH_NATS_URL, else nats://127.0.0.1:4222)",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="an edge or registry TOML: its [nats] table (auth, TLS)"
+    )
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="request timeout")
+    parser.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+
+
+def _level(text: str) -> str:
+    try:
+        logs.parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="syncmesh", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        type=_level,
+        default=os.environ.get("SYNCMESH_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (env SYNCMESH_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.LOG_FORMATS,
+        default=os.environ.get("SYNCMESH_LOG_FORMAT", "text"),
+        help="text, or json: one object per line (env SYNCMESH_LOG_FORMAT)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     edge = sub.add_parser("edge", help="run the per-cluster agent")
@@ -117,6 +183,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--admin-port", type=int, default=8080)
     demo.set_defaults(func=_demo)
 
+    inv = sub.add_parser("inventory", help="every cluster's services, from NATS")
+    _add_nats_options(inv)
+    inv.add_argument("--cluster", help="only this cluster")
+    inv.add_argument("--namespace", help="only this namespace")
+    inv.add_argument("--watch", action="store_true", help="then print every change (the stream)")
+    inv.add_argument(
+        "--via",
+        choices=["auto", "registry", "stream"],
+        default="auto",
+        help="ask a registry replica, read the stream, or the first that answers (default)",
+    )
+    inv.set_defaults(func=_inventory)
+
+    res = sub.add_parser("resolve", help="what DNS would answer for a name, and why")
+    _add_nats_options(res)
+    res.add_argument("name", help="payments, payments.shop.svc.syncmesh.internal, com.foo.Bar, ...")
+    res.add_argument("--client", metavar="IP", help="the client address (default: none)")
+    res.add_argument("--namespace", help="namespace of a bare service name (default: default)")
+    res.add_argument("--cluster", help="pin to one cluster")
+    res.add_argument("--zone", default="syncmesh.internal", help="DNS zone, for display")
+    res.set_defaults(func=_resolve)
+
+    st = sub.add_parser("status", help="clusters and gateways as each registry replica sees them")
+    _add_nats_options(st)
+    st.add_argument("--cluster", help="only this cluster")
+    st.set_defaults(func=_status)
+
+    check = sub.add_parser("check-config", help="validate an edge or registry config file")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+
     schemas = sub.add_parser("schemas", help="write (or --check) schemas/*.json")
     schemas.add_argument("--check", action="store_true")
     schemas.set_defaults(func=_schemas)
@@ -125,24 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     perms.add_argument("kind", choices=["agent", "registry", "consumer"])
     perms.add_argument("name", help="the agent's cluster, the replica's name, or - for a consumer")
     perms.set_defaults(func=_nats_permissions)
-
-    check = sub.add_parser("check-config", help="validate an edge or registry config file")
-    check.add_argument("file")
-    check.set_defaults(func=_check_config)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"syncmesh: {exc}", file=sys.stderr)
         return 2
+    except NoAnswer as exc:
+        print(f"syncmesh: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from global_registry.io.admin import AdminServer
 from global_registry.io.api import RegistryApi
 from global_registry.io.metrics import RegistryMetrics, ViewCollector
 from global_registry.io.probe_runner import ProbeRunner
+from global_registry.io.status_api import serve_status
 from global_registry.io.stream_consumer import StreamConsumer
 from syncmesh import subjects
 from syncmesh.schema import SCHEMA_VERSION, GatewayProbeReport, ProbeReport, encode
@@ -150,6 +151,14 @@ class RegistryApp:
         self._tasks.append(self._main)
 
     async def close(self) -> None:
+        # Withdraw readiness before anything stops: /readyz answers 503 (and the gauge
+        # reads 0) while DNS and the API still serve, so load balancers move first.
+        if self.ready:
+            assert self._ready is not None
+            self._ready.clear()
+            self.metrics.ready.set(0)
+            self._phase = "stopping"
+            log.info("stopping: not ready any more; closing DNS, the API and the stream reader")
         for task in reversed(self._tasks):
             task.cancel()
         for task in self._tasks:
@@ -206,6 +215,7 @@ class RegistryApp:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         await self._connect()
+        await serve_status(self.nc, self)
         if self.config.probe.enabled:
             probes = GatewayProbes(self.config.probe, self._rng)
             self._prober = ProbeRunner(self.config.probe, probes, self._on_probe, self.metrics)

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from global_registry.core.snapshot import RegistryStatus, inventory, resolve_reply
 from global_registry.core.view import RegistryView
+from global_registry.io.status_page import add_status_page
 from syncmesh.schema import ResolveRequest, encode
 
 __all__ = ["AdminSource", "AdminServer"]
@@ -53,6 +54,7 @@ class AdminServer:
         app.router.add_get("/v1/inventory", self._inventory)
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/v1/resolve", self._resolve)
+        add_status_page(app, self._source)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._address, self._port)

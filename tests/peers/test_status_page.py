@@ -1,0 +1,121 @@
+"""The admin status page in a real browser (Debian's chromium, headless, driven by
+Playwright) against the real demo: the matrix shows the demo's services, follows
+an edit of a service file, answers for a chosen client and explains a ranking."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from syncmesh_app.embedded.process import free_port
+
+pytestmark = pytest.mark.peers
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
+
+
+@dataclass
+class Demo:
+    workdir: Path
+    admin_port: int
+    log: Path
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    dns_port, admin_port = free_port(), free_port()
+    workdir = tmp_path / "demo"
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncmesh_app", "demo", "--workdir", str(workdir),
+             "--dns-port", str(dns_port), "--admin-port", str(admin_port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while b"syncmesh demo is running" not in log_path.read_bytes():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.1)
+        yield Demo(workdir, admin_port, log_path)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def _cell(service: str, cluster: str) -> str:
+    return f'#matrix tr[data-service="{service}"] td[data-cluster="{cluster}"]'
+
+
+def _answer(service: str) -> str:
+    return f'#matrix tr[data-service="{service}"] td[data-answer]'
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"
+)
+async def test_status_page_in_a_browser(demo: Demo) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    url = f"http://127.0.0.1:{demo.admin_port}/status"
+    payments = "default/payments"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            await page.goto(url)
+            # Both clusters, fresh, with their gateways up as this replica probes them.
+            await expect(page.locator('#clusters tr[data-cluster="east"]')).to_contain_text("fresh")
+            await expect(page.locator('#clusters tr[data-cluster="west"]')).to_contain_text("fresh")
+            await expect(page.locator('#gateways tr[data-cluster="east"]')).to_contain_text("up")
+            await expect(page.locator('#gateways tr[data-cluster="west"]')).to_contain_text("up")
+            # The demo's payments: 2 healthy in east, 1 in west; orders only healthy in west.
+            await expect(page.locator(_cell(payments, "east"))).to_have_text("2/2")
+            await expect(page.locator(_cell(payments, "west"))).to_have_text("1/1")
+            await expect(page.locator(_cell("shop/orders", "east"))).to_have_text("0/1")
+            # No client: the replica's own region (us-east) wins.
+            await expect(page.locator(_answer(payments))).to_have_attribute("data-answer", "east")
+            # A client in west's CIDRs gets west.
+            await page.fill("#client", "10.20.0.5")
+            await page.press("#client", "Enter")
+            await page.locator("#client").dispatch_event("change")
+            await expect(page.locator(_answer(payments))).to_have_attribute("data-answer", "west")
+            await expect(page.locator(_answer(payments))).to_contain_text("client-cidr")
+            await page.fill("#client", "")
+            await page.locator("#client").dispatch_event("change")
+            await expect(page.locator(_answer(payments))).to_have_attribute("data-answer", "east")
+
+            # Every payments instance in east turns critical: the page follows by itself.
+            east_file = demo.workdir / "east-services.toml"
+            text = east_file.read_text()
+            edited = text.replace("port = 8080\n", 'port = 8080\nhealth = "critical"\n')
+            assert edited != text
+            east_file.write_text(edited)
+            started = time.monotonic()
+            await expect(page.locator(_cell(payments, "east"))).to_have_text("0/2", timeout=15_000)
+            await expect(page.locator(_answer(payments))).to_have_attribute(
+                "data-answer", "west", timeout=15_000
+            )
+            print(f"\nedit visible on the status page after {time.monotonic() - started:.1f} s")
+
+            # Why: the ranking from /v1/resolve for the clicked service.
+            await page.locator(f'#matrix tr[data-service="{payments}"]').click()
+            await expect(page.locator("#ranking")).to_contain_text("west")
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            await browser.close()
