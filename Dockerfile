@@ -53,8 +53,7 @@ USER 10001:10001
 # No curl in the slim image: Python's urllib; an HTTP error or a refused connection exits 1.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request as r; u = os.environ.get('SYNCMESH_HEALTHCHECK_URL', ''); u and r.urlopen(u, timeout=3).close()"]
-# edge and registry shut down cleanly on SIGINT (KeyboardInterrupt); as PID 1 a SIGTERM
-# without a handler would be ignored until the engine's kill timeout.
-STOPSIGNAL SIGINT
+# edge and registry handle SIGTERM like Ctrl-C: readiness withdrawn, work drained, exit 0.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["syncmesh"]
 CMD ["registry", "--config", "/etc/syncmesh/registry.toml"]
