@@ -164,7 +164,7 @@ async def run_demo(opts: DemoOptions) -> None:
                     factory(workdir, listeners[cluster])
                 )
                 name = east_file.name if cluster == "east" else west_file.name
-                kind = chosen[cluster].kind
+                kind = {"consul": "Consul", "nacos": "Nacos"}.get(chosen[cluster].kind, "source")
                 sources = sources.replace(f"{cluster} <- {name}", f"{cluster} <- real {kind}")
             east_source, west_source = chosen["east"], chosen["west"]
             east = EdgeConfig(
