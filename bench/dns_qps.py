@@ -1,9 +1,10 @@
 """Queries per second and p99 latency of the syncmesh DNS layer against NSD.
 
 What it measures: the DNS layer only (``dns_server`` with its answer cache,
-in its own process on uvloop), fed by a fixed in-memory ``StaticView``; no
-NATS, no registry. NSD serves a static zone generated from the same view, so
-both answer the same questions with the same records.
+in its own process on uvloop), fed by the registry's real ``RegistryView``
+built from sample messages (``harness.view_feed``); no NATS, no probes
+running. NSD serves a static zone generated from the same view, so both
+answer the same questions with the same records.
 
 Usage (root; installs dnsperf and nsd from Debian when missing)::
 
@@ -37,54 +38,52 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dnslib import QTYPE, DNSRecord  # noqa: E402
+from dnslib import QTYPE, DNSRecord
 
-from dns_server.config import DnsConfig  # noqa: E402
-from dns_server.core.resolver import Resolver  # noqa: E402
-from harness.static_view import StaticCluster, StaticView  # noqa: E402
-from syncmesh.schema import Gateway  # noqa: E402
-from syncmesh.view_api import ServiceKey  # noqa: E402
+from dns_server.config import DnsConfig
+from dns_server.core.resolver import Resolver
+from global_registry.core.view import RegistryView
+from harness.view_feed import ViewFeed
+from syncmesh.schema import Gateway
+from syncmesh.view_api import ServiceKey
 
 ZONE = "syncmesh.internal."
 CLIENT = "127.0.0.1"
 
 
-def build_view(services: int) -> tuple[StaticView, list[ServiceKey]]:
+def build_view(services: int) -> tuple[RegistryView, list[ServiceKey]]:
     """Three clusters; the bench client (127.0.0.1) is in ``east``."""
-    view = StaticView(
-        [
-            StaticCluster(
-                "east",
-                [Gateway(address=f"10.1.0.{i}", port=443, weight=100) for i in range(1, 4)],
-                ["127.0.0.0/8"],
-                region="eu",
-                zone="eu-1",
-                rtt_ms=0.4,
-            ),
-            StaticCluster(
-                "west",
-                [Gateway(address="10.2.0.1", port=443), Gateway(address="fd00::2:1", port=443)],
-                ["10.2.0.0/16"],
-                region="eu",
-                zone="eu-2",
-                rtt_ms=3.0,
-            ),
-            StaticCluster(
-                "north",
-                [Gateway(address="fd00::3:1", port=8443)],
-                ["10.3.0.0/16"],
-                region="us",
-                rtt_ms=40.0,
-            ),
-        ]
+    feed = ViewFeed()
+    feed.cluster(
+        "east",
+        [Gateway(address=f"10.1.0.{i}", port=443, weight=100) for i in range(1, 4)],
+        ["127.0.0.0/8"],
+        region="eu",
+        zone="eu-1",
+        rtt_ms=0.4,
+    )
+    feed.cluster(
+        "west",
+        [Gateway(address="10.2.0.1", port=443), Gateway(address="fd00::2:1", port=443)],
+        ["10.2.0.0/16"],
+        region="eu",
+        zone="eu-2",
+        rtt_ms=3.0,
+    )
+    feed.cluster(
+        "north",
+        [Gateway(address="fd00::3:1", port=8443)],
+        ["10.3.0.0/16"],
+        region="us",
+        rtt_ms=40.0,
     )
     keys: list[ServiceKey] = []
     for i in range(services):
         key = ServiceKey("default" if i % 3 == 0 else f"team{i % 7}", f"svc{i}")
         keys.append(key)
         for cluster in ("east", "west", "north")[: 1 + i % 3]:
-            view.set_service(key, cluster, healthy=2)
-    return view, keys
+            feed.service(key, cluster, healthy=2)
+    return feed.view, keys
 
 
 def questions(keys: list[ServiceKey]) -> list[tuple[str, str]]:
@@ -99,7 +98,7 @@ def questions(keys: list[ServiceKey]) -> list[tuple[str, str]]:
     return out
 
 
-def zone_text(view: StaticView, asked: list[tuple[str, str]], config: DnsConfig) -> str:
+def zone_text(view: RegistryView, asked: list[tuple[str, str]], config: DnsConfig) -> str:
     """The records syncmesh answers to the bench client, as a zone file for NSD."""
     resolver = Resolver(config, serial=1)
     client_class = view.client_class(__import__("ipaddress").ip_address(CLIENT))
