@@ -23,9 +23,9 @@ from dns_server.core.resolver import Resolver
 from dns_server.core.wire import Query, QueryError, Rcode, Reject, parse_query
 from syncmesh.view_api import ViewChange, ViewReader
 
-__all__ = ["AnswerEngine", "OnReject", "Stats", "TCP_LIMIT", "qtype_label"]
+__all__ = ["AnswerEngine", "OnReject", "Stats"]
 
-TCP_LIMIT = 65535
+_TCP_LIMIT = 65535
 
 _QTYPE_LABELS = {
     t: QTYPE.get(t) for t in (1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 41, 64, 65, 251, 252, 255, 257)
@@ -35,7 +35,7 @@ _QTYPE_LABELS = {
 OnReject = Callable[[Reject, str], None]
 
 
-def qtype_label(qtype: int | None) -> str:
+def _qtype_label(qtype: int | None) -> str:
     """Bounded label set for metrics: a flood of odd types adds no series."""
     if qtype is None:
         return "none"
@@ -66,7 +66,7 @@ class Stats:
 
     def cells_of(self, qtype: int, rcode: int) -> tuple[list[int], list[int]]:
         """The (level-1, level-2) hit counters of one (qtype, rcode)."""
-        key = (qtype_label(qtype), _rcode_label(rcode))
+        key = (_qtype_label(qtype), _rcode_label(rcode))
         cell = self.cells.get(key)
         if cell is None:
             cell = self.cells[key] = [0]
@@ -76,7 +76,7 @@ class Stats:
         return cell, answer_cell
 
     def count(self, qtype: int | None, rcode: int | None) -> None:
-        key = (qtype_label(qtype), "dropped" if rcode is None else _rcode_label(rcode))
+        key = (_qtype_label(qtype), "dropped" if rcode is None else _rcode_label(rcode))
         self.uncached[key] = self.uncached.get(key, 0) + 1
 
     def reject(self, reason: Reject) -> None:
@@ -198,7 +198,7 @@ class AnswerEngine:
             entry = self._miss(query, qname, key, client_class)
         edns = query.edns
         opt = b""
-        limit = TCP_LIMIT if tcp else PLAIN_UDP_LIMIT
+        limit = _TCP_LIMIT if tcp else PLAIN_UDP_LIMIT
         if edns is not None:
             if not tcp:
                 limit = max(PLAIN_UDP_LIMIT, min(self._max_payload, edns.payload))

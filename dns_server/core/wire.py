@@ -113,7 +113,6 @@ class ClientSubnet:
 @dataclass(frozen=True, slots=True)
 class Edns:
     payload: int
-    version: int
     ecs: ClientSubnet | None = None
     # Any option at all (cookie, ECS, padding...): such a query is not remembered whole.
     options: bool = False
@@ -125,8 +124,6 @@ class Query:
     flags: int
     # The question name as sent (case kept, uncompressed), echoed in the answer.
     qname_wire: bytes
-    # Lower case, absolute, ``\.`` for a dot inside a label.
-    qname: str
     qtype: int
     qclass: int
     edns: Edns | None = None
@@ -236,7 +233,6 @@ def _edns_from(
     version = (ttl >> 16) & 0xFF
     edns = Edns(
         payload=payload,
-        version=version,
         ecs=_parse_options(rdata, query_id, flags) if version == 0 else None,
         options=bool(rdata),
     )
@@ -302,7 +298,7 @@ def _parse_plain(data: bytes, query_id: int, flags: int, arcount: int) -> Query:
         i += 10 + rdlength
     if i != len(data):
         raise QueryError(Reject.TRAILING_BYTES, Rcode.FORMERR, query_id, flags)
-    query = Query(query_id, flags, qname_wire, name_text(qname_wire), qtype, qclass, edns)
+    query = Query(query_id, flags, qname_wire, qtype, qclass, edns)
     return _finish(query, problem)
 
 
@@ -332,7 +328,5 @@ def _parse_with_dnslib(data: bytes, query_id: int, flags: int) -> Query:
             for o in opt.rdata
         )
         edns, problem = _edns_from(opt.rclass, opt.ttl, rdata, query_id, flags)
-    query = Query(
-        query_id, flags, qname_wire, name_text(qname_wire), question.qtype, question.qclass, edns
-    )
+    query = Query(query_id, flags, qname_wire, question.qtype, question.qclass, edns)
     return _finish(query, problem)
