@@ -8,7 +8,9 @@ answer the same questions with the same records.
 
 Usage (root; installs dnsperf and nsd from Debian when missing)::
 
-    .venv/bin/python bench/dns_qps.py [--seconds 10] [--rounds 3] [--services 500]
+    .venv/bin/python bench/dns_qps.py [--seconds 10] [--rounds 3] [--services 500] [--mixed-case]
+
+``--mixed-case`` asks every name in random case, as a resolver doing 0x20 does.
 
 Each server gets a throughput run (dnsperf, no per-query output) and a
 latency run (``dnsperf -v -Q <--latency-qps>``, p99 from the per-query
@@ -96,6 +98,13 @@ def questions(keys: list[ServiceKey]) -> list[tuple[str, str]]:
         out.append((f"missing-{key.service}.{key.namespace}.svc.{ZONE}", "A"))
     rng.shuffle(out)
     return out
+
+
+def mixed_case(name: str, rng: random.Random) -> str:
+    """``name`` with each letter upper-cased at random (one draw per line of the
+    query file: dnsperf sends a line as written, so each line's case stays
+    fixed, and every spelling but the lower-case one takes the 0x20 splice)."""
+    return "".join(c.upper() if rng.random() < 0.5 else c for c in name)
 
 
 def zone_text(view: RegistryView, asked: list[tuple[str, str]], config: DnsConfig) -> str:
@@ -291,6 +300,12 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--mixed-case",
+        action="store_true",
+        help="ask every name in a random mix of upper and lower case, as a resolver "
+        "doing 0x20 (Unbound use-caps-for-id) does",
+    )
+    parser.add_argument(
         "--latency-qps",
         type=int,
         default=50_000,
@@ -304,10 +319,12 @@ def main() -> None:
     ensure_tools()
     view, keys = build_view(args.services)
     asked = questions(keys)
+    rng = random.Random(20)
     with tempfile.TemporaryDirectory(prefix="syncmesh-dns-bench-") as tmp:
         workdir = Path(tmp)
         datafile = workdir / "queries.txt"
-        datafile.write_text("".join(f"{n} {t}\n" for n, t in asked))
+        sent = [(mixed_case(n, rng) if args.mixed_case else n, t) for n, t in asked]
+        datafile.write_text("".join(f"{n} {t}\n" for n, t in sent))
         nsd_port, syncmesh_port = free_port(), free_port()
         processes = [
             start_nsd(workdir, nsd_port, zone_text(view, asked, DnsConfig(zone=ZONE))),
