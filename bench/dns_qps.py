@@ -1,13 +1,16 @@
 """Queries per second and p99 latency of the syncmesh DNS layer against NSD.
 
 What it measures: the DNS layer only (``dns_server`` with its answer cache,
-in its own process on uvloop), fed by a fixed in-memory ``StaticView``; no
-NATS, no registry. NSD serves a static zone generated from the same view, so
-both answer the same questions with the same records.
+in its own process on uvloop), fed by the registry's real ``RegistryView``
+built from sample messages (``harness.view_feed``); no NATS, no probes
+running. NSD serves a static zone generated from the same view, so both
+answer the same questions with the same records.
 
 Usage (root; installs dnsperf and nsd from Debian when missing)::
 
-    .venv/bin/python bench/dns_qps.py [--seconds 10] [--rounds 3] [--services 500]
+    .venv/bin/python bench/dns_qps.py [--seconds 10] [--rounds 3] [--services 500] [--mixed-case]
+
+``--mixed-case`` asks every name in random case, as a resolver doing 0x20 does.
 
 Each server gets a throughput run (dnsperf, no per-query output) and a
 latency run (``dnsperf -v -Q <--latency-qps>``, p99 from the per-query
@@ -37,54 +40,52 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dnslib import QTYPE, DNSRecord  # noqa: E402
+from dnslib import QTYPE, DNSRecord
 
-from dns_server.config import DnsConfig  # noqa: E402
-from dns_server.core.resolver import Resolver  # noqa: E402
-from harness.static_view import StaticCluster, StaticView  # noqa: E402
-from syncmesh.schema import Gateway  # noqa: E402
-from syncmesh.view_api import ServiceKey  # noqa: E402
+from dns_server.config import DnsConfig
+from dns_server.core.resolver import Resolver
+from global_registry.core.view import RegistryView
+from harness.view_feed import ViewFeed
+from syncmesh.schema import Gateway
+from syncmesh.view_api import ServiceKey
 
 ZONE = "syncmesh.internal."
 CLIENT = "127.0.0.1"
 
 
-def build_view(services: int) -> tuple[StaticView, list[ServiceKey]]:
+def build_view(services: int) -> tuple[RegistryView, list[ServiceKey]]:
     """Three clusters; the bench client (127.0.0.1) is in ``east``."""
-    view = StaticView(
-        [
-            StaticCluster(
-                "east",
-                [Gateway(address=f"10.1.0.{i}", port=443, weight=100) for i in range(1, 4)],
-                ["127.0.0.0/8"],
-                region="eu",
-                zone="eu-1",
-                rtt_ms=0.4,
-            ),
-            StaticCluster(
-                "west",
-                [Gateway(address="10.2.0.1", port=443), Gateway(address="fd00::2:1", port=443)],
-                ["10.2.0.0/16"],
-                region="eu",
-                zone="eu-2",
-                rtt_ms=3.0,
-            ),
-            StaticCluster(
-                "north",
-                [Gateway(address="fd00::3:1", port=8443)],
-                ["10.3.0.0/16"],
-                region="us",
-                rtt_ms=40.0,
-            ),
-        ]
+    feed = ViewFeed()
+    feed.cluster(
+        "east",
+        [Gateway(address=f"10.1.0.{i}", port=443, weight=100) for i in range(1, 4)],
+        ["127.0.0.0/8"],
+        region="eu",
+        zone="eu-1",
+        rtt_ms=0.4,
+    )
+    feed.cluster(
+        "west",
+        [Gateway(address="10.2.0.1", port=443), Gateway(address="fd00::2:1", port=443)],
+        ["10.2.0.0/16"],
+        region="eu",
+        zone="eu-2",
+        rtt_ms=3.0,
+    )
+    feed.cluster(
+        "north",
+        [Gateway(address="fd00::3:1", port=8443)],
+        ["10.3.0.0/16"],
+        region="us",
+        rtt_ms=40.0,
     )
     keys: list[ServiceKey] = []
     for i in range(services):
         key = ServiceKey("default" if i % 3 == 0 else f"team{i % 7}", f"svc{i}")
         keys.append(key)
         for cluster in ("east", "west", "north")[: 1 + i % 3]:
-            view.set_service(key, cluster, healthy=2)
-    return view, keys
+            feed.service(key, cluster, healthy=2)
+    return feed.view, keys
 
 
 def questions(keys: list[ServiceKey]) -> list[tuple[str, str]]:
@@ -99,7 +100,14 @@ def questions(keys: list[ServiceKey]) -> list[tuple[str, str]]:
     return out
 
 
-def zone_text(view: StaticView, asked: list[tuple[str, str]], config: DnsConfig) -> str:
+def mixed_case(name: str, rng: random.Random) -> str:
+    """``name`` with each letter upper-cased at random (one draw per line of the
+    query file: dnsperf sends a line as written, so each line's case stays
+    fixed, and every spelling but the lower-case one takes the 0x20 splice)."""
+    return "".join(c.upper() if rng.random() < 0.5 else c for c in name)
+
+
+def zone_text(view: RegistryView, asked: list[tuple[str, str]], config: DnsConfig) -> str:
     """The records syncmesh answers to the bench client, as a zone file for NSD."""
     resolver = Resolver(config, serial=1)
     client_class = view.client_class(__import__("ipaddress").ip_address(CLIENT))
@@ -292,6 +300,12 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--mixed-case",
+        action="store_true",
+        help="ask every name in a random mix of upper and lower case, as a resolver "
+        "doing 0x20 (Unbound use-caps-for-id) does",
+    )
+    parser.add_argument(
         "--latency-qps",
         type=int,
         default=50_000,
@@ -305,10 +319,12 @@ def main() -> None:
     ensure_tools()
     view, keys = build_view(args.services)
     asked = questions(keys)
+    rng = random.Random(20)
     with tempfile.TemporaryDirectory(prefix="syncmesh-dns-bench-") as tmp:
         workdir = Path(tmp)
         datafile = workdir / "queries.txt"
-        datafile.write_text("".join(f"{n} {t}\n" for n, t in asked))
+        sent = [(mixed_case(n, rng) if args.mixed_case else n, t) for n, t in asked]
+        datafile.write_text("".join(f"{n} {t}\n" for n, t in sent))
         nsd_port, syncmesh_port = free_port(), free_port()
         processes = [
             start_nsd(workdir, nsd_port, zone_text(view, asked, DnsConfig(zone=ZONE))),

@@ -1,87 +1,98 @@
 """Query bytes in, response bytes out: the sans-IO heart of the DNS server.
 
-``hot`` answers a UDP packet already seen from the client's ranking class
-(level-1 cache: two dict lookups, patch the id) or returns None. The UDP
-adapters inline the same lookup. ``handle`` answers everything else and never
-raises: it parses with ``wire.parse_query``, serves level-2 templates (or
-resolves and renders them on a miss), fills level 1, and answers bad input
-with FORMERR/NOTIMP/BADVERS or drops it, counted by reason. Counters are
-plain ints, exported by a collector.
+``AnswerEngine.hot`` is the level-1 lookup every UDP reader calls first
+(``cache.make_lookup``: two dict lookups and an id patch, or None). ``handle``
+answers everything else and never raises: it parses with
+``wire.parse_query``, serves level-2 templates (or resolves and renders them
+on a miss), fills level 1, and answers bad input with FORMERR/NOTIMP/BADVERS
+or drops it, counted by reason. Counters are plain ints, exported by a
+collector.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from dnslib import QTYPE
 
 from dns_server.config import DnsConfig
-from dns_server.core.cache import AnswerCache
+from dns_server.core.cache import AnswerCache, HotLookup, packet_key
 from dns_server.core.render import PLAIN_UDP_LIMIT, Rendered, header_flags, opt_record, render
 from dns_server.core.resolver import Resolver
-from dns_server.core.wire import Query, QueryError, Rcode, parse_query
+from dns_server.core.wire import Query, QueryError, Rcode, Reject, parse_query
 from syncmesh.view_api import ViewChange, ViewReader
 
-__all__ = ["DnsCore", "Stats", "TCP_LIMIT", "qtype_label", "RCODE_NAMES"]
+__all__ = ["AnswerEngine", "OnReject", "Stats"]
 
-TCP_LIMIT = 65535
+_TCP_LIMIT = 65535
 
 _QTYPE_LABELS = {
     t: QTYPE.get(t) for t in (1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 41, 64, 65, 251, 252, 255, 257)
 }
-RCODE_NAMES = {
-    0: "NOERROR",
-    1: "FORMERR",
-    2: "SERVFAIL",
-    3: "NXDOMAIN",
-    4: "NOTIMP",
-    5: "REFUSED",
-    16: "BADVERS",
-}
+
+# (reason, client address): called for every rejected packet, e.g. to log it.
+OnReject = Callable[[Reject, str], None]
 
 
-def qtype_label(qtype: int | None) -> str:
+def _qtype_label(qtype: int | None) -> str:
     """Bounded label set for metrics: a flood of odd types adds no series."""
     if qtype is None:
         return "none"
     return str(_QTYPE_LABELS.get(qtype, "other"))
 
 
+def _rcode_label(rcode: int) -> str:
+    try:
+        return Rcode(rcode).name
+    except ValueError:
+        return str(rcode)
+
+
 class Stats:
-    """Counters the collector exports; the hot path touches only ``cells``."""
+    """Counters the collector exports; a cache hit touches only one cell."""
 
     def __init__(self) -> None:
-        # (qtype label, rcode name) -> [cache hits]; shared with Rendered.cell.
+        # (qtype label, rcode name) -> [level-1 (whole packet) hits]; shared with Rendered.cell.
         self.cells: dict[tuple[str, str], list[int]] = {}
+        # (qtype label, rcode name) -> [level-2 (answer template) hits]; Rendered.answer_cell.
+        self.answer_cells: dict[tuple[str, str], list[int]] = {}
         # (qtype label, rcode name) -> answers not served from the cache.
         self.uncached: dict[tuple[str, str], int] = {}
         self.misses = 0
         self.truncated = 0
         # Bad input and internal errors by reason.
-        self.rejected: dict[str, int] = {}
+        self.rejected: dict[Reject, int] = {}
 
-    def cell(self, qtype: int, rcode: int) -> list[int]:
-        key = (qtype_label(qtype), RCODE_NAMES.get(rcode, str(rcode)))
+    def cells_of(self, qtype: int, rcode: int) -> tuple[list[int], list[int]]:
+        """The (level-1, level-2) hit counters of one (qtype, rcode)."""
+        key = (_qtype_label(qtype), _rcode_label(rcode))
         cell = self.cells.get(key)
         if cell is None:
             cell = self.cells[key] = [0]
-        return cell
+        answer_cell = self.answer_cells.get(key)
+        if answer_cell is None:
+            answer_cell = self.answer_cells[key] = [0]
+        return cell, answer_cell
 
     def count(self, qtype: int | None, rcode: int | None) -> None:
-        key = (
-            qtype_label(qtype),
-            "dropped" if rcode is None else RCODE_NAMES.get(rcode, str(rcode)),
-        )
+        key = (_qtype_label(qtype), "dropped" if rcode is None else _rcode_label(rcode))
         self.uncached[key] = self.uncached.get(key, 0) + 1
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: Reject) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
+    # list() first in these sums: a scrape may run on another thread while cells are added.
+
     @property
-    def hits(self) -> int:
-        # list() first: a scrape may run on another thread while cells are added.
+    def packet_hits(self) -> int:
+        """Answered by ``AnswerEngine.hot``: the whole response was remembered."""
         return sum(c[0] for c in list(self.cells.values()))
+
+    @property
+    def answer_hits(self) -> int:
+        """Answered by ``handle`` from level-2 templates (ECS, TCP, first packet of a kind)."""
+        return sum(c[0] for c in list(self.answer_cells.values()))
 
 
 def _error_response(error: QueryError) -> bytes | None:
@@ -105,49 +116,55 @@ def _error_response(error: QueryError) -> bytes | None:
     return header + question + opt
 
 
-class DnsCore:
-    def __init__(self, config: DnsConfig, view: ViewReader, serial: int) -> None:
+class AnswerEngine:
+    """Answers for one zone from one view, through the two-level answer cache.
+
+    ``hot`` and ``cache.by_host`` may be read from a UDP reader thread; every
+    other member is for the event loop thread only.
+    """
+
+    def __init__(
+        self,
+        config: DnsConfig,
+        view: ViewReader,
+        serial: int,
+        on_reject: OnReject | None = None,
+    ) -> None:
         self._config = config
         self._view = view
         self._resolver = Resolver(config, serial)
+        self._on_reject = on_reject
         self.cache = AnswerCache(config.cache_max_entries)
         self.stats = Stats()
         self._max_payload = config.max_udp_payload
         self._opt_plain = opt_record(config.max_udp_payload)
-
-    # -- hot path -------------------------------------------------------------
-
-    def hot(self, data: bytes, host: str) -> bytes | None:
-        """The response to a UDP query packet seen before from this client's
-        class, or None (then call ``handle``)."""
-        try:
-            rotation, cell = self.cache.by_host[host][data[2:]]
-        except KeyError:
-            return None
-        cell[0] += 1
-        return data[:2] + next(rotation)
-
-    # -- everything else ----------------------------------------------------
+        # The one level-1 lookup, shared by every reader mode and the tests.
+        self.hot: HotLookup = self.cache.lookup
 
     def handle(self, data: bytes, host: str, tcp: bool = False) -> bytes | None:
         """The response to ``data`` from ``host`` (None: send nothing). Never raises."""
         try:
             query = parse_query(data)
         except QueryError as error:
-            self.stats.reject(error.reason)
+            self._reject(error.reason, host)
             self.stats.count(error.query.qtype if error.query else None, error.rcode)
             return _error_response(error)
         except Exception:
-            self.stats.reject("parser_error")
+            self._reject(Reject.PARSER_ERROR, host)
             return None
         try:
             return self._answer(query, data, host, tcp)
         except Exception:
-            self.stats.reject("internal_error")
+            self._reject(Reject.INTERNAL_ERROR, host)
             self.stats.count(query.qtype, Rcode.SERVFAIL)
             return _error_response(
-                QueryError("internal_error", Rcode.SERVFAIL, query.id, query.flags, query)
+                QueryError(Reject.INTERNAL_ERROR, Rcode.SERVFAIL, query.id, query.flags, query)
             )
+
+    def _reject(self, reason: Reject, host: str) -> None:
+        self.stats.reject(reason)
+        if self._on_reject is not None:
+            self._on_reject(reason, host)
 
     def _client_class(self, query: Query, host: str) -> str | None:
         ecs = query.edns.ecs if query.edns else None
@@ -176,12 +193,12 @@ class DnsCore:
         key = qname + query.qtype.to_bytes(2, "big") + query.qclass.to_bytes(2, "big")
         entry = self.cache.answers(client_class).get(key)
         if entry is not None:
-            entry.cell[0] += 1
+            entry.answer_cell[0] += 1
         else:
             entry = self._miss(query, qname, key, client_class)
         edns = query.edns
         opt = b""
-        limit = TCP_LIMIT if tcp else PLAIN_UDP_LIMIT
+        limit = _TCP_LIMIT if tcp else PLAIN_UDP_LIMIT
         if edns is not None:
             if not tcp:
                 limit = max(PLAIN_UDP_LIMIT, min(self._max_payload, edns.payload))
@@ -199,27 +216,35 @@ class DnsCore:
             bodies = [body]
             if headers[0][0] & 0x02:
                 self.stats.truncated += 1
-        prefix = headers[variant] + query.qname_wire
-        if tcp or (edns is not None and edns.options):
-            # Cookies and ECS differ from query to query: no use remembering the packet.
-            return data[:2] + prefix + (next(entry.bodies) if len(bodies) > 1 else bodies[0]) + opt
+        name = query.qname_wire
+        size = len(name)
+        if tcp or (edns is not None and edns.options) or data[12 : 12 + size] != name:
+            # Cookies and ECS differ from query to query, and a compressed
+            # question (parsed by dnslib) is not where ``packet_key`` reads it:
+            # no use remembering the packet.
+            body = next(entry.bodies) if len(bodies) > 1 else bodies[0]
+            return data[:2] + headers[variant] + name + body + opt
+        packet = packet_key(data)
+        # Stored with the folded name of the key, so an exact hit echoes it as is.
+        prefix = headers[variant] + packet[10 : 10 + size]
         responses = [prefix + body + opt for body in bodies]
-        rotation = self.cache.store_packet(client_class, data[2:], entry, responses)
-        return data[:2] + next(rotation)
+        response = next(self.cache.store_packet(client_class, packet, entry, responses))
+        if packet[10 : 10 + size] != name:
+            response = response[:10] + name + response[10 + size :]
+        return data[:2] + response
 
     def _miss(self, query: Query, qname: bytes, key: bytes, client_class: str | None) -> Rendered:
         self.stats.misses += 1
         answer = self._resolver.answer(qname, query.qtype, query.qclass, client_class, self._view)
-        cell = self.stats.cell(query.qtype, answer.rcode)
+        cells = self.stats.cells_of(query.qtype, answer.rcode)
         rendered = render(
-            answer, qname, query.qtype, query.qclass, self._config.max_rotations, cell
+            answer, qname, query.qtype, query.qclass, self._config.max_rotations, cells
         )
         self.cache.store(client_class, key, rendered, answer.tags)
-        # Counted as uncached here; hits of later queries go to the cell.
+        # Counted as uncached here; hits of later queries go to the cells.
         self.stats.count(query.qtype, answer.rcode)
         return rendered
 
-    # -- view changes ---------------------------------------------------------
-
     def invalidate(self, change: ViewChange) -> int:
+        """Drop the answers ``change`` affects; returns how many level-2 entries went."""
         return self.cache.invalidate(change)

@@ -62,6 +62,7 @@ class Rendered:
         "bodies",
         "length",
         "cell",
+        "answer_cell",
         "client_dependent",
         "answer",
         "truncated",
@@ -80,6 +81,7 @@ class Rendered:
         bodies: list[bytes],
         headers: tuple[bytes, bytes, bytes, bytes],
         cell: list[int],
+        answer_cell: list[int],
     ) -> None:
         self.answer = answer
         self.headers = headers
@@ -87,8 +89,10 @@ class Rendered:
         self.bodies: Iterator[bytes] = itertools.cycle(bodies)
         # Whole response without OPT (all rotations have the same length).
         self.length = 12 + len(qname_wire) + len(bodies[0])
-        # Shared hit counter of this (qtype, rcode): the hot path only adds 1.
+        # Shared hit counters of this (qtype, rcode), one per cache level: a
+        # hit only adds 1 (Stats.cell, Stats.answer_cell).
         self.cell = cell
+        self.answer_cell = answer_cell
         self.client_dependent = answer.client_dependent
         self.truncated: dict[int, tuple[tuple[bytes, bytes, bytes, bytes], bytes]] = {}
         # Level-1 cache keys built from this answer, dropped with it.
@@ -156,7 +160,12 @@ def _pack(
 
 
 def render(
-    answer: Answer, qname_wire: bytes, qtype: int, qclass: int, max_rotations: int, cell: list[int]
+    answer: Answer,
+    qname_wire: bytes,
+    qtype: int,
+    qclass: int,
+    max_rotations: int,
+    cells: tuple[list[int], list[int]],
 ) -> Rendered:
     """``qname_wire`` lower case, as in the cache key."""
     orders: list[tuple[RR, ...]] = [answer.answers]
@@ -168,4 +177,4 @@ def render(
     ]
     flags = header_flags(answer.rcode, answer.authoritative)
     headers = _headers(flags, len(answer.answers), len(answer.authority), len(answer.additional))
-    return Rendered(answer, qname_wire, qtype, qclass, bodies, headers, cell)
+    return Rendered(answer, qname_wire, qtype, qclass, bodies, headers, *cells)

@@ -199,15 +199,19 @@ class Resolver:
     def _addresses(
         self, owner: DNSLabel, qtype: int, gateways: Sequence[Gateway], tags: frozenset[Tag]
     ) -> Answer:
-        addresses = [g.address for g in gateways]
+        """The top cluster's gateways of the asked family: A for IPv4, AAAA for IPv6."""
+        # Canonical text per family: ``fd00::9`` and ``FD00:0::9`` are one record.
+        by_family: dict[int, dict[str, None]] = {_A: {}, _AAAA: {}}
+        for gateway in gateways:
+            try:
+                ip = ipaddress.ip_address(gateway.address)
+            except ValueError:
+                continue  # a host name: only an SRV target can name it
+            by_family[_A if ip.version == 4 else _AAAA][str(ip)] = None
         if qtype == _ANY:
             # RFC 8482: one RRset is enough; the A set, or AAAA when there is none.
-            qtype = _A if any(_family(a) == _A for a in addresses) else _AAAA
-        records = tuple(
-            _address_rr(owner, a, self._ttl)
-            for a in dict.fromkeys(addresses)
-            if _family(a) == qtype
-        )
+            qtype = _A if by_family[_A] else _AAAA
+        records = tuple(_address_rr(owner, a, self._ttl) for a in by_family[qtype])
         if not records:
             return self._nodata(tags)
         return Answer(
@@ -230,6 +234,9 @@ class Resolver:
         for cluster in candidates:
             for gateway in cluster.gateways:
                 target = gateway_target(gateway.address, cluster.cluster, key, self._zone)
+                # Priority is the rank itself, not the position in the list:
+                # clusters that rank equal share a rank, hence one priority,
+                # and clients spread over them by weight (RFC 2782).
                 rdata = SRV(
                     priority=max(0, min(cluster.rank, 65535)),
                     weight=gateway.weight,

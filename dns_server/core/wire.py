@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
 
 import dnslib
 
 from syncmesh.view_api import IPAddress
 
-__all__ = ["Query", "Edns", "ClientSubnet", "QueryError", "parse_query", "Rcode", "name_text"]
+__all__ = [
+    "Query",
+    "Edns",
+    "ClientSubnet",
+    "QueryError",
+    "parse_query",
+    "Rcode",
+    "Reject",
+    "name_text",
+]
 
 
-class Rcode:
+class Rcode(IntEnum):
     NOERROR = 0
     FORMERR = 1
     SERVFAIL = 2
@@ -27,6 +37,42 @@ class Rcode:
     NOTIMP = 4
     REFUSED = 5
     BADVERS = 16
+
+
+class Reject(StrEnum):
+    """Why a packet was not answered normally: the ``reason`` label of
+    ``syncmesh_dns_rejected_total`` and the key of the rejection log gate."""
+
+    # Dropped: nothing to answer to.
+    SHORT_HEADER = "short_header"
+    NOT_A_QUERY = "not_a_query"
+    # NOTIMP / BADVERS.
+    OPCODE = "opcode"
+    EDNS_VERSION = "edns_version"
+    # FORMERR: the header and the question.
+    QUESTION_COUNT = "question_count"
+    RECORDS_IN_QUERY = "records_in_query"
+    NAME_TRUNCATED = "name_truncated"
+    LABEL_TYPE = "label_type"
+    NAME_TOO_LONG = "name_too_long"
+    QUESTION_TRUNCATED = "question_truncated"
+    TRAILING_BYTES = "trailing_bytes"
+    # What dnslib could not parse either (a compressed question gone wrong).
+    MALFORMED = "malformed"
+    # FORMERR: the additional section, OPT and its options.
+    RECORD_TRUNCATED = "record_truncated"
+    OPT_TWICE = "opt_twice"
+    OPT_OWNER = "opt_owner"
+    EDNS_OPTION_TRUNCATED = "edns_option_truncated"
+    ECS_TWICE = "ecs_twice"
+    ECS_SHORT = "ecs_short"
+    ECS_FAMILY = "ecs_family"
+    ECS_PREFIX = "ecs_prefix"
+    ECS_ADDRESS_LENGTH = "ecs_address_length"
+    ECS_ADDRESS_BITS = "ecs_address_bits"
+    # Bugs, never bad input: SERVFAIL (engine) or dropped (parser).
+    INTERNAL_ERROR = "internal_error"
+    PARSER_ERROR = "parser_error"
 
 
 OPT = 41
@@ -40,7 +86,7 @@ class ClientSubnet:
 
     family: int
     source_prefix: int
-    scope_prefix: int
+    # (The scope prefix of a query is 0 and not used, RFC 7871 section 6.)
     address: bytes
 
     @property
@@ -67,8 +113,6 @@ class ClientSubnet:
 @dataclass(frozen=True, slots=True)
 class Edns:
     payload: int
-    version: int
-    dnssec_ok: bool
     ecs: ClientSubnet | None = None
     # Any option at all (cookie, ECS, padding...): such a query is not remembered whole.
     options: bool = False
@@ -80,8 +124,6 @@ class Query:
     flags: int
     # The question name as sent (case kept, uncompressed), echoed in the answer.
     qname_wire: bytes
-    # Lower case, absolute, ``\.`` for a dot inside a label.
-    qname: str
     qtype: int
     qclass: int
     edns: Edns | None = None
@@ -96,8 +138,8 @@ class QueryError(Exception):
 
     def __init__(
         self,
-        reason: str,
-        rcode: int | None,
+        reason: Reject,
+        rcode: Rcode | None,
         query_id: int = 0,
         flags: int = 0,
         query: Query | None = None,
@@ -127,23 +169,23 @@ def name_text(wire: bytes) -> str:
 
 
 def _parse_ecs(data: bytes, query_id: int, flags: int) -> ClientSubnet:
-    def bad(reason: str) -> QueryError:
+    def bad(reason: Reject) -> QueryError:
         return QueryError(reason, Rcode.FORMERR, query_id, flags)
 
     if len(data) < 4:
-        raise bad("ecs_short")
+        raise bad(Reject.ECS_SHORT)
     family = int.from_bytes(data[0:2], "big")
-    source, scope = data[2], data[3]
+    source = data[2]
     address = data[4:]
     if family not in (1, 2):
-        raise bad("ecs_family")
+        raise bad(Reject.ECS_FAMILY)
     if source > (32 if family == 1 else 128):
-        raise bad("ecs_prefix")
+        raise bad(Reject.ECS_PREFIX)
     if len(address) != (source + 7) // 8:
-        raise bad("ecs_address_length")
+        raise bad(Reject.ECS_ADDRESS_LENGTH)
     if source % 8 and address[-1] & (0xFF >> (source % 8)):
-        raise bad("ecs_address_bits")
-    return ClientSubnet(family, source, scope, bytes(address))
+        raise bad(Reject.ECS_ADDRESS_BITS)
+    return ClientSubnet(family, source, bytes(address))
 
 
 def _parse_options(rdata: bytes, query_id: int, flags: int) -> ClientSubnet | None:
@@ -151,14 +193,14 @@ def _parse_options(rdata: bytes, query_id: int, flags: int) -> ClientSubnet | No
     i = 0
     while i < len(rdata):
         if i + 4 > len(rdata):
-            raise QueryError("edns_option_truncated", Rcode.FORMERR, query_id, flags)
+            raise QueryError(Reject.EDNS_OPTION_TRUNCATED, Rcode.FORMERR, query_id, flags)
         code = int.from_bytes(rdata[i : i + 2], "big")
         length = int.from_bytes(rdata[i + 2 : i + 4], "big")
         if i + 4 + length > len(rdata):
-            raise QueryError("edns_option_truncated", Rcode.FORMERR, query_id, flags)
+            raise QueryError(Reject.EDNS_OPTION_TRUNCATED, Rcode.FORMERR, query_id, flags)
         if code == ECS_OPTION:
             if ecs is not None:
-                raise QueryError("ecs_twice", Rcode.FORMERR, query_id, flags)
+                raise QueryError(Reject.ECS_TWICE, Rcode.FORMERR, query_id, flags)
             ecs = _parse_ecs(rdata[i + 4 : i + 4 + length], query_id, flags)
         # Other options (cookies, padding, keepalive) are ignored, as RFC 6891 allows.
         i += 4 + length
@@ -170,7 +212,7 @@ def _read_name(data: bytes, i: int, query_id: int, flags: int) -> int:
     start = i
     while True:
         if i >= len(data):
-            raise QueryError("name_truncated", Rcode.FORMERR, query_id, flags)
+            raise QueryError(Reject.NAME_TRUNCATED, Rcode.FORMERR, query_id, flags)
         n = data[i]
         if n == 0:
             i += 1
@@ -178,28 +220,26 @@ def _read_name(data: bytes, i: int, query_id: int, flags: int) -> int:
         if n & 0xC0 == 0xC0:
             raise _Unusual()
         if n > 63:
-            raise QueryError("label_type", Rcode.FORMERR, query_id, flags)
+            raise QueryError(Reject.LABEL_TYPE, Rcode.FORMERR, query_id, flags)
         i += n + 1
     if i - start > _MAX_NAME:
-        raise QueryError("name_too_long", Rcode.FORMERR, query_id, flags)
+        raise QueryError(Reject.NAME_TOO_LONG, Rcode.FORMERR, query_id, flags)
     return i
 
 
 def _edns_from(
     payload: int, ttl: int, rdata: bytes, query_id: int, flags: int
-) -> tuple[Edns, str | None]:
+) -> tuple[Edns, Reject | None]:
     version = (ttl >> 16) & 0xFF
     edns = Edns(
         payload=payload,
-        version=version,
-        dnssec_ok=bool(ttl & 0x8000),
         ecs=_parse_options(rdata, query_id, flags) if version == 0 else None,
         options=bool(rdata),
     )
-    return edns, ("edns_version" if version else None)
+    return edns, (Reject.EDNS_VERSION if version else None)
 
 
-def _finish(query: Query, problem: str | None) -> Query:
+def _finish(query: Query, problem: Reject | None) -> Query:
     if problem is not None:
         raise QueryError(problem, Rcode.BADVERS, query.id, query.flags, query)
     return query
@@ -207,20 +247,20 @@ def _finish(query: Query, problem: str | None) -> Query:
 
 def parse_query(data: bytes) -> Query:
     if len(data) < 12:
-        raise QueryError("short_header", None)
+        raise QueryError(Reject.SHORT_HEADER, None)
     query_id = int.from_bytes(data[0:2], "big")
     flags = int.from_bytes(data[2:4], "big")
     if flags & 0x8000:
-        raise QueryError("not_a_query", None)
+        raise QueryError(Reject.NOT_A_QUERY, None)
     if (flags >> 11) & 0xF:
-        raise QueryError("opcode", Rcode.NOTIMP, query_id, flags)
+        raise QueryError(Reject.OPCODE, Rcode.NOTIMP, query_id, flags)
     qdcount, ancount, nscount, arcount = (
         int.from_bytes(data[k : k + 2], "big") for k in range(4, 12, 2)
     )
     if qdcount != 1:
-        raise QueryError("question_count", Rcode.FORMERR, query_id, flags)
+        raise QueryError(Reject.QUESTION_COUNT, Rcode.FORMERR, query_id, flags)
     if ancount or nscount:
-        raise QueryError("records_in_query", Rcode.FORMERR, query_id, flags)
+        raise QueryError(Reject.RECORDS_IN_QUERY, Rcode.FORMERR, query_id, flags)
     try:
         return _parse_plain(data, query_id, flags, arcount)
     except _Unusual:
@@ -230,35 +270,35 @@ def parse_query(data: bytes) -> Query:
 def _parse_plain(data: bytes, query_id: int, flags: int, arcount: int) -> Query:
     end = _read_name(data, 12, query_id, flags)
     if end + 4 > len(data):
-        raise QueryError("question_truncated", Rcode.FORMERR, query_id, flags)
+        raise QueryError(Reject.QUESTION_TRUNCATED, Rcode.FORMERR, query_id, flags)
     qname_wire = data[12:end]
     qtype = int.from_bytes(data[end : end + 2], "big")
     qclass = int.from_bytes(data[end + 2 : end + 4], "big")
     i = end + 4
     edns: Edns | None = None
-    problem: str | None = None
+    problem: Reject | None = None
     for _ in range(arcount):
         owner = i
         i = _read_name(data, i, query_id, flags)
         if i + 10 > len(data):
-            raise QueryError("record_truncated", Rcode.FORMERR, query_id, flags)
+            raise QueryError(Reject.RECORD_TRUNCATED, Rcode.FORMERR, query_id, flags)
         rtype = int.from_bytes(data[i : i + 2], "big")
         rclass = int.from_bytes(data[i + 2 : i + 4], "big")
         ttl = int.from_bytes(data[i + 4 : i + 8], "big")
         rdlength = int.from_bytes(data[i + 8 : i + 10], "big")
         rdata = data[i + 10 : i + 10 + rdlength]
         if len(rdata) != rdlength:
-            raise QueryError("record_truncated", Rcode.FORMERR, query_id, flags)
+            raise QueryError(Reject.RECORD_TRUNCATED, Rcode.FORMERR, query_id, flags)
         if rtype == OPT:
             if edns is not None:
-                raise QueryError("opt_twice", Rcode.FORMERR, query_id, flags)
+                raise QueryError(Reject.OPT_TWICE, Rcode.FORMERR, query_id, flags)
             if i != owner + 1:
-                raise QueryError("opt_owner", Rcode.FORMERR, query_id, flags)
+                raise QueryError(Reject.OPT_OWNER, Rcode.FORMERR, query_id, flags)
             edns, problem = _edns_from(rclass, ttl, rdata, query_id, flags)
         i += 10 + rdlength
     if i != len(data):
-        raise QueryError("trailing_bytes", Rcode.FORMERR, query_id, flags)
-    query = Query(query_id, flags, qname_wire, name_text(qname_wire), qtype, qclass, edns)
+        raise QueryError(Reject.TRAILING_BYTES, Rcode.FORMERR, query_id, flags)
+    query = Query(query_id, flags, qname_wire, qtype, qclass, edns)
     return _finish(query, problem)
 
 
@@ -278,9 +318,9 @@ def _parse_with_dnslib(data: bytes, query_id: int, flags: int) -> Query:
     except QueryError:
         raise
     except Exception as exc:
-        raise QueryError("malformed", Rcode.FORMERR, query_id, flags) from exc
+        raise QueryError(Reject.MALFORMED, Rcode.FORMERR, query_id, flags) from exc
     edns: Edns | None = None
-    problem: str | None = None
+    problem: Reject | None = None
     if opts:
         opt = opts[0]
         rdata = b"".join(
@@ -288,7 +328,5 @@ def _parse_with_dnslib(data: bytes, query_id: int, flags: int) -> Query:
             for o in opt.rdata
         )
         edns, problem = _edns_from(opt.rclass, opt.ttl, rdata, query_id, flags)
-    query = Query(
-        query_id, flags, qname_wire, name_text(qname_wire), question.qtype, question.qclass, edns
-    )
+    query = Query(query_id, flags, qname_wire, question.qtype, question.qclass, edns)
     return _finish(query, problem)

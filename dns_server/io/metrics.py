@@ -33,7 +33,10 @@ class _StatsCollector(Collector):
                 labels=["qtype", "rcode"],
             ),
             CounterMetricFamily(
-                "syncmesh_dns_cache_hits", "Queries answered from precomputed wire answers"
+                "syncmesh_dns_cache_hits",
+                "Queries answered from precomputed wire answers, by cache level: "
+                "packet (whole response remembered, the UDP fast path) or answer (templates)",
+                labels=["level"],
             ),
             CounterMetricFamily(
                 "syncmesh_dns_cache_misses", "Questions resolved and rendered because not cached"
@@ -54,11 +57,13 @@ class _StatsCollector(Collector):
         stats = self._stats()
         queries, hits, misses, truncated, rejected = self._families()
         totals: dict[tuple[str, str], int] = dict(stats.uncached)
-        for key, cell in list(stats.cells.items()):
-            totals[key] = totals.get(key, 0) + cell[0]
+        for cells in (stats.cells, stats.answer_cells):
+            for key, cell in list(cells.items()):
+                totals[key] = totals.get(key, 0) + cell[0]
         for (qtype, rcode), n in sorted(totals.items()):
             queries.add_metric([qtype, rcode], n)
-        hits.add_metric([], stats.hits)
+        hits.add_metric(["packet"], stats.packet_hits)
+        hits.add_metric(["answer"], stats.answer_hits)
         misses.add_metric([], stats.misses)
         truncated.add_metric([], stats.truncated)
         for reason, n in sorted(stats.rejected.items()):

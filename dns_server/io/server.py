@@ -1,8 +1,9 @@
-"""Start and stop the DNS server: bind UDP and TCP on one port, wire the core,
-the metrics and the adapters together.
+"""Start and stop the DNS server: bind UDP and TCP on one port, wire the
+answer engine, the metrics and the adapters together.
 
-The core never reads a clock; this module reads the wall clock once for the
-SOA serial, and the adapters read ``perf_counter`` for sampled latency.
+The engine never reads a clock; this module reads the wall clock once for the
+SOA serial and the monotonic clock for the rejection log gate, and the
+adapters read ``perf_counter`` for sampled latency.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from dns_server.config import DnsConfig
-from dns_server.core.engine import DnsCore
+from dns_server.core.engine import AnswerEngine, OnReject
+from dns_server.core.wire import Reject
 from dns_server.io.metrics import DnsMetrics
 from dns_server.io.tcp import TcpConnection
 from dns_server.io.udp import UdpProtocol, UdpReaderThread
 from dns_server.io.udp_batch import UdpBatchReaderThread, batch_io_available
+from syncmesh.loggate import GatedLog, LogGate
 from syncmesh.view_api import ViewChange, ViewReader
 
 __all__ = ["DnsServer", "start_dns", "run"]
@@ -31,16 +34,25 @@ __all__ = ["DnsServer", "start_dns", "run"]
 log = logging.getLogger("syncmesh.dns")
 T = TypeVar("T")
 
-_REJECT_LOG_INTERVAL_S = 10.0
+# Each rejection reason is logged at most once per period, with the count of
+# those suppressed since; the metric counts every one.
+_REJECT_LOG_PERIOD_S = 10.0
+
+
+def _reject_logger() -> OnReject:
+    limited = GatedLog(log, LogGate(period_s=_REJECT_LOG_PERIOD_S))
+
+    def on_reject(reason: Reject, host: str) -> None:
+        limited.warning(reason, time.monotonic(), "dns: query from %s rejected", host)
+
+    return on_reject
 
 
 class DnsServer:
     """A running server; ``port`` is the bound port (UDP and TCP share it)."""
 
-    def __init__(self, config: DnsConfig, core: DnsCore, metrics: DnsMetrics) -> None:
-        self.config = config
-        self.core = core
-        self.metrics = metrics
+    def __init__(self, config: DnsConfig, engine: AnswerEngine) -> None:
+        self.engine = engine
         self.port = 0
         self.tcp_connections: set[TcpConnection] = set()
         self.idle_timeout_s = config.tcp_idle_timeout_s
@@ -48,34 +60,13 @@ class DnsServer:
         self._udp_transport: asyncio.BaseTransport | None = None
         self._udp_reader: UdpReaderThread | None = None
         self._tcp: asyncio.Server | None = None
-        self._log_task: asyncio.Task[None] | None = None
 
     def invalidate(self, change: ViewChange) -> None:
         """Drop the cached answers ``change`` affects (every qtype and client class)."""
         if change:
-            self.core.invalidate(change)
-
-    async def _log_rejects(self) -> None:
-        """At most once per interval and reason: a flood of bad packets logs a count."""
-        logged: dict[str, int] = {}
-        while True:
-            await asyncio.sleep(_REJECT_LOG_INTERVAL_S)
-            for reason, count in list(self.core.stats.rejected.items()):
-                new = count - logged.get(reason, 0)
-                if new:
-                    log.warning(
-                        "dns: %d queries rejected (%s) in the last %.0f s",
-                        new,
-                        reason,
-                        _REJECT_LOG_INTERVAL_S,
-                    )
-                    logged[reason] = count
+            self.engine.invalidate(change)
 
     async def close(self) -> None:
-        if self._log_task is not None:
-            self._log_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._log_task
         if self._udp_reader is not None:
             await self._udp_reader.stop()
         if self._udp_transport is not None:
@@ -125,16 +116,16 @@ async def start_dns(config: DnsConfig, view: ViewReader, registry: CollectorRegi
     returned server still accepts ``invalidate`` and ``close``.
     """
     loop = asyncio.get_running_loop()
-    core = DnsCore(config, view, serial=int(time.time()))
-    metrics = DnsMetrics(registry, lambda: core.stats, lambda: len(core.cache))
-    server = DnsServer(config, core, metrics)
+    engine = AnswerEngine(config, view, serial=int(time.time()), on_reject=_reject_logger())
+    metrics = DnsMetrics(registry, lambda: engine.stats, lambda: len(engine.cache))
+    server = DnsServer(config, engine)
     if not config.enabled:
         return server
     udp_sock, tcp_sock = _bind_retrying(config)
     server.port = int(udp_sock.getsockname()[1])
     try:
         server._tcp = await loop.create_server(
-            lambda: TcpConnection(server, core, metrics), sock=tcp_sock
+            lambda: TcpConnection(server, engine, metrics), sock=tcp_sock
         )
         if config.udp_mode in ("batch", "thread"):
             reader = (
@@ -142,11 +133,13 @@ async def start_dns(config: DnsConfig, view: ViewReader, registry: CollectorRegi
                 if config.udp_mode == "batch" and batch_io_available()
                 else UdpReaderThread
             )
-            server._udp_reader = reader(udp_sock, core, metrics, loop, config.latency_sample_every)
+            server._udp_reader = reader(
+                udp_sock, engine, metrics, loop, config.latency_sample_every
+            )
             server._udp_reader.start()
         else:
             udp_sock.setblocking(False)
-            protocol = UdpProtocol(core, metrics, config.latency_sample_every)
+            protocol = UdpProtocol(engine, metrics, config.latency_sample_every)
             server._udp_transport, _ = await loop.create_datagram_endpoint(
                 lambda: protocol, sock=udp_sock
             )
@@ -154,7 +147,6 @@ async def start_dns(config: DnsConfig, view: ViewReader, registry: CollectorRegi
         udp_sock.close()
         tcp_sock.close()
         raise
-    server._log_task = asyncio.create_task(server._log_rejects())
     log.info(
         "dns: serving %s on %s port %d (udp %s, tcp)",
         config.zone,

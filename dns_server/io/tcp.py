@@ -1,6 +1,6 @@
 """DNS over TCP (RFC 7766): length-prefixed messages, pipelining, idle timeout.
 
-Every message goes through ``DnsCore.handle`` with the TCP size limit, so an
+Every message goes through ``AnswerEngine.handle`` with the TCP size limit, so an
 answer that was cut over UDP comes whole here.
 """
 
@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Protocol
 
-from dns_server.core.engine import DnsCore
+from dns_server.core.engine import AnswerEngine
 from dns_server.io.metrics import DnsMetrics
 
 __all__ = ["TcpConnection", "TcpLimits"]
@@ -27,9 +27,9 @@ class TcpLimits(Protocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, server: TcpLimits, core: DnsCore, metrics: DnsMetrics) -> None:
+    def __init__(self, server: TcpLimits, engine: AnswerEngine, metrics: DnsMetrics) -> None:
         self._server = server
-        self._core = core
+        self._engine = engine
         self._metrics = metrics
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
@@ -76,7 +76,7 @@ class TcpConnection(asyncio.Protocol):
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
             started = time.perf_counter()
-            response = self._core.handle(message, self._host, tcp=True)
+            response = self._engine.handle(message, self._host, tcp=True)
             if response is not None:
                 transport.write(len(response).to_bytes(2, "big") + response)
                 self._metrics.tcp_latency.observe(time.perf_counter() - started)

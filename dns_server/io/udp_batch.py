@@ -9,7 +9,8 @@ are read and written through integer memoryviews, not ctypes attributes: per
 packet that is a few machine-word accesses. Linux x86-64/aarch64 only
 (``batch_io_available``); elsewhere ``start_dns`` uses ``UdpReaderThread``.
 
-Misses, the stop protocol and the metrics are those of ``UdpReaderThread``.
+Cache hits are answered by ``engine.hot`` as in every mode; misses, the stop
+protocol and the metrics are those of ``UdpReaderThread``.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class UdpBatchReaderThread(UdpReaderThread):
         out_msgs, out_words, out_halves = outbox.msgs, outbox.words, outbox.halves
         out_bytes, out_iov = outbox.bytes, outbox.iov_words
         inet_ntop, af4, af6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6
-        by_host = self._core.cache.by_host
+        hot = self._engine.hot
         forward = self._forward
         send = self._sock.sendto
         observe = self._metrics.udp_latency.observe
@@ -121,15 +122,12 @@ class UdpBatchReaderThread(UdpReaderThread):
                         host = inet_ntop(af4, name_bytes[n + 4 : n + 8])
                     else:
                         host = inet_ntop(af6, name_bytes[n + 8 : n + 24])
-                    try:
-                        rotation, cell = by_host[host][data[2:]]
-                    except KeyError:
+                    response = hot(data, host)
+                    if response is None:
                         port = (name_bytes[n + 2] << 8) | name_bytes[n + 3]
                         if forward(data, (host, port)):
                             return
                         continue
-                    cell[0] += 1
-                    response = data[:2] + next(rotation)
                     size = len(response)
                     if size > _OUT_SLOT:
                         send(response, (host, (name_bytes[n + 2] << 8) | name_bytes[n + 3]))

@@ -1,0 +1,306 @@
+"""The answer cache over the registry's real view: the one hot lookup every UDP
+reader calls (``AnswerEngine.hot``), 0x20 case randomisation, invalidation by
+view change, bounds, metrics and the rejection hook."""
+
+from __future__ import annotations
+
+import random
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dnslib
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dns_server.config import DnsConfig
+from dns_server.core.cache import packet_key
+from dns_server.core.engine import AnswerEngine
+from dns_server.core.wire import Reject
+from dns_server.io.metrics import DnsMetrics
+from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probes import GatewayStatus
+from harness.view_feed import ViewFeed
+from syncmesh.schema import Gateway
+from syncmesh.view_api import ServiceKey, ViewChange
+
+pytestmark = pytest.mark.core
+
+ZONE = "syncmesh.internal."
+EAST_CLIENT, WEST_CLIENT, NOWHERE = "10.1.2.3", "10.2.2.2", "192.0.2.9"
+WEB, API = ServiceKey("default", "web"), ServiceKey("shop", "api")
+EAST_GATEWAYS = [Gateway(address="10.0.0.1", port=443), Gateway(address="10.0.0.2", port=443)]
+
+
+def make_feed() -> ViewFeed:
+    """east (unmeasured) and west (3 ms); web in both, api only in west."""
+    feed = ViewFeed()
+    feed.cluster("east", EAST_GATEWAYS, ["10.1.0.0/16"], region="eu", zone="eu-1")
+    feed.cluster(
+        "west", [Gateway(address="10.9.0.1", port=8443)], ["10.2.0.0/16"], region="eu", rtt_ms=3.0
+    )
+    feed.service(WEB, "east", 2)
+    feed.service(WEB, "west", 1)
+    feed.service(API, "west", 3)
+    return feed
+
+
+def make_engine(feed: ViewFeed | None = None, **config: object) -> AnswerEngine:
+    view = (feed or make_feed()).view
+    return AnswerEngine(DnsConfig(**config), view, serial=1)  # type: ignore[arg-type]
+
+
+def count_resolves(feed: ViewFeed, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of ``view.resolve`` calls (the resolver's only way to the view's data)."""
+    calls = [0]
+    resolve = feed.view.resolve
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        return resolve(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(feed.view, "resolve", counted)
+    return calls
+
+
+def exchange(engine: AnswerEngine, wire: bytes, host: str = EAST_CLIENT) -> tuple[bytes, bool]:
+    """The response as a UDP reader produces it, and whether ``hot`` gave it."""
+    response = engine.hot(wire, host)
+    if response is not None:
+        return response, True
+    slow = engine.handle(wire, host)
+    assert slow is not None
+    return slow, False
+
+
+def ask(
+    engine: AnswerEngine, name: str, rdtype: str = "A", host: str = EAST_CLIENT
+) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    response, _ = exchange(engine, query.to_wire(), host)
+    message = dns.message.from_wire(response)
+    assert message.id == query.id
+    return message
+
+
+def answer_values(message: dns.message.Message) -> list[str]:
+    return [rd.to_text() for rrset in message.answer for rd in rrset]
+
+
+def randomise_case(name: str, rng: random.Random) -> str:
+    """What a resolver doing 0x20 (Unbound use-caps-for-id) sends."""
+    return "".join(c.upper() if rng.random() < 0.5 else c.lower() for c in name)
+
+
+# -- the hot lookup --------------------------------------------------------------
+
+
+def test_a_repeated_query_is_answered_by_the_hot_lookup_without_dnslib(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feed = make_feed()
+    engine = make_engine(feed)
+    calls = count_resolves(feed, monkeypatch)
+    wire = dns.message.make_query(f"web.svc.{ZONE}", "A").to_wire()
+    assert engine.hot(wire, EAST_CLIENT) is None  # nothing remembered yet
+    first, hot = exchange(engine, wire)
+    assert not hot and calls[0] == 1
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("dnslib used on a cache hit")
+
+    monkeypatch.setattr(dnslib.DNSRecord, "pack", forbidden)
+    monkeypatch.setattr(dnslib.DNSRecord, "parse", forbidden)
+    for query_id in (1, 2, 0xFFFF):
+        again = query_id.to_bytes(2, "big") + wire[2:]
+        response, hot = exchange(engine, again)
+        assert hot and response[:2] == again[:2]
+        assert sorted(answer_values(dns.message.from_wire(response))) == ["10.0.0.1", "10.0.0.2"]
+    assert calls[0] == 1
+    assert engine.stats.packet_hits == 3 and engine.stats.misses == 1
+
+
+def test_the_hot_lookup_knows_clients_only_once_classified() -> None:
+    engine = make_engine()
+    wire = dns.message.make_query(f"web.svc.{ZONE}", "A").to_wire()
+    exchange(engine, wire, EAST_CLIENT)
+    # Another client of the same class shares the answers, but only once the
+    # slow path has looked its address up.
+    assert engine.hot(wire, "10.1.9.9") is None
+    assert exchange(engine, wire, "10.1.9.9")[1] is False
+    assert exchange(engine, wire, "10.1.9.9")[1] is True
+    assert engine.stats.misses == 1  # the class's answer was already there
+
+
+# -- 0x20 case randomisation (issue 15) ----------------------------------------
+
+
+def test_randomised_case_hits_the_hot_lookup_and_echoes_the_question() -> None:
+    engine = make_engine()
+    rng = random.Random(20)
+    name = f"web.default.svc.{ZONE}"
+    exchange(engine, dns.message.make_query(name, "A").to_wire())
+    asked = 200
+    for _ in range(asked):
+        sent = randomise_case(name, rng)
+        query = dns.message.make_query(sent, "A")
+        wire = query.to_wire()
+        response, hot = exchange(engine, wire)
+        assert hot, sent
+        # 0x20 needs the question back byte for byte: same case as sent.
+        question_end = 12 + len(query.question[0].name.to_wire()) + 4
+        assert response[12:question_end] == wire[12:question_end]
+        message = dns.message.from_wire(response)
+        assert message.question[0].name.to_text() == sent
+        assert sorted(answer_values(message)) == ["10.0.0.1", "10.0.0.2"]
+    assert engine.stats.packet_hits == asked
+    assert engine.stats.misses == 1 and engine.stats.answer_hits == 0
+
+
+def test_first_query_in_mixed_case_is_remembered_folded() -> None:
+    engine = make_engine()
+    mixed = dns.message.make_query(f"WeB.sVc.{ZONE.upper()}", "SRV").to_wire()
+    response, hot = exchange(engine, mixed)
+    assert not hot and response[12 : len(mixed)] == mixed[12:]  # the question as sent
+    lower = dns.message.make_query(f"web.svc.{ZONE}", "SRV").to_wire()
+    response, hot = exchange(engine, lower)
+    assert hot and dns.message.from_wire(response).question[0].name.to_text() == f"web.svc.{ZONE}"
+    response, hot = exchange(engine, mixed)
+    assert hot and response[12 : len(mixed)] == mixed[12:]
+    assert engine.stats.packet_hits == 2
+
+
+def test_the_key_folds_only_the_question_name() -> None:
+    def query(name: bytes, qtype: int) -> bytes:
+        return b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + qtype.to_bytes(2, "big")
+
+    name = b"\x03web\x03svc\x08syncmesh\x08internal\x00"
+    assert packet_key(query(name.upper(), 1)) == packet_key(query(name, 1))
+    # qtype 0x0041 (HTTPS) is the letter "A": never folded into 0x0061.
+    assert packet_key(query(name, 0x41)) != packet_key(query(name, 0x61))
+    # A zero byte inside a label ends the folding: the rest is kept as sent.
+    odd = b"\x03a\x00B\x03svc\x08syncmesh\x08internal\x00"
+    assert packet_key(query(odd, 1)) != packet_key(query(odd.replace(b"B", b"b"), 1))
+
+
+def test_https_and_type_97_queries_are_not_merged() -> None:
+    engine = make_engine()
+    for qtype in (65, 97, 65, 97):
+        query = dns.message.make_query(f"web.svc.{ZONE}", qtype)
+        message = dns.message.from_wire(exchange(engine, query.to_wire())[0])
+        assert message.question[0].rdtype == qtype
+
+
+# -- invalidation ---------------------------------------------------------------
+
+
+def test_invalidation_drops_exactly_the_changed_service_for_every_type_and_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feed = make_feed()
+    engine = make_engine(feed)
+    warm = [
+        (f"web.svc.{ZONE}", t, h) for t in ("A", "SRV", "TXT") for h in (EAST_CLIENT, WEST_CLIENT)
+    ]
+    warm += [
+        (f"east.web.default.svc.{ZONE}", "A", EAST_CLIENT),
+        (f"api.shop.svc.{ZONE}", "A", EAST_CLIENT),
+    ]
+    for name, rdtype, host in warm:
+        ask(engine, name, rdtype, host)
+    entries = len(engine.cache)
+    change = feed.delete(WEB, "east")
+    assert change == ViewChange(services=frozenset({WEB}))
+    # Not told yet: the precomputed answer stays.
+    assert sorted(answer_values(ask(engine, f"web.svc.{ZONE}"))) == ["10.0.0.1", "10.0.0.2"]
+    assert engine.invalidate(change) == 7 and len(engine.cache) == entries - 7
+    assert answer_values(ask(engine, f"web.svc.{ZONE}")) == ["10.9.0.1"]
+    assert ask(engine, f"east.web.default.svc.{ZONE}").rcode() == dns.rcode.NXDOMAIN
+    calls = count_resolves(feed, monkeypatch)
+    ask(engine, f"api.shop.svc.{ZONE}")
+    assert calls[0] == 0  # api untouched
+    assert engine.invalidate(ViewChange(everything=True)) == len(warm) - 7 + 2
+    assert len(engine.cache) == 0 and engine.cache.packet_count == 0
+
+
+def test_new_service_replaces_cached_nxdomain_and_namespace_ent() -> None:
+    feed = make_feed()
+    engine = make_engine(feed)
+    assert ask(engine, f"new.team.svc.{ZONE}").rcode() == dns.rcode.NXDOMAIN
+    assert ask(engine, f"team.svc.{ZONE}").rcode() == dns.rcode.NXDOMAIN
+    engine.invalidate(feed.service(ServiceKey("team", "new"), "west", 1))
+    assert answer_values(ask(engine, f"new.team.svc.{ZONE}")) == ["10.9.0.1"]
+    assert ask(engine, f"team.svc.{ZONE}").rcode() == dns.rcode.NOERROR
+
+
+def test_client_moving_class_after_topology_change() -> None:
+    feed = make_feed()
+    engine = make_engine(feed)
+    assert answer_values(ask(engine, f"web.svc.{ZONE}", host=NOWHERE)) == ["10.9.0.1"]
+    # east now claims NOWHERE's network (a new beat): every answer and class is dropped.
+    change = feed.cluster("east", EAST_GATEWAYS[:1], ["192.0.2.0/24"], region="eu", zone="eu-1")
+    assert change.everything
+    engine.invalidate(change)
+    assert answer_values(ask(engine, f"web.svc.{ZONE}", host=NOWHERE)) == ["10.0.0.1"]
+
+
+def test_a_gateway_going_down_changes_the_answer_once_invalidated() -> None:
+    feed = make_feed()
+    engine = make_engine(feed)
+    assert sorted(answer_values(ask(engine, f"web.svc.{ZONE}"))) == ["10.0.0.1", "10.0.0.2"]
+    down = GatewayStatus(state=GatewayState.DOWN, up=False)
+    engine.invalidate(feed.probe("east", EAST_GATEWAYS[0], down))
+    assert answer_values(ask(engine, f"web.svc.{ZONE}")) == ["10.0.0.2"]
+
+
+def test_cache_stays_bounded_under_random_names() -> None:
+    engine = make_engine(cache_max_entries=50)
+    for i in range(500):
+        ask(engine, f"r{i}.svc.{ZONE}")
+        ask(engine, f"R{i}.SVC.{ZONE}")
+    assert len(engine.cache) <= 50 and engine.cache.packet_count <= 50
+    assert sorted(answer_values(ask(engine, f"web.svc.{ZONE}"))) == ["10.0.0.1", "10.0.0.2"]
+
+
+# -- metrics and the rejection hook ------------------------------------------------
+
+
+def _no_question() -> bytes:
+    return b"\x12\x34\x01\x00" + b"\x00" * 8
+
+
+def test_metrics_count_queries_by_type_and_rcode_and_cache_hits_by_level() -> None:
+    registry = CollectorRegistry()
+    engine = make_engine()
+    DnsMetrics(registry, lambda: engine.stats, lambda: len(engine.cache))
+    for _ in range(3):
+        ask(engine, f"web.svc.{ZONE}")
+    # With an EDNS option the packet is not remembered: a level-2 (answer) hit.
+    cookie = dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x01" * 8)
+    query = dns.message.make_query(f"web.svc.{ZONE}", "A", use_edns=0, options=[cookie])
+    assert exchange(engine, query.to_wire())[1] is False
+    ask(engine, f"ghost.svc.{ZONE}", "AAAA")
+    engine.handle(_no_question(), EAST_CLIENT)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("syncmesh_dns_queries_total", qtype="A", rcode="NOERROR") == 4
+    assert value("syncmesh_dns_queries_total", qtype="AAAA", rcode="NXDOMAIN") == 1
+    assert value("syncmesh_dns_queries_total", qtype="none", rcode="FORMERR") == 1
+    assert value("syncmesh_dns_cache_hits_total", level="packet") == 2
+    assert value("syncmesh_dns_cache_hits_total", level="answer") == 1
+    assert value("syncmesh_dns_cache_misses_total") == 2
+    assert value("syncmesh_dns_rejected_total", reason="question_count") == 1
+    assert value("syncmesh_dns_cache_entries") == 2
+
+
+def test_every_rejection_reaches_the_hook_with_its_reason_and_client() -> None:
+    seen: list[tuple[Reject, str]] = []
+    engine = AnswerEngine(
+        DnsConfig(), make_feed().view, serial=1, on_reject=lambda r, h: seen.append((r, h))
+    )
+    assert engine.handle(b"\x12", "192.0.2.7") is None
+    assert engine.handle(_no_question(), "192.0.2.8") is not None
+    assert seen == [(Reject.SHORT_HEADER, "192.0.2.7"), (Reject.QUESTION_COUNT, "192.0.2.8")]
+    assert engine.stats.rejected == {"short_header": 1, "question_count": 1}
