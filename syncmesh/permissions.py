@@ -51,6 +51,8 @@ def agent_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
             "allow": [
                 f"{subjects.PREFIX}.svc.{cluster}.>",
                 subjects.cluster_subject(cluster),
+                # The agent's epoch claim (compare-and-set on its own claim subject).
+                subjects.epoch_subject(cluster),
                 *_JS_COMMON,
             ]
         },

@@ -31,7 +31,12 @@ class RemoteService(NamedTuple):
 
 
 class EdgeCore:
-    def __init__(self, config: EdgeConfig, epoch: int, now: float, agent_version: str = "") -> None:
+    """``epoch`` is 0 until the NATS adapter has claimed one (``set_epoch``); nothing is
+    taken for publishing before that."""
+
+    def __init__(
+        self, config: EdgeConfig, now: float, agent_version: str = "", epoch: int = 0
+    ) -> None:
         self.config = config
         self.cluster = config.cluster
         self.epoch = epoch
@@ -121,6 +126,11 @@ class EdgeCore:
         self.source_error_text = ""
 
     # -- NATS events ---------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """The claim's stream sequence; every later state and beat carries it."""
+        self.epoch = epoch
+        self.state.epoch = epoch
+
     def remote_loaded(self, remote: dict[Key, RemoteService]) -> int:
         """What the stream held for this cluster at start; returns tombstones queued."""
         if self.reconciled:

@@ -85,6 +85,27 @@ class EdgeMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.epoch = Gauge(
+            "syncmesh_edge_epoch",
+            "This agent's epoch: the stream sequence of its claim (0 before the claim).",
+            registry=registry,
+        )
+        self.claims = Counter(
+            "syncmesh_edge_epoch_claims",
+            "Epoch claims this agent made (1 per run; more only if the stream lost its claim).",
+            registry=registry,
+        )
+        self.deposed = Counter(
+            "syncmesh_edge_deposed",
+            "Times this agent found another agent's newer claim and stopped publishing.",
+            registry=registry,
+        )
+        self.task_crashes = Counter(
+            "syncmesh_edge_task_crashes",
+            "Unexpected errors that ended an agent task (source or nats); it was restarted.",
+            ["task"],
+            registry=registry,
+        )
         self.start_tombstones = Counter(
             "syncmesh_edge_start_tombstones",
             "Tombstones queued at start-up for services NATS held but the source no longer has.",

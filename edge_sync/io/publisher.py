@@ -1,8 +1,11 @@
-"""NATS adapter: connects, creates the stream, drains the publish table, beats, answers resyncs.
+"""NATS adapter: connects, creates the stream, claims the epoch, drains the publish table,
+beats, answers resyncs.
 
 The drain loop publishes with JetStream (``Nats-Msg-Id`` = cluster:epoch:revision,
 so a retried publish is de-duplicated by the server) and only while connected:
 while NATS is away, changes just overwrite the table's latest state per key.
+Every state and beat is fenced by the claim (``edge_sync.core.epoch_claim``): once
+another agent claims the cluster the server refuses them, and the agent stops.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import msgspec
 
 from edge_sync.config import EdgeConfig
 from edge_sync.core.agent import EdgeCore
+from edge_sync.core.epoch_claim import EpochClaimer, LastClaim, Ownership
 from edge_sync.core.publish_state import Outgoing
+from edge_sync.io.epoch import claim_epoch, is_wrong_last_sequence, read_last_claim
 from edge_sync.io.metrics import EdgeMetrics
 from edge_sync.io.remote_state import read_cluster_services
 from syncmesh import subjects
@@ -27,7 +32,7 @@ from syncmesh.schema import ResyncRequest, encode
 from syncmesh_io import nats_connection as natsconn
 from syncmesh_io.retry import forever
 
-__all__ = ["NatsPublisher", "PublishFailed"]
+__all__ = ["NatsPublisher", "PublishFailed", "Deposed"]
 
 log = logging.getLogger("edge_sync.nats")
 
@@ -41,10 +46,22 @@ class PublishFailed(Exception):
         self.reason = reason
 
 
+class Deposed(Exception):
+    """Another agent claimed the cluster after us: this run must not publish again."""
+
+    def __init__(self, epoch: int, newer: LastClaim) -> None:
+        who = newer.claim.agent if newer.claim is not None else "?"
+        super().__init__(f"epoch {epoch} superseded by the claim at {newer.seq} (agent {who})")
+        self.epoch = epoch
+        self.newer = newer
+
+
 def _publish_error_reason(exc: BaseException) -> str:
     import nats.errors
     import nats.js.errors
 
+    if is_wrong_last_sequence(exc):
+        return "fenced"
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
         return "no_stream"
     if isinstance(exc, nats.js.errors.APIError):
@@ -64,15 +81,20 @@ class NatsPublisher:
         metrics: EdgeMetrics,
         limited: GatedLog,
         clock: Callable[[], float],
+        claimer: EpochClaimer,
     ) -> None:
         self.config = config
         self.core = core
+        self.claimer = claimer
         self.metrics = metrics
         self.limited = limited
         self.clock = clock
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.remote_loaded = asyncio.Event()
+        # The beat loop and the drain may both be refused at once: one check at a time,
+        # so a lost claim is claimed again once, not twice.
+        self._fence_lock = asyncio.Lock()
         self._nc: Any = None
         self._js: Any = None
         self._closing = False
@@ -100,6 +122,7 @@ class NatsPublisher:
 
     # -- main ------------------------------------------------------------
     async def run(self) -> None:
+        """Until cancelled; raises ``Deposed`` when another agent took the cluster over."""
         cfg = self.config
         self._nc = await natsconn.connect(
             cfg.nats,
@@ -112,11 +135,17 @@ class NatsPublisher:
             self.metrics.nats_connected.set(1)
             self._js = self._nc.jetstream(timeout=cfg.publish_timeout_s)
             await self._ensure_stream()
+            if self.core.epoch == 0:
+                # Once per run: a restarted NATS task keeps the epoch it claimed.
+                await self._claim()
             await self._nc.subscribe(subjects.resync_subject(cfg.cluster), cb=self._on_resync)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._beat_loop())
-                await self._load_remote()
-                group.create_task(self._drain_loop())
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._beat_loop())
+                    await self._load_remote()
+                    group.create_task(self._drain_loop())
+            except* Deposed as deposed:
+                raise deposed.exceptions[0] from None
         finally:
             self._closing = True
             self.connected.clear()
@@ -139,6 +168,42 @@ class NatsPublisher:
         async for attempt in forever((Exception,), self._reporter("ensure_stream")):
             with attempt:
                 await natsconn.ensure_stream(self._js, self.config.nats.replicas)
+
+    async def _claim(self) -> None:
+        epoch = await claim_epoch(self._js, self.claimer, self._reporter("claim"))
+        self.core.set_epoch(epoch)
+        self.metrics.epoch.set(epoch)
+        self.metrics.claims.inc()
+        log.info("claimed cluster %s: epoch %d", self.config.cluster, epoch)
+
+    async def _fenced(self) -> None:
+        """The server refused a fenced publish: were we deposed, or did the stream lose the claim?"""
+        async with self._fence_lock:
+            await self._fenced_locked()
+
+    async def _fenced_locked(self) -> None:
+        last = await read_last_claim(self._js, self.config.cluster)
+        verdict = self.claimer.ownership(last.seq)
+        if verdict is Ownership.DEPOSED:
+            raise Deposed(self.claimer.epoch, last)
+        if verdict is Ownership.LOST:
+            log.warning(
+                "the claim of epoch %d is gone from the stream (last claim: %d); claiming again "
+                "and republishing",
+                self.claimer.epoch,
+                last.seq,
+            )
+            await self._claim()
+            self.core.state.mark_all_dirty()
+            self.wake.set()
+
+    async def _fenced_quietly(self) -> None:
+        try:
+            await self._fenced()
+        except Deposed:
+            raise
+        except Exception as exc:  # NATS trouble while checking: the next refusal asks again
+            self.limited.warning("fence_check", self.clock(), "claim check failed: %s", exc)
 
     async def _load_remote(self) -> None:
         def invalid(reason: str, detail: str) -> None:
@@ -199,6 +264,8 @@ class NatsPublisher:
                 reason = _publish_error_reason(failure)
                 if reason == "no_stream":
                     await self._recover_stream()
+                elif reason == "fenced":
+                    await self._fenced()  # raises Deposed, or claims again
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
 
     async def _recover_stream(self) -> None:
@@ -212,18 +279,22 @@ class NatsPublisher:
                 "stream %s is gone; recreating it and republishing everything", subjects.STREAM
             )
             await self._ensure_stream()
+            # The claim went with the stream: claim again, then everything is new.
+            await self._claim()
             self.core.state.mark_all_dirty()
-        except Exception:  # noqa: BLE001 - not ready yet; the drain retry comes back here
+            self.wake.set()
+        except Exception:  # not ready yet; the drain retry comes back here
             return
+
+    def _headers(self, epoch: int, revision: int) -> dict[str, str]:
+        headers = self.claimer.fence_headers()
+        headers["Nats-Msg-Id"] = subjects.msg_id(self.config.cluster, epoch, revision)
+        return headers
 
     async def _publish(self, sent: Outgoing) -> None:
         message = sent.message
         await self._js.publish(
-            sent.subject,
-            encode(message),
-            headers={
-                "Nats-Msg-Id": subjects.msg_id(self.config.cluster, message.epoch, message.revision)
-            },
+            sent.subject, encode(message), headers=self._headers(message.epoch, message.revision)
         )
 
     # -- beats and resync --------------------------------------------------
@@ -237,20 +308,17 @@ class NatsPublisher:
                 beat = self.core.beat(sent_at=time.time())
                 try:
                     await self._js.publish(
-                        subject,
-                        encode(beat),
-                        headers={
-                            "Nats-Msg-Id": subjects.msg_id(
-                                self.config.cluster, beat.epoch, beat.revision
-                            )
-                        },
+                        subject, encode(beat), headers=self._headers(beat.epoch, beat.revision)
                     )
-                except Exception as exc:  # noqa: BLE001 - the next beat is the retry
+                except Exception as exc:  # the next beat is the retry
                     reason = _publish_error_reason(exc)
                     self.metrics.publish_errors.labels(reason).inc()
                     self.limited.warning(
                         f"beat_{reason}", self.clock(), "beat not published: %s", exc
                     )
+                    if reason == "fenced":
+                        # An idle agent learns of its deposition here, within one beat.
+                        await self._fenced_quietly()
                 else:
                     self.metrics.published.labels("beat").inc()
             await asyncio.sleep(self.config.beat_interval_s)

@@ -65,7 +65,7 @@ def live_view(states: dict[tuple[str, str], ServiceState]) -> dict[str, list[tup
 
 
 def published(agent: EdgeAgent) -> float:
-    m = agent.metrics
+    m = agent.collector_registry
     return sum(
         m.get_sample_value("syncmesh_edge_published_total", {"kind": k}) or 0
         for k in ("service", "tombstone")
@@ -112,7 +112,7 @@ async def test_nats_down_20s_while_source_changes(nats_peer: NatsPeer, tmp_path:
         assert final[("default", "a")].deleted
         # Coalesced: one message per changed key, not one per change.
         assert published(agent) - before == 3
-        assert (agent.metrics.get_sample_value("syncmesh_edge_nats_connected") or 0) == 1
+        assert (agent.collector_registry.get_sample_value("syncmesh_edge_nats_connected") or 0) == 1
 
 
 def _disconnected(agent: EdgeAgent) -> Any:
@@ -151,7 +151,9 @@ async def test_agent_killed_services_deleted_then_restarted_tombstones_appear(
         assert final[("default", "x")].deleted and final[("default", "y")].deleted
         assert final[("default", "x")].epoch == agent.epoch > first_epoch
         assert live_view(final) == {"z": [("10.0.0.1", 82, "passing")]}
-        assert agent.metrics.get_sample_value("syncmesh_edge_start_tombstones_total") == 2
+        assert (
+            agent.collector_registry.get_sample_value("syncmesh_edge_start_tombstones_total") == 2
+        )
 
 
 async def test_nats_unreachable_at_start(nats_peer: NatsPeer, tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ async def test_bad_file_keeps_last_good_state_and_is_counted(
 
         async def rejected() -> bool:
             return (
-                agent.metrics.get_sample_value(
+                agent.collector_registry.get_sample_value(
                     "syncmesh_edge_invalid_input_total", {"reason": "file_schema"}
                 )
                 or 0
@@ -187,7 +187,7 @@ async def test_beats_resync_and_metrics_endpoint(
 
         async def counted() -> bool:
             return (
-                agent.metrics.get_sample_value(
+                agent.collector_registry.get_sample_value(
                     "syncmesh_edge_invalid_input_total", {"reason": "resync_malformed"}
                 )
                 or 0
@@ -243,7 +243,7 @@ async def test_spoofed_or_malformed_input_is_counted_and_harmless(
         await agent.wait_synced(30)
         ghost = (await states(reader))[("default", "ghost")]
         assert ghost.deleted and ghost.epoch == agent.epoch
-        invalid = agent.metrics.get_sample_value
+        invalid = agent.collector_registry.get_sample_value
         assert invalid("syncmesh_edge_invalid_input_total", {"reason": "stream_malformed"}) == 1
 
         before = {k: v.revision for k, v in (await states(reader)).items()}
