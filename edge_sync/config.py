@@ -122,6 +122,10 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     filters: FilterConfig = msgspec.field(default_factory=FilterConfig)
     publish_batch: Annotated[int, Meta(ge=1, le=10000)] = 256
     publish_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 5.0
+    # Tombstones expire from the stream after this long (Nats-TTL header); every
+    # consumer that was running has seen them by then, and one that starts later has
+    # nothing to forget. 0 = keep them forever.
+    tombstone_ttl_s: Annotated[int, Meta(ge=0, le=315_360_000)] = 86400
     agent_version: str = ""
 
     def __post_init__(self) -> None:

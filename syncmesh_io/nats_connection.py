@@ -69,6 +69,9 @@ async def ensure_stream(js: Any, replicas: int = 1) -> None:
         num_replicas=replicas,
         duplicate_window=120.0,
         allow_direct=True,
+        # Tombstones carry a Nats-TTL header so deleted services do not stay in the
+        # stream forever (nats-server >= 2.11; an existing stream is updated to allow it).
+        allow_msg_ttl=True,
     )
     try:
         await js.add_stream(config)

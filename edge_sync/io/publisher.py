@@ -37,6 +37,8 @@ __all__ = ["NatsPublisher", "PublishFailed", "Deposed"]
 log = logging.getLogger("edge_sync.nats")
 
 MAX_RESYNC_BYTES = 64 * 1024
+# JetStream's "per-message TTL is disabled" (a stream made without allow_msg_ttl).
+TTL_DISABLED = 10166
 _resync_decoder = msgspec.json.Decoder(ResyncRequest)
 
 
@@ -62,6 +64,8 @@ def _publish_error_reason(exc: BaseException) -> str:
 
     if is_wrong_last_sequence(exc):
         return "fenced"
+    if getattr(exc, "err_code", None) == TTL_DISABLED:
+        return "ttl_disabled"
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
         return "no_stream"
     if isinstance(exc, nats.js.errors.APIError):
@@ -98,6 +102,9 @@ class NatsPublisher:
         self._nc: Any = None
         self._js: Any = None
         self._closing = False
+        # Cleared when the stream refuses per-message TTLs and cannot be updated to allow
+        # them: tombstones that never expire beat tombstones that never get out.
+        self._tombstone_ttl = config.tombstone_ttl_s
 
     # -- connection callbacks ---------------------------------------------
     async def _on_error(self, exc: Exception) -> None:
@@ -266,6 +273,8 @@ class NatsPublisher:
                     await self._recover_stream()
                 elif reason == "fenced":
                     await self._fenced()  # raises Deposed, or claims again
+                elif reason == "ttl_disabled":
+                    await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
 
     async def _recover_stream(self) -> None:
@@ -286,6 +295,18 @@ class NatsPublisher:
         except Exception:  # not ready yet; the drain retry comes back here
             return
 
+    async def _allow_ttl(self) -> None:
+        try:
+            await natsconn.ensure_stream(self._js, self.config.nats.replicas)
+        except Exception as exc:
+            log.warning(
+                "stream %s refuses per-message TTLs and cannot be updated (%s); "
+                "tombstones are published without Nats-TTL and will not expire",
+                subjects.STREAM,
+                exc,
+            )
+            self._tombstone_ttl = 0
+
     def _headers(self, epoch: int, revision: int) -> dict[str, str]:
         headers = self.claimer.fence_headers()
         headers["Nats-Msg-Id"] = subjects.msg_id(self.config.cluster, epoch, revision)
@@ -293,9 +314,10 @@ class NatsPublisher:
 
     async def _publish(self, sent: Outgoing) -> None:
         message = sent.message
-        await self._js.publish(
-            sent.subject, encode(message), headers=self._headers(message.epoch, message.revision)
-        )
+        headers = self._headers(message.epoch, message.revision)
+        if message.deleted and self._tombstone_ttl:
+            headers["Nats-TTL"] = str(self._tombstone_ttl)
+        await self._js.publish(sent.subject, encode(message), headers=headers)
 
     # -- beats and resync --------------------------------------------------
     async def _beat_loop(self) -> None:

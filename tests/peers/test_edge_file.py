@@ -264,3 +264,41 @@ async def test_spoofed_or_malformed_input_is_counted_and_harmless(
             k: v.revision for k, v in (await states(reader)).items()
         } == before  # nothing republished
         assert invalid("syncmesh_edge_resync_requests_total", {"outcome": "done"}) is None
+
+
+async def test_tombstones_expire_from_the_stream(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path
+) -> None:
+    # A stream made before per-message TTLs: the agent updates it to allow them.
+    from nats.js.api import StreamConfig
+
+    js = reader.jetstream()
+    await js.add_stream(
+        StreamConfig(
+            name=subjects.STREAM, subjects=subjects.STREAM_SUBJECTS, max_msgs_per_subject=1
+        )
+    )
+    path = tmp_path / "services.toml"
+    path.write_text(ORDERS)
+    async with EdgeAgent(edge_config(nats_peer, path, tombstone_ttl_s=2)) as agent:
+        await agent.wait_synced(30)
+        assert (await js.stream_info(subjects.STREAM)).config.allow_msg_ttl
+        path.write_text(ORDERS.split('[[services]]\nname = "com.foo.Bar"')[0])
+        bar = subjects.service_subject("east", "payments", "com-foo-bar-cbd95f")
+
+        async def tombstoned() -> bool:
+            return (await states(reader))[("payments", "com-foo-bar-cbd95f")].deleted
+
+        await wait_until(tombstoned, 10, what="tombstone published")
+        msg = await js.get_last_msg(subjects.STREAM, bar)
+        assert msg.headers is not None and msg.headers.get("Nats-TTL") == "2"
+        live = await js.get_last_msg(
+            subjects.STREAM, subjects.service_subject("east", "default", "orders")
+        )
+        assert "Nats-TTL" not in (live.headers or {})  # live states never expire
+
+        async def expired() -> bool:
+            return ("payments", "com-foo-bar-cbd95f") not in await states(reader)
+
+        await wait_until(expired, 10, what="tombstone expired")
+        assert ("default", "orders") in await states(reader)
