@@ -23,6 +23,7 @@ from edge_sync.core.model import ServiceRef, SourceService
 from edge_sync.core.source_api import Source, SourceSink
 from edge_sync.io.metrics import EdgeMetrics
 from edge_sync.io.publisher import Deposed, NatsPublisher
+from syncmesh.configfile import ConfigError
 from syncmesh.errors import SyncmeshError
 from syncmesh.labels import LabelCollision
 from syncmesh.loggate import GatedLog
@@ -176,6 +177,10 @@ class EdgeAgent:
         self.core = EdgeCore(
             self.config, self.clock(), self.config.agent_version or _agent_version()
         )
+        problem = self.core.config_problem()
+        if problem is not None:
+            # The CLI turns this into exit status 2, like any other bad config.
+            raise ConfigError(f"the registry would reject this agent's beats: {problem}")
         claimer = EpochClaimer(
             self.config.cluster, f"{socket.gethostname()}:{os.getpid()}", secrets.token_hex(6)
         )

@@ -13,12 +13,14 @@ from edge_sync.config import EdgeConfig
 from edge_sync.core.filters import ServiceFilter
 from edge_sync.core.labeling import LabelBook
 from edge_sync.core.model import ServiceRef, SourceService
-from edge_sync.core.publish_state import Key, PublishState
+from edge_sync.core.publish_state import Key, Outgoing, PublishState
 from edge_sync.core.ratelimit import TokenBucket
+from syncmesh import subjects
 from syncmesh.labels import LabelCollision
-from syncmesh.schema import SCHEMA_VERSION, ClusterBeat
+from syncmesh.schema import SCHEMA_VERSION, ClusterBeat, encode
+from syncmesh.validate import Rejected, validate_message
 
-__all__ = ["RemoteService", "EdgeCore"]
+__all__ = ["RemoteService", "Batch", "OutgoingBeat", "EdgeCore"]
 
 MAX_ERROR_TEXT = 256
 
@@ -28,6 +30,19 @@ class RemoteService(NamedTuple):
 
     source_name: str
     deleted: bool
+
+
+class Batch(NamedTuple):
+    """Messages to publish, and those the registry would reject (never sent)."""
+
+    outgoing: list[Outgoing]
+    rejected: list[tuple[Outgoing, Rejected]]
+
+
+class OutgoingBeat(NamedTuple):
+    subject: str
+    beat: ClusterBeat
+    data: bytes
 
 
 class EdgeCore:
@@ -164,14 +179,54 @@ class EdgeCore:
         self.state.mark_all_dirty()
         return True
 
-    def beat(self, sent_at: float) -> ClusterBeat:
+    def take_batch(self, limit: int) -> Batch:
+        """Up to ``limit`` dirty keys, each checked with the registry's own validator.
+
+        A message it would reject is settled as unpublishable (the stream keeps what
+        it had, exactly as the registry would) and returned for counting and logging.
+        """
+        outgoing: list[Outgoing] = []
+        rejected: list[tuple[Outgoing, Rejected]] = []
+        limits = self.config.limits
+        for sent in self.state.take(limit):
+            try:
+                validate_message(sent.subject, sent.data, limits)
+            except Rejected as exc:
+                self.state.unpublishable(sent)
+                rejected.append((sent, exc))
+            else:
+                outgoing.append(sent)
+        return Batch(outgoing, rejected)
+
+    def beat_message(self, sent_at: float) -> OutgoingBeat:
+        """The next beat, encoded and checked like the registry does; raises ``Rejected``."""
+        beat = self.beat(sent_at)
+        subject = subjects.cluster_subject(self.cluster)
+        data = encode(beat)
+        validate_message(subject, data, self.config.limits)
+        return OutgoingBeat(subject, beat, data)
+
+    def config_problem(self) -> Rejected | None:
+        """What the registry's validator says about this agent's beats (None: nothing).
+
+        Checked once at start, on top of the config's own checks, so that a rule the
+        registry adds later cannot make every beat of a running agent vanish.
+        """
+        data = encode(self.beat(sent_at=0.0, revision=0))
+        try:
+            validate_message(subjects.cluster_subject(self.cluster), data, self.config.limits)
+        except Rejected as exc:
+            return exc
+        return None
+
+    def beat(self, sent_at: float, revision: int | None = None) -> ClusterBeat:
         count, digest = self.state.service_set_digest()
         cfg = self.config
         return ClusterBeat(
             schema=SCHEMA_VERSION,
             cluster=self.cluster,
             epoch=self.epoch,
-            revision=self.state.next_revision(),
+            revision=self.state.next_revision() if revision is None else revision,
             interval_s=cfg.beat_interval_s,
             gateways=list(cfg.gateways),
             locality=cfg.locality,

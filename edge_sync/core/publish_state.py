@@ -16,7 +16,7 @@ from typing import NamedTuple
 import msgspec
 
 from syncmesh import subjects
-from syncmesh.schema import SCHEMA_VERSION, Instance, ServiceState
+from syncmesh.schema import SCHEMA_VERSION, Instance, ServiceState, encode
 
 __all__ = ["Key", "Outgoing", "PublishState"]
 
@@ -38,6 +38,8 @@ class Outgoing(NamedTuple):
     subject: str
     message: ServiceState
     digest: bytes
+    # The encoded message: validated as the registry will, then published as is.
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -131,9 +133,8 @@ class PublishState:
                 instances=list(entry.instances),
                 deleted=entry.deleted,
             )
-            out.append(
-                Outgoing(key, subjects.service_subject(self.cluster, *key), message, entry.digest)
-            )
+            subject = subjects.service_subject(self.cluster, *key)
+            out.append(Outgoing(key, subject, message, entry.digest, encode(message)))
         return out
 
     def acked(self, sent: Outgoing) -> None:
@@ -156,6 +157,17 @@ class PublishState:
             return
         self._settle(entry)
         if entry.acked_digest != entry.digest:
+            self._dirty[sent.key] = None
+
+    def unpublishable(self, sent: Outgoing) -> None:
+        """The registry would reject this content: not sent, and not tried again until it
+        changes. The stream keeps what it had, as the registry would have kept it."""
+        entry = self._entries.get(sent.key)
+        if entry is None:
+            return
+        self._settle(entry)
+        entry.acked_digest = sent.digest
+        if entry.digest != sent.digest:
             self._dirty[sent.key] = None
 
     def _settle(self, entry: _Entry) -> None:

@@ -35,6 +35,13 @@ class EdgeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.unpublishable = Counter(
+            "syncmesh_edge_unpublishable",
+            "Service states and beats not published because the registry would reject them "
+            "(syncmesh.validate), by reason.",
+            ["reason"],
+            registry=registry,
+        )
         self.last_sync = Gauge(
             "syncmesh_edge_last_successful_sync_timestamp_seconds",
             "Unix time of the last successful read of the source.",

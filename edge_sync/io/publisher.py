@@ -28,7 +28,8 @@ from edge_sync.io.metrics import EdgeMetrics
 from edge_sync.io.remote_state import read_cluster_services
 from syncmesh import subjects
 from syncmesh.loggate import GatedLog
-from syncmesh.schema import ResyncRequest, encode
+from syncmesh.schema import ResyncRequest
+from syncmesh.validate import Rejected
 from syncmesh_io import nats_connection as natsconn
 from syncmesh_io.retry import forever
 
@@ -250,8 +251,13 @@ class NatsPublisher:
                 # Nothing is sent while NATS is away; the table keeps the latest state per key.
                 self.connected.clear()
                 await self.connected.wait()
-            batch = state.take(self.config.publish_batch)
+            taken = self.core.take_batch(self.config.publish_batch)
+            for sent, rejected in taken.rejected:
+                self._unpublishable(sent.subject, rejected)
+            batch = taken.outgoing
             if not batch:
+                if taken.rejected:
+                    continue
                 break
             results = await asyncio.gather(
                 *(self._publish(o) for o in batch), return_exceptions=True
@@ -276,6 +282,16 @@ class NatsPublisher:
                 elif reason == "ttl_disabled":
                     await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
+
+    def _unpublishable(self, subject: str, rejected: Rejected) -> None:
+        self.metrics.unpublishable.labels(rejected.reason).inc()
+        self.limited.warning(
+            f"unpublishable_{rejected.reason}",
+            self.clock(),
+            "not published, the registry would reject it: %s: %s",
+            subject,
+            rejected,
+        )
 
     async def _recover_stream(self) -> None:
         """No stream answered: JetStream still starting, or a NATS that lost its store."""
@@ -317,33 +333,38 @@ class NatsPublisher:
         headers = self._headers(message.epoch, message.revision)
         if message.deleted and self._tombstone_ttl:
             headers["Nats-TTL"] = str(self._tombstone_ttl)
-        await self._js.publish(sent.subject, encode(message), headers=headers)
+        await self._js.publish(sent.subject, sent.data, headers=headers)
 
     # -- beats and resync --------------------------------------------------
     async def _beat_loop(self) -> None:
-        subject = subjects.cluster_subject(self.config.cluster)
         while True:
             if self.core.resync_due(self.clock()):
                 self.metrics.resync_requests.labels("done").inc()
                 self.wake.set()
             if self._nc.is_connected:
-                beat = self.core.beat(sent_at=time.time())
-                try:
-                    await self._js.publish(
-                        subject, encode(beat), headers=self._headers(beat.epoch, beat.revision)
-                    )
-                except Exception as exc:  # the next beat is the retry
-                    reason = _publish_error_reason(exc)
-                    self.metrics.publish_errors.labels(reason).inc()
-                    self.limited.warning(
-                        f"beat_{reason}", self.clock(), "beat not published: %s", exc
-                    )
-                    if reason == "fenced":
-                        # An idle agent learns of its deposition here, within one beat.
-                        await self._fenced_quietly()
-                else:
-                    self.metrics.published.labels("beat").inc()
+                await self._beat_once()
             await asyncio.sleep(self.config.beat_interval_s)
+
+    async def _beat_once(self) -> None:
+        try:
+            out = self.core.beat_message(sent_at=time.time())
+        except Rejected as exc:
+            self._unpublishable(subjects.cluster_subject(self.config.cluster), exc)
+            return
+        beat = out.beat
+        try:
+            await self._js.publish(
+                out.subject, out.data, headers=self._headers(beat.epoch, beat.revision)
+            )
+        except Exception as exc:  # the next beat is the retry
+            reason = _publish_error_reason(exc)
+            self.metrics.publish_errors.labels(reason).inc()
+            self.limited.warning(f"beat_{reason}", self.clock(), "beat not published: %s", exc)
+            if reason == "fenced":
+                # An idle agent learns of its deposition here, within one beat.
+                await self._fenced_quietly()
+        else:
+            self.metrics.published.labels("beat").inc()
 
     async def _on_resync(self, msg: Any) -> None:
         data: bytes = msg.data or b""

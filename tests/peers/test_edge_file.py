@@ -302,3 +302,23 @@ async def test_tombstones_expire_from_the_stream(
 
         await wait_until(expired, 10, what="tombstone expired")
         assert ("default", "orders") in await states(reader)
+
+
+async def test_a_state_the_registry_would_reject_is_counted_not_published(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "services.toml"
+    big = "".join(
+        f'[[services.instances]]\naddress = "10.0.1.{i}"\nport = 80\n' for i in range(1, 4)
+    )
+    path.write_text(ORDERS + '[[services]]\nname = "big"\n' + big)
+    config = edge_config(nats_peer, path, limits={"max_instances_per_service": 2})
+    async with EdgeAgent(config) as agent:
+        await agent.wait_synced(30)  # everything else is out; "big" is settled, not pending
+        got = await states(reader)
+        assert ("default", "big") not in got and ("default", "orders") in got
+        count = agent.collector_registry.get_sample_value(
+            "syncmesh_edge_unpublishable_total", {"reason": "too-many-instances"}
+        )
+        assert count == 1
+        assert sum("too-many-instances" in r.getMessage() for r in caplog.records) == 1
