@@ -145,9 +145,7 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
         for i, gateway in enumerate(self.gateways):
             if not is_ip(gateway.address):
                 # Gateways become A/AAAA records: a host name cannot be one.
-                raise ValueError(
-                    f"gateways[{i}].address: {gateway.address!r} is not an IP address"
-                )
+                raise ValueError(f"gateways[{i}].address: {gateway.address!r} is not an IP address")
         if len(self.gateways) > self.limits.max_gateways_per_cluster:
             raise ValueError(
                 f"gateways: {len(self.gateways)} > limits.max_gateways_per_cluster "
