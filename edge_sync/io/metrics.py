@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import enum
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["EdgeMetrics"]
+__all__ = ["EdgeMetrics", "PublishedKind", "ResyncOutcome"]
+
+
+class PublishedKind(enum.StrEnum):
+    """``syncmesh_edge_published_total{kind}``."""
+
+    SERVICE = "service"
+    TOMBSTONE = "tombstone"
+    BEAT = "beat"
+
+
+class ResyncOutcome(enum.StrEnum):
+    """``syncmesh_edge_resync_requests_total{outcome}``."""
+
+    DONE = "done"  # everything republished now
+    DEFERRED = "deferred"  # over the rate limit: done once a token is back, never dropped
+    INVALID = "invalid"  # malformed or oversized: ignored
 
 
 class EdgeMetrics:

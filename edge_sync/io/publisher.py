@@ -24,7 +24,7 @@ from edge_sync.core.agent import EdgeCore
 from edge_sync.core.epoch_claim import EpochClaimer, LastClaim, Ownership
 from edge_sync.core.publish_state import Outgoing
 from edge_sync.io.epoch import claim_epoch, is_wrong_last_sequence, read_last_claim
-from edge_sync.io.metrics import EdgeMetrics
+from edge_sync.io.metrics import EdgeMetrics, PublishedKind, ResyncOutcome
 from edge_sync.io.remote_state import read_cluster_services
 from syncmesh import subjects
 from syncmesh.loggate import GatedLog
@@ -138,6 +138,10 @@ class NatsPublisher:
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
         )
+        requeued = self.core.state.requeue_inflight()
+        if requeued:
+            # A restart after a crash: what the last run had in flight is published again.
+            log.info("%d publishes of the previous NATS task are queued again", requeued)
         try:
             self.connected.set()
             self.metrics.nats_connected.set(1)
@@ -251,27 +255,23 @@ class NatsPublisher:
                 # Nothing is sent while NATS is away; the table keeps the latest state per key.
                 self.connected.clear()
                 await self.connected.wait()
-            taken = self.core.take_batch(self.config.publish_batch)
-            for sent, rejected in taken.rejected:
-                self._unpublishable(sent.subject, rejected)
-            batch = taken.outgoing
-            if not batch:
-                if taken.rejected:
-                    continue
-                break
-            results = await asyncio.gather(
-                *(self._publish(o) for o in batch), return_exceptions=True
-            )
-            failure: BaseException | None = None
-            for sent, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    state.failed(sent)
-                    failure = failure or result
-                else:
-                    state.acked(sent)
-                    self.metrics.published.labels(
-                        "tombstone" if sent.message.deleted else "service"
-                    ).inc()
+            try:
+                taken = self.core.take_batch(self.config.publish_batch)
+                for sent, rejected in taken.rejected:
+                    self._unpublishable(sent.subject, rejected)
+                batch = taken.outgoing
+                if not batch:
+                    if taken.rejected:
+                        continue
+                    break
+                results = await asyncio.gather(
+                    *(self._publish(o) for o in batch), return_exceptions=True
+                )
+                failure = self._settle(batch, results)
+            finally:
+                # Cancelled or crashed before every message was settled: take them back, so
+                # they are published again instead of staying "in flight" forever.
+                state.requeue_inflight()
             self.metrics.pending.set(state.dirty_count + state.inflight_count)
             if failure is not None:
                 reason = _publish_error_reason(failure)
@@ -282,6 +282,22 @@ class NatsPublisher:
                 elif reason == "ttl_disabled":
                     await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
+
+    def _settle(
+        self, batch: list[Outgoing], results: list[BaseException | None]
+    ) -> BaseException | None:
+        """Report every result to the table; the first failure, if any."""
+        state = self.core.state
+        failure: BaseException | None = None
+        for sent, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                state.failed(sent)
+                failure = failure or result
+            else:
+                state.acked(sent)
+                kind = PublishedKind.TOMBSTONE if sent.message.deleted else PublishedKind.SERVICE
+                self.metrics.published.labels(kind).inc()
+        return failure
 
     def _unpublishable(self, subject: str, rejected: Rejected) -> None:
         self.metrics.unpublishable.labels(rejected.reason).inc()
@@ -339,7 +355,7 @@ class NatsPublisher:
     async def _beat_loop(self) -> None:
         while True:
             if self.core.resync_due(self.clock()):
-                self.metrics.resync_requests.labels("done").inc()
+                self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
                 self.wake.set()
             if self._nc.is_connected:
                 await self._beat_once()
@@ -364,14 +380,14 @@ class NatsPublisher:
                 # An idle agent learns of its deposition here, within one beat.
                 await self._fenced_quietly()
         else:
-            self.metrics.published.labels("beat").inc()
+            self.metrics.published.labels(PublishedKind.BEAT).inc()
 
     async def _on_resync(self, msg: Any) -> None:
         data: bytes = msg.data or b""
         now = self.clock()
         if len(data) > MAX_RESYNC_BYTES:
             self.metrics.invalid_input.labels("resync_oversized").inc()
-            self.metrics.resync_requests.labels("invalid").inc()
+            self.metrics.resync_requests.labels(ResyncOutcome.INVALID).inc()
             self.limited.warning(
                 "resync_oversized", now, "resync request of %d bytes ignored", len(data)
             )
@@ -381,15 +397,15 @@ class NatsPublisher:
                 _resync_decoder.decode(data)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self.metrics.invalid_input.labels("resync_malformed").inc()
-                self.metrics.resync_requests.labels("invalid").inc()
+                self.metrics.resync_requests.labels(ResyncOutcome.INVALID).inc()
                 self.limited.warning("resync_malformed", now, "resync request ignored: %s", exc)
                 return
         if self.core.resync_requested(now):
-            self.metrics.resync_requests.labels("done").inc()
+            self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
             log.info("resync requested: republishing every service")
             self.wake.set()
         else:
-            self.metrics.resync_requests.labels("deferred").inc()
+            self.metrics.resync_requests.labels(ResyncOutcome.DEFERRED).inc()
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(b'{"ok":true}')
