@@ -24,9 +24,13 @@ __all__ = [
     "FilterConfig",
     "EdgeConfig",
     "SourceKind",
+    "DEFAULT_METRICS_PORT",
 ]
 
 SourceKind = Literal["file", "consul", "nacos"]
+# The agent's HTTP endpoints when metrics_port is left out (the OpenTelemetry
+# prometheus exporter's customary port).
+DEFAULT_METRICS_PORT = 9464
 PositiveSeconds = Annotated[float, Meta(gt=0, le=86400)]
 
 
@@ -117,9 +121,11 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     locality: Locality = Locality()
     client_cidrs: list[str] = []
     beat_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 2.0
-    # Prometheus endpoint: port 0 = off, -1 = an ephemeral port (tests).
+    # /metrics, /healthz and /readyz. Left out: DEFAULT_METRICS_PORT, or an ephemeral
+    # port (logged) when that one is taken (several agents on one host or in one
+    # process); 0 = off; -1 = an ephemeral port; any other port must be free.
     metrics_address: str = "127.0.0.1"
-    metrics_port: Annotated[int, Meta(ge=-1, le=65535)] = 0
+    metrics_port: Annotated[int, Meta(ge=-1, le=65535)] | None = None
     filters: FilterConfig = msgspec.field(default_factory=FilterConfig)
     publish_batch: Annotated[int, Meta(ge=1, le=10000)] = 256
     publish_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 5.0

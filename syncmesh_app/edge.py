@@ -15,7 +15,7 @@ from types import TracebackType
 
 from prometheus_client import CollectorRegistry
 
-from edge_sync.config import EdgeConfig
+from edge_sync.config import DEFAULT_METRICS_PORT, EdgeConfig
 from edge_sync.core.agent import EdgeCore
 from edge_sync.core.epoch_claim import EpochClaimer
 from edge_sync.core.filters import ServiceFilter
@@ -27,7 +27,7 @@ from syncmesh.configfile import ConfigError
 from syncmesh.errors import SyncmeshError
 from syncmesh.labels import LabelCollision
 from syncmesh.loggate import GatedLog
-from syncmesh_io.http import MetricsServer
+from syncmesh_io.http import HttpReply, HttpServer, json_reply, metrics_route
 from syncmesh_io.retry import forever
 
 __all__ = ["EdgeAgent", "AgentDeposed", "run_edge", "build_source"]
@@ -149,7 +149,7 @@ class EdgeAgent:
         self.core: EdgeCore | None = None
         self.publisher: NatsPublisher | None = None
         self.source: Source | None = None
-        self.metrics_server: MetricsServer | None = None
+        self.http: HttpServer | None = None
         self.stopped = asyncio.Event()
         self.deposed: Deposed | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -170,7 +170,8 @@ class EdgeAgent:
 
     @property
     def metrics_port(self) -> int:
-        return self.metrics_server.port if self.metrics_server is not None else 0
+        """The bound port of /metrics, /healthz and /readyz (0: off)."""
+        return self.http.port if self.http is not None else 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -188,11 +189,7 @@ class EdgeAgent:
             self.config, self.core, self.metrics, self.limited, self.clock, claimer
         )
         self.source = build_source(self.config, _AgentSink(self), self.core.filter)
-        if self.config.metrics_port != 0:
-            self.metrics_server = MetricsServer(
-                self.collector_registry, self.config.metrics_address, self.config.metrics_port
-            )
-            await self.metrics_server.start()
+        await self._start_http()
         source, publisher = self.source, self.publisher
         self._tasks = {
             "source": asyncio.create_task(
@@ -205,6 +202,53 @@ class EdgeAgent:
             self.config.cluster,
             self.config.source.kind,
         )
+
+    # -- HTTP: /metrics, /healthz, /readyz ---------------------------------
+    async def _start_http(self) -> None:
+        configured = self.config.metrics_port
+        if configured == 0:
+            return
+        address = self.config.metrics_address
+        port = DEFAULT_METRICS_PORT if configured is None else configured
+        try:
+            self.http = await self._serve_http(address, port)
+        except OSError as exc:
+            if configured is not None:
+                raise ConfigError(
+                    f"metrics_port {port}: cannot listen on {address}: {exc}"
+                ) from exc
+            # The default port is taken (another agent on this host): still serve, and say where.
+            self.http = await self._serve_http(address, -1)
+            log.warning(
+                "metrics_port %d is taken (%s); serving /metrics, /healthz and /readyz on %s:%d",
+                port,
+                exc.strerror or exc,
+                address,
+                self.http.port,
+            )
+        log.info("serving /metrics, /healthz and /readyz on %s:%d", address, self.http.port)
+
+    async def _serve_http(self, address: str, port: int) -> HttpServer:
+        http = HttpServer(address, port)
+        http.add_get("/metrics", metrics_route(self.collector_registry))
+        http.add_get("/healthz", self._healthz)
+        http.add_get("/readyz", self._readyz)
+        await http.start()
+        return http
+
+    async def _healthz(self) -> HttpReply:
+        # Alive until the agent stopped by itself (deposed): then it only waits to exit.
+        if self.stopped.is_set():
+            return json_reply(503, {"status": "stopped", "reason": str(self.deposed)})
+        return json_reply(200, {"status": "ok"})
+
+    async def _readyz(self) -> HttpReply:
+        if self.core is None or self.publisher is None:
+            return json_reply(503, {"ready": False})
+        readiness = self.core.readiness(
+            self.publisher.connected.is_set(), deposed=self.deposed is not None
+        )
+        return json_reply(200 if readiness.ready else 503, readiness._asdict())
 
     async def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Restart a part that crashed with an unexpected error; only cancel or deposition end it."""
@@ -246,9 +290,9 @@ class EdgeAgent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = {}
-        if self.metrics_server is not None:
-            await self.metrics_server.stop()
-            self.metrics_server = None
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
 
     async def __aenter__(self) -> EdgeAgent:
         await self.start()

@@ -20,7 +20,7 @@ from syncmesh.labels import LabelCollision
 from syncmesh.schema import SCHEMA_VERSION, ClusterBeat, encode
 from syncmesh.validate import Rejected, validate_message
 
-__all__ = ["RemoteService", "Batch", "OutgoingBeat", "EdgeCore"]
+__all__ = ["RemoteService", "Batch", "OutgoingBeat", "Readiness", "EdgeCore"]
 
 MAX_ERROR_TEXT = 256
 
@@ -43,6 +43,18 @@ class OutgoingBeat(NamedTuple):
     subject: str
     beat: ClusterBeat
     data: bytes
+
+
+class Readiness(NamedTuple):
+    """``/readyz``: ready once the source was read completely and NATS is connected."""
+
+    ready: bool
+    source_synced: bool
+    nats_connected: bool
+    epoch: int
+    deposed: bool
+    source_health: str
+    pending: int
 
 
 class EdgeCore:
@@ -238,6 +250,19 @@ class EdgeCore:
             services=count,
             digest=digest,
             sent_at=sent_at,
+        )
+
+    def readiness(self, nats_connected: bool, deposed: bool) -> Readiness:
+        # The epoch is part of it: nothing is published before the claim.
+        ready = self.source_synced and nats_connected and self.epoch > 0 and not deposed
+        return Readiness(
+            ready=ready,
+            source_synced=self.source_synced,
+            nats_connected=nats_connected,
+            epoch=self.epoch,
+            deposed=deposed,
+            source_health=self.source_health,
+            pending=self.state.dirty_count + self.state.inflight_count,
         )
 
     # -- views ---------------------------------------------------------

@@ -208,3 +208,17 @@ def test_a_beat_the_registry_would_reject_is_refused() -> None:
     with pytest.raises(Rejected):
         core.beat_message(sent_at=1.0)
     assert EdgeCore(config(), epoch=1, now=0.0).config_problem() is None
+
+
+def test_ready_once_the_source_was_read_the_epoch_claimed_and_nats_connected() -> None:
+    core = EdgeCore(config(), now=0.0)
+    assert not core.readiness(nats_connected=True, deposed=False).ready
+    core.mark_source_synced()
+    assert not core.readiness(nats_connected=True, deposed=False).ready  # no claim yet
+    core.set_epoch(5)
+    assert core.readiness(nats_connected=True, deposed=False).ready
+    assert not core.readiness(nats_connected=False, deposed=False).ready
+    assert not core.readiness(nats_connected=True, deposed=True).ready
+    core.source_failed("consul_connect", "refused")  # degraded later: still ready, says why
+    report = core.readiness(nats_connected=True, deposed=False)
+    assert report.ready and report.source_health == "degraded"
