@@ -132,6 +132,9 @@ class _AgentSink:
     def request(self, kind: str) -> None:
         self.agent.metrics.source_requests.labels(kind).inc()
 
+    def event(self, kind: str) -> None:
+        self.agent.metrics.source_events.labels(kind).inc()
+
 
 class EdgeAgent:
     """``async with EdgeAgent(config) as agent: await agent.wait_synced()``.

@@ -76,7 +76,6 @@ class EdgeCore:
         self.source_synced = False
         self._remote: dict[Key, RemoteService] | None = None
         self.reconciled = False
-        self.tombstoned_at_start = 0
         self.source_health = "ok"
         self.source_error_text = ""
         # A flood of resync requests must not turn into a flood of full republishes.
@@ -176,7 +175,6 @@ class EdgeCore:
                 queued += 1
         self._remote = None
         self.reconciled = True
-        self.tombstoned_at_start = queued
         return queued
 
     def resync_requested(self, now: float) -> bool:

@@ -104,6 +104,13 @@ class EdgeMetrics:
             ["kind"],
             registry=registry,
         )
+        self.source_events = Counter(
+            "syncmesh_edge_source_events",
+            "Source events by kind: consul_index_reset, consul_relist_unexplained, "
+            "consul_relist_full.",
+            ["kind"],
+            registry=registry,
+        )
         self.resync_requests = Counter(
             "syncmesh_edge_resync_requests",
             "Resync requests received, by outcome (done, deferred, invalid).",

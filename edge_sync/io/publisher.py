@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,12 @@ from edge_sync.config import EdgeConfig
 from edge_sync.core.agent import EdgeCore
 from edge_sync.core.epoch_claim import EpochClaimer, LastClaim, Ownership
 from edge_sync.core.publish_state import Outgoing
-from edge_sync.io.epoch import claim_epoch, is_wrong_last_sequence, read_last_claim
+from edge_sync.io.epoch import (
+    ClaimConflict,
+    claim_epoch,
+    is_wrong_last_sequence,
+    read_last_claim,
+)
 from edge_sync.io.metrics import EdgeMetrics, PublishedKind, ResyncOutcome
 from edge_sync.io.remote_state import read_cluster_services
 from syncmesh import subjects
@@ -33,7 +39,7 @@ from syncmesh.validate import Rejected
 from syncmesh_io import nats_connection as natsconn
 from syncmesh_io.retry import forever
 
-__all__ = ["NatsPublisher", "PublishFailed", "Deposed"]
+__all__ = ["NatsPublisher", "PublishError", "PublishFailed", "Deposed"]
 
 log = logging.getLogger("edge_sync.nats")
 
@@ -43,8 +49,21 @@ TTL_DISABLED = 10166
 _resync_decoder = msgspec.json.Decoder(ResyncRequest)
 
 
+class PublishError(enum.StrEnum):
+    """Why a call to NATS failed (``syncmesh_edge_publish_errors_total{reason}``)."""
+
+    NO_STREAM = "no_stream"  # no stream answered: JetStream starting, or the store was lost
+    API_ERROR = "api_error"
+    TIMEOUT = "timeout"
+    DISCONNECTED = "disconnected"
+    FENCED = "fenced"  # refused by the claim fence: deposed, or the claim was lost
+    TTL_DISABLED = "ttl_disabled"  # a stream made without per-message TTLs
+    CLAIM_RACE = "claim_race"  # another claim landed between our read and our claim
+    OTHER = "other"
+
+
 class PublishFailed(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: PublishError, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
@@ -55,27 +74,29 @@ class Deposed(Exception):
     def __init__(self, epoch: int, newer: LastClaim) -> None:
         who = newer.claim.agent if newer.claim is not None else "?"
         super().__init__(f"epoch {epoch} superseded by the claim at {newer.seq} (agent {who})")
-        self.epoch = epoch
-        self.newer = newer
 
 
-def _publish_error_reason(exc: BaseException) -> str:
+def _publish_error_reason(exc: BaseException) -> PublishError:
     import nats.errors
     import nats.js.errors
 
+    if isinstance(exc, PublishFailed):
+        return exc.reason
+    if isinstance(exc, ClaimConflict):
+        return PublishError.CLAIM_RACE
     if is_wrong_last_sequence(exc):
-        return "fenced"
+        return PublishError.FENCED
     if getattr(exc, "err_code", None) == TTL_DISABLED:
-        return "ttl_disabled"
+        return PublishError.TTL_DISABLED
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return "no_stream"
+        return PublishError.NO_STREAM
     if isinstance(exc, nats.js.errors.APIError):
-        return "api_error"
+        return PublishError.API_ERROR
     if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
-        return "timeout"
+        return PublishError.TIMEOUT
     if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionReconnectingError):
-        return "disconnected"
-    return "other"
+        return PublishError.DISCONNECTED
+    return PublishError.OTHER
 
 
 class NatsPublisher:
@@ -166,12 +187,12 @@ class NatsPublisher:
                 await self._nc.close()
             self._closing = False
 
-    def _reporter(self, reason: str) -> Callable[[BaseException, int], None]:
+    def _reporter(self, what: str) -> Callable[[BaseException, int], None]:
         def report(exc: BaseException, attempt: int) -> None:
-            why = exc.reason if isinstance(exc, PublishFailed) else reason
+            why = _publish_error_reason(exc)
             self.metrics.publish_errors.labels(why).inc()
             self.limited.warning(
-                why, self.clock(), "NATS %s failed (attempt %d): %s", reason, attempt, exc
+                why, self.clock(), "NATS %s failed (attempt %d): %s", what, attempt, exc
             )
 
         return report
@@ -275,11 +296,11 @@ class NatsPublisher:
             self.metrics.pending.set(state.dirty_count + state.inflight_count)
             if failure is not None:
                 reason = _publish_error_reason(failure)
-                if reason == "no_stream":
+                if reason is PublishError.NO_STREAM:
                     await self._recover_stream()
-                elif reason == "fenced":
+                elif reason is PublishError.FENCED:
                     await self._fenced()  # raises Deposed, or claims again
-                elif reason == "ttl_disabled":
+                elif reason is PublishError.TTL_DISABLED:
                     await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
 
@@ -376,7 +397,7 @@ class NatsPublisher:
             reason = _publish_error_reason(exc)
             self.metrics.publish_errors.labels(reason).inc()
             self.limited.warning(f"beat_{reason}", self.clock(), "beat not published: %s", exc)
-            if reason == "fenced":
+            if reason is PublishError.FENCED:
                 # An idle agent learns of its deposition here, within one beat.
                 await self._fenced_quietly()
         else:

@@ -187,7 +187,10 @@ async def test_recovers_by_itself_after_consul_restart(
 
         await wait_until(web_critical, 30, what="health change after restart")
         # The restarted dev agent's raft index starts over: the loops noticed and reset.
-        assert agent.source.index_resets >= 1
+        resets = agent.collector_registry.get_sample_value(
+            "syncmesh_edge_source_events_total", {"kind": "consul_index_reset"}
+        )
+        assert resets is not None and resets >= 1
         errors = agent.collector_registry.get_sample_value(
             "syncmesh_edge_source_errors_total", {"reason": "consul_connect"}
         )
@@ -235,3 +238,7 @@ async def test_port_change_without_check_change_is_found(
         await wait_until(moved, 15, what="port change published")
         assert isinstance(agent.source, ConsulSource) and agent.core is not None
         assert agent.core.source_health == "ok"
+        relists = agent.collector_registry.get_sample_value(
+            "syncmesh_edge_source_events_total", {"kind": "consul_relist_unexplained"}
+        )
+        assert relists == 1
