@@ -121,10 +121,12 @@ class EpochClaimer:
         self._sent = None
         return seq
 
-    def fence_headers(self) -> dict[str, str]:
-        """Headers of every state and beat: refused by the server once our claim is not the last."""
+    def fence_headers(self, epoch: int) -> dict[str, str]:
+        """Headers of a state or beat carrying ``epoch``: the server refuses it unless that
+        claim is still the last one. Bound to the message's own epoch, not the current one,
+        so a message taken before a new claim can never land after it."""
         return {
-            EXPECTED_LAST_SUBJECT_SEQ: str(self.epoch),
+            EXPECTED_LAST_SUBJECT_SEQ: str(epoch),
             EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: self.subject,
         }
 

@@ -153,16 +153,16 @@ class NatsPublisher:
     async def run(self) -> None:
         """Until cancelled; raises ``Deposed`` when another agent took the cluster over."""
         cfg = self.config
+        requeued = self.core.state.requeue_inflight()
+        if requeued:
+            # A restart after a crash: what the last run had in flight is published again.
+            log.info("%d publishes of the previous NATS task are queued again", requeued)
         self._nc = await natsconn.connect(
             cfg.nats,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
         )
-        requeued = self.core.state.requeue_inflight()
-        if requeued:
-            # A restart after a crash: what the last run had in flight is published again.
-            log.info("%d publishes of the previous NATS task are queued again", requeued)
         try:
             self.connected.set()
             self.metrics.nats_connected.set(1)
@@ -299,7 +299,7 @@ class NatsPublisher:
                 if reason is PublishError.NO_STREAM:
                     await self._recover_stream()
                 elif reason is PublishError.FENCED:
-                    await self._fenced()  # raises Deposed, or claims again
+                    await self._fenced_quietly()  # raises Deposed, or claims again
                 elif reason is PublishError.TTL_DISABLED:
                     await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
@@ -341,10 +341,9 @@ class NatsPublisher:
                 "stream %s is gone; recreating it and republishing everything", subjects.STREAM
             )
             await self._ensure_stream()
-            # The claim went with the stream: claim again, then everything is new.
-            await self._claim()
-            self.core.state.mark_all_dirty()
-            self.wake.set()
+            # The claim went with the stream: the fence check finds it lost, claims again
+            # and marks everything for republishing.
+            await self._fenced()
         except Exception:  # not ready yet; the drain retry comes back here
             return
 
@@ -361,7 +360,7 @@ class NatsPublisher:
             self._tombstone_ttl = 0
 
     def _headers(self, epoch: int, revision: int) -> dict[str, str]:
-        headers = self.claimer.fence_headers()
+        headers = self.claimer.fence_headers(epoch)
         headers["Nats-Msg-Id"] = subjects.msg_id(self.config.cluster, epoch, revision)
         return headers
 
@@ -397,9 +396,11 @@ class NatsPublisher:
             reason = _publish_error_reason(exc)
             self.metrics.publish_errors.labels(reason).inc()
             self.limited.warning(f"beat_{reason}", self.clock(), "beat not published: %s", exc)
+            # An idle agent learns of its deposition, or of a lost stream, within one beat.
             if reason is PublishError.FENCED:
-                # An idle agent learns of its deposition here, within one beat.
                 await self._fenced_quietly()
+            elif reason is PublishError.NO_STREAM:
+                await self._recover_stream()
         else:
             self.metrics.published.labels(PublishedKind.BEAT).inc()
 

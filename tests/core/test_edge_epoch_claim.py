@@ -59,10 +59,12 @@ def test_a_claim_whose_ack_was_lost_is_adopted_not_superseded() -> None:
 def test_fence_headers_point_at_the_claim_subject() -> None:
     c = claimer()
     c.claimed(12)
-    assert c.fence_headers() == {
+    assert c.fence_headers(12) == {
         EXPECTED_LAST_SUBJECT_SEQ: "12",
         EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: subjects.epoch_subject("east"),
     }
+    # A message taken under an older claim keeps that claim's fence.
+    assert c.fence_headers(7)[EXPECTED_LAST_SUBJECT_SEQ] == "7"
 
 
 @pytest.mark.parametrize(

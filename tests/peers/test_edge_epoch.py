@@ -198,3 +198,29 @@ async def test_a_claim_lost_with_the_stream_history_is_claimed_again(
         assert {s.epoch for s in states.values()} == {agent.epoch}  # everything republished
         assert (await read_last_claim(js, "east")).seq == agent.epoch
         assert agent.deposed is None
+
+
+async def test_a_lost_stream_is_recreated_claimed_again_and_refilled(
+    nats_peer: NatsPeer, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(service_file({"web": "10.0.0.1", "api": "10.0.0.2"}))
+    async with EdgeAgent(edge_config(nats_peer, path)) as agent, reader(nats_peer) as js:
+        await agent.wait_synced(30)
+        old = agent.epoch
+        await js.delete_stream(subjects.STREAM)  # a NATS that lost its store
+
+        async def refilled() -> bool:
+            states = await live_states(js)
+            claim = await read_last_claim(js, "east")
+            return (
+                set(states) == {"web", "api"}
+                and claim.seq == agent.epoch
+                and {s.epoch for s in states.values()} == {agent.epoch}
+            )
+
+        await wait_until(refilled, 30, interval=0.2, what="stream recreated and refilled")
+        # Claimed again in the new history (its sequences start over, so the epoch may
+        # even repeat; the revisions keep growing).
+        assert agent.collector_registry.get_sample_value("syncmesh_edge_epoch_claims_total") == 2
+        assert agent.deposed is None and old > 0
