@@ -1,7 +1,7 @@
 """Edge agent at catalog scale: a real Consul with 5,000 services x 3 instances.
 
 Registers the catalog through /v1/txn (bounded concurrency), starts a real
-nats-server, runs the edge agent in its own process (``python -m edge_sync``)
+nats-server, runs the edge agent in its own process (``python -m syncmesh_app edge``)
 and measures, from outside that process:
 
 - initial_sync_s: agent start until JetStream acknowledged all 5,000 services
@@ -30,6 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+# `./run bench` runs this file as a script: the checkout (harness/ is not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 

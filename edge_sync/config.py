@@ -6,14 +6,15 @@ an unknown key or a bad value is rejected with the key's path and the reason.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
+from syncmesh.limits import LimitsConfig
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Gateway, Label, Locality
+from syncmesh.validate import is_ip, parse_cidr
 
 __all__ = [
     "FileSourceConfig",
@@ -23,9 +24,13 @@ __all__ = [
     "FilterConfig",
     "EdgeConfig",
     "SourceKind",
+    "DEFAULT_METRICS_PORT",
 ]
 
 SourceKind = Literal["file", "consul", "nacos"]
+# The agent's HTTP endpoints when metrics_port is left out (the OpenTelemetry
+# prometheus exporter's customary port).
+DEFAULT_METRICS_PORT = 9464
 PositiveSeconds = Annotated[float, Meta(gt=0, le=86400)]
 
 
@@ -116,19 +121,44 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     locality: Locality = Locality()
     client_cidrs: list[str] = []
     beat_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 2.0
-    # Prometheus endpoint: port 0 = off, -1 = an ephemeral port (tests).
+    # /metrics, /healthz and /readyz. Left out: DEFAULT_METRICS_PORT, or an ephemeral
+    # port (logged) when that one is taken (several agents on one host or in one
+    # process); 0 = off; -1 = an ephemeral port; any other port must be free.
     metrics_address: str = "127.0.0.1"
-    metrics_port: Annotated[int, Meta(ge=-1, le=65535)] = 0
+    metrics_port: Annotated[int, Meta(ge=-1, le=65535)] | None = None
     filters: FilterConfig = msgspec.field(default_factory=FilterConfig)
     publish_batch: Annotated[int, Meta(ge=1, le=10000)] = 256
     publish_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 5.0
+    # Tombstones expire from the stream after this long (Nats-TTL header); every
+    # consumer that was running has seen them by then, and one that starts later has
+    # nothing to forget. 0 = keep them forever.
+    tombstone_ttl_s: Annotated[int, Meta(ge=0, le=315_360_000)] = 86400
     agent_version: str = ""
+    # What the registry accepts (syncmesh.limits); set it like the registry's `limits`
+    # so that the agent refuses what the registry would reject.
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
     def __post_init__(self) -> None:
-        for cidr in self.client_cidrs:
+        # The registry's own checks (syncmesh.validate) on what goes into every beat:
+        # a config it would reject is refused here, naming the key.
+        for i, cidr in enumerate(self.client_cidrs):
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                parse_cidr(cidr)
             except ValueError as exc:
                 raise ValueError(
-                    f"client_cidrs: {cidr!r} is not an address range ({exc})"
+                    f"client_cidrs[{i}]: {cidr!r} is not an address range ({exc})"
                 ) from None
+        for i, gateway in enumerate(self.gateways):
+            if not is_ip(gateway.address):
+                # Gateways become A/AAAA records: a host name cannot be one.
+                raise ValueError(f"gateways[{i}].address: {gateway.address!r} is not an IP address")
+        if len(self.gateways) > self.limits.max_gateways_per_cluster:
+            raise ValueError(
+                f"gateways: {len(self.gateways)} > limits.max_gateways_per_cluster "
+                f"({self.limits.max_gateways_per_cluster})"
+            )
+        if len(self.client_cidrs) > self.limits.max_client_cidrs:
+            raise ValueError(
+                f"client_cidrs: {len(self.client_cidrs)} > limits.max_client_cidrs "
+                f"({self.limits.max_client_cidrs})"
+            )

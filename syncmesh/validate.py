@@ -33,6 +33,7 @@ __all__ = [
     "validate_message",
     "parse_cidr",
     "is_ip",
+    "is_instance_address",
 ]
 
 REJECT_REASONS = (
@@ -89,6 +90,12 @@ def is_ip(address: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def is_instance_address(address: str) -> bool:
+    """What a service instance may carry as its address: an IP literal or a host name
+    (the rule of ``validate_message``, for publishers that check instance by instance)."""
+    return is_ip(address) or _is_hostname(address)
 
 
 def parse_cidr(text: str) -> Network:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from importlib import metadata
@@ -12,19 +15,22 @@ from types import TracebackType
 
 from prometheus_client import CollectorRegistry
 
-from edge_sync.config import EdgeConfig
+from edge_sync.config import DEFAULT_METRICS_PORT, EdgeConfig
 from edge_sync.core.agent import EdgeCore
+from edge_sync.core.epoch_claim import EpochClaimer
 from edge_sync.core.filters import ServiceFilter
 from edge_sync.core.model import ServiceRef, SourceService
 from edge_sync.core.source_api import Source, SourceSink
 from edge_sync.io.metrics import EdgeMetrics
-from edge_sync.io.publisher import NatsPublisher
+from edge_sync.io.publisher import Deposed, NatsPublisher
+from syncmesh.configfile import ConfigError
+from syncmesh.errors import SyncmeshError
 from syncmesh.labels import LabelCollision
 from syncmesh.loggate import GatedLog
-from syncmesh_io.http import MetricsServer
+from syncmesh_io.http import HttpReply, HttpServer, json_reply, metrics_route
 from syncmesh_io.retry import forever
 
-__all__ = ["EdgeAgent", "run_edge", "build_source"]
+__all__ = ["EdgeAgent", "AgentDeposed", "run_edge", "build_source"]
 
 log = logging.getLogger("edge_sync")
 
@@ -34,6 +40,13 @@ def _agent_version() -> str:
         return metadata.version("syncmesh")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+class AgentDeposed(SyncmeshError):
+    """Another agent claimed this cluster; this one stopped publishing and must exit."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("deposed", detail)
 
 
 def build_source(config: EdgeConfig, sink: SourceSink, service_filter: ServiceFilter) -> Source:
@@ -63,7 +76,7 @@ class _AgentSink:
         return self.agent.core
 
     def _after_change(self, collisions: list[LabelCollision]) -> None:
-        agent, m = self.agent, self.agent.edge_metrics
+        agent, m = self.agent, self.agent.metrics
         for collision in collisions:
             m.label_collision_events.inc()
             agent.limited.warning(
@@ -87,7 +100,7 @@ class _AgentSink:
     def synced(self) -> None:
         queued = self.core.mark_source_synced()
         if queued:
-            self.agent.edge_metrics.start_tombstones.inc(queued)
+            self.agent.metrics.start_tombstones.inc(queued)
             log.info(
                 "start-up reconciliation: %d tombstones for services the source no longer has",
                 queued,
@@ -99,7 +112,7 @@ class _AgentSink:
 
     def failed(self, reason: str, detail: str) -> None:
         self.core.source_failed(reason, detail)
-        m = self.agent.edge_metrics
+        m = self.agent.metrics
         m.source_errors.labels(reason).inc()
         m.source_ok.set(0)
         self.agent.limited.warning(reason, self.agent.clock(), "source degraded: %s", detail)
@@ -108,36 +121,47 @@ class _AgentSink:
         if self.core.source_health != "ok":
             log.info("source %s recovered", self.agent.config.source.kind)
         self.core.source_recovered()
-        m = self.agent.edge_metrics
+        m = self.agent.metrics
         m.source_ok.set(1)
         m.last_sync.set(time.time())
 
     def invalid(self, reason: str, detail: str) -> None:
-        self.agent.edge_metrics.invalid_input.labels(reason).inc()
+        self.agent.metrics.invalid_input.labels(reason).inc()
         self.agent.limited.warning(reason, self.agent.clock(), "rejected input: %s", detail)
 
     def request(self, kind: str) -> None:
-        self.agent.edge_metrics.source_requests.labels(kind).inc()
+        self.agent.metrics.source_requests.labels(kind).inc()
+
+    def event(self, kind: str) -> None:
+        self.agent.metrics.source_events.labels(kind).inc()
 
 
 class EdgeAgent:
     """``async with EdgeAgent(config) as agent: await agent.wait_synced()``.
 
-    ``agent.metrics`` is the agent's own CollectorRegistry.
+    ``agent.collector_registry`` is the agent's own prometheus CollectorRegistry,
+    ``agent.metrics`` the metrics on it. ``agent.stopped`` is set when the agent
+    stopped by itself (deposed by a newer agent of its cluster).
     """
 
     def __init__(self, config: EdgeConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
-        self.metrics = registry if registry is not None else CollectorRegistry()
-        self.edge_metrics = EdgeMetrics(self.metrics)
+        self.collector_registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = EdgeMetrics(self.collector_registry)
         self.limited = GatedLog(log)
-        self.epoch = int(time.time() * 1000)
         self.core: EdgeCore | None = None
         self.publisher: NatsPublisher | None = None
         self.source: Source | None = None
-        self.metrics_server: MetricsServer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.http: HttpServer | None = None
+        self.stopped = asyncio.Event()
+        self.deposed: Deposed | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def epoch(self) -> int:
+        """The stream sequence of this run's claim (0 until claimed)."""
+        return self.core.epoch if self.core is not None else 0
 
     def clock(self) -> float:
         assert self._loop is not None
@@ -149,61 +173,129 @@ class EdgeAgent:
 
     @property
     def metrics_port(self) -> int:
-        return self.metrics_server.port if self.metrics_server is not None else 0
+        """The bound port of /metrics, /healthz and /readyz (0: off)."""
+        return self.http.port if self.http is not None else 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.core = EdgeCore(
-            self.config, self.epoch, self.clock(), self.config.agent_version or _agent_version()
+            self.config, self.clock(), self.config.agent_version or _agent_version()
+        )
+        problem = self.core.config_problem()
+        if problem is not None:
+            # The CLI turns this into exit status 2, like any other bad config.
+            raise ConfigError(f"the registry would reject this agent's beats: {problem}")
+        claimer = EpochClaimer(
+            self.config.cluster, f"{socket.gethostname()}:{os.getpid()}", secrets.token_hex(6)
         )
         self.publisher = NatsPublisher(
-            self.config, self.core, self.edge_metrics, self.limited, self.clock
+            self.config, self.core, self.metrics, self.limited, self.clock, claimer
         )
         self.source = build_source(self.config, _AgentSink(self), self.core.filter)
-        if self.config.metrics_port != 0:
-            self.metrics_server = MetricsServer(
-                self.metrics, self.config.metrics_address, self.config.metrics_port
-            )
-            await self.metrics_server.start()
+        await self._start_http()
         source, publisher = self.source, self.publisher
-        self._tasks = [
-            asyncio.create_task(self._supervise("source", source.run), name="edge-source"),
-            asyncio.create_task(self._supervise("nats", publisher.run), name="edge-nats"),
-        ]
+        self._tasks = {
+            "source": asyncio.create_task(
+                self._supervise("source", source.run), name="edge-source"
+            ),
+            "nats": asyncio.create_task(self._supervise("nats", publisher.run), name="edge-nats"),
+        }
         log.info(
-            "edge agent for cluster %s started (source %s, epoch %d)",
+            "edge agent for cluster %s started (source %s)",
             self.config.cluster,
             self.config.source.kind,
-            self.epoch,
         )
 
+    # -- HTTP: /metrics, /healthz, /readyz ---------------------------------
+    async def _start_http(self) -> None:
+        configured = self.config.metrics_port
+        if configured == 0:
+            return
+        address = self.config.metrics_address
+        port = DEFAULT_METRICS_PORT if configured is None else configured
+        try:
+            self.http = await self._serve_http(address, port)
+        except OSError as exc:
+            if configured is not None:
+                raise ConfigError(
+                    f"metrics_port {port}: cannot listen on {address}: {exc}"
+                ) from exc
+            # The default port is taken (another agent on this host): still serve, and say where.
+            self.http = await self._serve_http(address, -1)
+            log.warning(
+                "metrics_port %d is taken (%s); serving /metrics, /healthz and /readyz on %s:%d",
+                port,
+                exc.strerror or exc,
+                address,
+                self.http.port,
+            )
+        log.info("serving /metrics, /healthz and /readyz on %s:%d", address, self.http.port)
+
+    async def _serve_http(self, address: str, port: int) -> HttpServer:
+        http = HttpServer(address, port)
+        http.add_get("/metrics", metrics_route(self.collector_registry))
+        http.add_get("/healthz", self._healthz)
+        http.add_get("/readyz", self._readyz)
+        await http.start()
+        return http
+
+    async def _healthz(self) -> HttpReply:
+        # Alive until the agent stopped by itself (deposed): then it only waits to exit.
+        if self.stopped.is_set():
+            return json_reply(503, {"status": "stopped", "reason": str(self.deposed)})
+        return json_reply(200, {"status": "ok"})
+
+    async def _readyz(self) -> HttpReply:
+        if self.core is None or self.publisher is None:
+            return json_reply(503, {"ready": False})
+        readiness = self.core.readiness(
+            self.publisher.connected.is_set(), deposed=self.deposed is not None
+        )
+        return json_reply(200 if readiness.ready else 503, readiness._asdict())
+
     async def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Restart a part that crashed with an unexpected error; nothing but cancel ends it."""
+        """Restart a part that crashed with an unexpected error; only cancel or deposition end it."""
 
         def report(exc: BaseException, attempt: int) -> None:
-            if what == "source":
-                self.edge_metrics.source_errors.labels("source_crash").inc()
-            else:
-                self.edge_metrics.publish_errors.labels("crash").inc()
+            self.metrics.task_crashes.labels(what).inc()
             log.error(
                 "%s task crashed (attempt %d), restarting: %r", what, attempt, exc, exc_info=exc
             )
 
         async for attempt in forever((Exception,), report, initial_s=0.5, max_s=30.0):
             with attempt:
-                await run()
+                try:
+                    await run()
+                except Deposed as exc:
+                    self._on_deposed(exc)
+                    return
                 raise RuntimeError(f"{what} task returned")
 
+    def _on_deposed(self, exc: Deposed) -> None:
+        """Stop for good: a newer agent owns the cluster (the server already refuses our writes)."""
+        self.deposed = exc
+        self.metrics.deposed.inc()
+        log.error(
+            "deposed: %s; this agent stops publishing and exits (a newer agent owns cluster %s)",
+            exc,
+            self.config.cluster,
+        )
+        source = self._tasks.get("source")
+        if source is not None:
+            source.cancel()
+        self.stopped.set()
+
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._tasks = []
-        if self.metrics_server is not None:
-            await self.metrics_server.stop()
-            self.metrics_server = None
+        self._tasks = {}
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
 
     async def __aenter__(self) -> EdgeAgent:
         await self.start()
@@ -234,7 +326,8 @@ class EdgeAgent:
             if loop.time() >= deadline:
                 core = self.core
                 raise TimeoutError(
-                    f"edge agent not synced after {max_wait_s}s: source_synced={core and core.source_synced} "
+                    f"edge agent not synced after {max_wait_s}s: epoch={self.epoch} "
+                    f"source_synced={core and core.source_synced} "
                     f"reconciled={core and core.reconciled} dirty={core and core.state.dirty_count} "
                     f"source_health={core and core.source_health} {core and core.source_error_text}"
                 )
@@ -242,8 +335,13 @@ class EdgeAgent:
 
 
 async def run_edge(config: EdgeConfig, ready: asyncio.Event | None = None) -> None:
-    """Run the agent until cancelled; ``ready`` is set once it is started."""
-    async with EdgeAgent(config):
+    """Run the agent until cancelled; ``ready`` is set once it is started.
+
+    Raises ``AgentDeposed`` when a newer agent claimed the cluster, so that the
+    process exits non-zero and its supervisor sees it.
+    """
+    async with EdgeAgent(config) as agent:
         if ready is not None:
             ready.set()
-        await asyncio.Event().wait()
+        await agent.stopped.wait()
+    raise AgentDeposed(str(agent.deposed))

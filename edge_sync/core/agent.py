@@ -13,12 +13,14 @@ from edge_sync.config import EdgeConfig
 from edge_sync.core.filters import ServiceFilter
 from edge_sync.core.labeling import LabelBook
 from edge_sync.core.model import ServiceRef, SourceService
-from edge_sync.core.publish_state import Key, PublishState
+from edge_sync.core.publish_state import Key, Outgoing, PublishState
 from edge_sync.core.ratelimit import TokenBucket
+from syncmesh import subjects
 from syncmesh.labels import LabelCollision
-from syncmesh.schema import SCHEMA_VERSION, ClusterBeat
+from syncmesh.schema import SCHEMA_VERSION, ClusterBeat, encode
+from syncmesh.validate import Rejected, validate_message
 
-__all__ = ["RemoteService", "EdgeCore"]
+__all__ = ["RemoteService", "Batch", "OutgoingBeat", "Readiness", "EdgeCore"]
 
 MAX_ERROR_TEXT = 256
 
@@ -30,8 +32,38 @@ class RemoteService(NamedTuple):
     deleted: bool
 
 
+class Batch(NamedTuple):
+    """Messages to publish, and those the registry would reject (never sent)."""
+
+    outgoing: list[Outgoing]
+    rejected: list[tuple[Outgoing, Rejected]]
+
+
+class OutgoingBeat(NamedTuple):
+    subject: str
+    beat: ClusterBeat
+    data: bytes
+
+
+class Readiness(NamedTuple):
+    """``/readyz``: ready once the source was read completely and NATS is connected."""
+
+    ready: bool
+    source_synced: bool
+    nats_connected: bool
+    epoch: int
+    deposed: bool
+    source_health: str
+    pending: int
+
+
 class EdgeCore:
-    def __init__(self, config: EdgeConfig, epoch: int, now: float, agent_version: str = "") -> None:
+    """``epoch`` is 0 until the NATS adapter has claimed one (``set_epoch``); nothing is
+    taken for publishing before that."""
+
+    def __init__(
+        self, config: EdgeConfig, now: float, agent_version: str = "", epoch: int = 0
+    ) -> None:
         self.config = config
         self.cluster = config.cluster
         self.epoch = epoch
@@ -44,7 +76,6 @@ class EdgeCore:
         self.source_synced = False
         self._remote: dict[Key, RemoteService] | None = None
         self.reconciled = False
-        self.tombstoned_at_start = 0
         self.source_health = "ok"
         self.source_error_text = ""
         # A flood of resync requests must not turn into a flood of full republishes.
@@ -121,6 +152,11 @@ class EdgeCore:
         self.source_error_text = ""
 
     # -- NATS events ---------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """The claim's stream sequence; every later state and beat carries it."""
+        self.epoch = epoch
+        self.state.epoch = epoch
+
     def remote_loaded(self, remote: dict[Key, RemoteService]) -> int:
         """What the stream held for this cluster at start; returns tombstones queued."""
         if self.reconciled:
@@ -139,7 +175,6 @@ class EdgeCore:
                 queued += 1
         self._remote = None
         self.reconciled = True
-        self.tombstoned_at_start = queued
         return queued
 
     def resync_requested(self, now: float) -> bool:
@@ -154,14 +189,54 @@ class EdgeCore:
         self.state.mark_all_dirty()
         return True
 
-    def beat(self, sent_at: float) -> ClusterBeat:
+    def take_batch(self, limit: int) -> Batch:
+        """Up to ``limit`` dirty keys, each checked with the registry's own validator.
+
+        A message it would reject is settled as unpublishable (the stream keeps what
+        it had, exactly as the registry would) and returned for counting and logging.
+        """
+        outgoing: list[Outgoing] = []
+        rejected: list[tuple[Outgoing, Rejected]] = []
+        limits = self.config.limits
+        for sent in self.state.take(limit):
+            try:
+                validate_message(sent.subject, sent.data, limits)
+            except Rejected as exc:
+                self.state.unpublishable(sent)
+                rejected.append((sent, exc))
+            else:
+                outgoing.append(sent)
+        return Batch(outgoing, rejected)
+
+    def beat_message(self, sent_at: float) -> OutgoingBeat:
+        """The next beat, encoded and checked like the registry does; raises ``Rejected``."""
+        beat = self.beat(sent_at)
+        subject = subjects.cluster_subject(self.cluster)
+        data = encode(beat)
+        validate_message(subject, data, self.config.limits)
+        return OutgoingBeat(subject, beat, data)
+
+    def config_problem(self) -> Rejected | None:
+        """What the registry's validator says about this agent's beats (None: nothing).
+
+        Checked once at start, on top of the config's own checks, so that a rule the
+        registry adds later cannot make every beat of a running agent vanish.
+        """
+        data = encode(self.beat(sent_at=0.0, revision=0))
+        try:
+            validate_message(subjects.cluster_subject(self.cluster), data, self.config.limits)
+        except Rejected as exc:
+            return exc
+        return None
+
+    def beat(self, sent_at: float, revision: int | None = None) -> ClusterBeat:
         count, digest = self.state.service_set_digest()
         cfg = self.config
         return ClusterBeat(
             schema=SCHEMA_VERSION,
             cluster=self.cluster,
             epoch=self.epoch,
-            revision=self.state.next_revision(),
+            revision=self.state.next_revision() if revision is None else revision,
             interval_s=cfg.beat_interval_s,
             gateways=list(cfg.gateways),
             locality=cfg.locality,
@@ -173,6 +248,19 @@ class EdgeCore:
             services=count,
             digest=digest,
             sent_at=sent_at,
+        )
+
+    def readiness(self, nats_connected: bool, deposed: bool) -> Readiness:
+        # The epoch is part of it: nothing is published before the claim.
+        ready = self.source_synced and nats_connected and self.epoch > 0 and not deposed
+        return Readiness(
+            ready=ready,
+            source_synced=self.source_synced,
+            nats_connected=nats_connected,
+            epoch=self.epoch,
+            deposed=deposed,
+            source_health=self.source_health,
+            pending=self.state.dirty_count + self.state.inflight_count,
         )
 
     # -- views ---------------------------------------------------------

@@ -8,6 +8,8 @@ connections does not grow with the catalog (no long poll per service).
 
 from __future__ import annotations
 
+import enum
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -16,7 +18,7 @@ from edge_sync.core.model import (
     InvalidInstance,
     ServiceRef,
     SourceService,
-    checked_instance,
+    map_instances,
 )
 from syncmesh.labels import to_label
 from syncmesh.schema import Health, Instance
@@ -31,6 +33,8 @@ __all__ = [
     "Plan",
     "HealthResult",
     "ConsulTracker",
+    "RelistReason",
+    "RelistSchedule",
     "FetchBacklog",
 ]
 
@@ -48,7 +52,6 @@ class BlockingIndex:
 
     def __init__(self) -> None:
         self.value = 0
-        self.resets = 0
 
     def observe(self, header: str | None) -> bool:
         """Record ``X-Consul-Index``; True when it went backwards and was reset to 0."""
@@ -60,7 +63,6 @@ class BlockingIndex:
             # The server's state was rebuilt (restart, snapshot restore): start over
             # with a non-blocking read.
             self.value = 0
-            self.resets += 1
             return True
         # Blocking on an index below 1 returns at once: a busy loop.
         self.value = max(new, 1)
@@ -97,7 +99,8 @@ def namespace_of(service: dict[str, Any]) -> str:
     return to_label(value)
 
 
-def _instance(entry: dict[str, Any]) -> tuple[str, str, Instance]:
+def _instance_fields(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(node, syncmesh namespace, Instance fields) of one health entry."""
     node = entry.get("Node")
     svc = entry.get("Service")
     checks = entry.get("Checks") or []
@@ -122,7 +125,7 @@ def _instance(entry: dict[str, Any]) -> tuple[str, str, Instance]:
     )
     if zone:
         fields["zone"] = str(zone)
-    return node_name, namespace_of(svc), checked_instance(fields)
+    return node_name, namespace_of(svc), fields
 
 
 class HealthResult(NamedTuple):
@@ -133,27 +136,25 @@ class HealthResult(NamedTuple):
 
 def map_health_entries(
     name: str, entries: Any
-) -> tuple[dict[str, list[Instance]], set[str], list[InvalidInstance]]:
+) -> tuple[dict[str, tuple[Instance, ...]], set[str], list[InvalidInstance]]:
     """``/v1/health/service/<name>`` -> instances per syncmesh namespace, nodes, rejects."""
     if not isinstance(entries, list):
         raise ConsulFormatError(f"health/service/{name}: expected a list")
-    by_namespace: dict[str, list[Instance]] = {}
+    fields_by_namespace: dict[str, list[dict[str, Any]]] = {}
     nodes: set[str] = set()
-    invalid: list[InvalidInstance] = []
-    seen: set[str] = set()
     for entry in entries:
         if not isinstance(entry, dict):
             raise ConsulFormatError(f"health/service/{name}: entry is not an object")
-        try:
-            node, namespace, instance = _instance(entry)
-        except InvalidInstance as exc:
-            invalid.append(InvalidInstance(exc.reason, f"consul service {name!r}: {exc.detail}"))
-            continue
-        if instance.id in seen:
-            continue
-        seen.add(instance.id)
+        node, namespace, fields = _instance_fields(entry)
         nodes.add(node)
-        by_namespace.setdefault(namespace, []).append(instance)
+        fields_by_namespace.setdefault(namespace, []).append(fields)
+    by_namespace: dict[str, tuple[Instance, ...]] = {}
+    invalid: list[InvalidInstance] = []
+    for namespace, candidates in fields_by_namespace.items():
+        instances, rejects = map_instances(f"consul service {name!r}", candidates)
+        invalid.extend(rejects)
+        if instances:
+            by_namespace[namespace] = instances
     return by_namespace, nodes, invalid
 
 
@@ -278,6 +279,7 @@ class ConsulTracker:
         return True
 
     def next_deadline(self) -> float | None:
+        """When the oldest unexplained catalog change runs out of grace (None: there is none)."""
         return min(self._unexplained.values()) if self._unexplained else None
 
     # -- fetch results ---------------------------------------------------
@@ -294,7 +296,7 @@ class ConsulTracker:
         else:
             self._emitted.pop(name, None)
         changed = [
-            SourceService(namespace=ns, name=name, source_name=name, instances=tuple(insts))
+            SourceService(namespace=ns, name=name, source_name=name, instances=insts)
             for ns, insts in sorted(by_namespace.items())
         ]
         removed = [ServiceRef(ns, name) for ns in sorted(before - after)]
@@ -318,6 +320,63 @@ class ConsulTracker:
             self._service_nodes[name] = nodes
         else:
             self._service_nodes.pop(name, None)
+
+
+class RelistReason(enum.StrEnum):
+    """Why every service is fetched again."""
+
+    UNEXPLAINED = "unexplained"  # a catalog change no check change explained within the grace
+    FULL = "full"  # anti-entropy, every full_relist_interval_s
+
+
+class RelistSchedule:
+    """When to re-fetch every service.
+
+    A re-list is wanted when a catalog change stays unexplained for the tracker's
+    grace, and every ``full_interval_s`` (0: never); it happens at most once per
+    ``min_interval_s`` (a churning catalog must not turn into back-to-back full
+    re-lists) and never before the tracker's initial plan (that fetches everything
+    anyway). A wanted re-list is kept, never dropped. The adapter sleeps until
+    ``next_deadline()`` or until a watch result arrives, then asks ``due(now)``.
+    """
+
+    def __init__(
+        self, tracker: ConsulTracker, full_interval_s: float, min_interval_s: float, now: float
+    ) -> None:
+        self.tracker = tracker
+        self.full_interval_s = full_interval_s
+        self.min_interval_s = min_interval_s
+        self._next_full = now + full_interval_s if full_interval_s > 0 else math.inf
+        self._last = -math.inf
+        self._wanted: RelistReason | None = None
+
+    def due(self, now: float) -> RelistReason | None:
+        """The reason to re-list now, or None; a re-list it returns counts as started."""
+        if now >= self._next_full:
+            self._next_full = now + self.full_interval_s
+            self._wanted = self._wanted or RelistReason.FULL
+        if self.tracker.relist_due(now):
+            self._wanted = RelistReason.UNEXPLAINED
+        if (
+            self._wanted is None
+            or not self.tracker.initial_planned
+            or now - self._last < self.min_interval_s
+        ):
+            return None
+        reason, self._wanted, self._last = self._wanted, None, now
+        return reason
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``due`` may answer differently (None: only a watch result can)."""
+        if self._wanted is not None:
+            # Waiting for the minimum interval; before the initial plan, for the plan itself.
+            return self._last + self.min_interval_s if self.tracker.initial_planned else None
+        candidates = [self._next_full]
+        unexplained = self.tracker.next_deadline()
+        if unexplained is not None:
+            candidates.append(unexplained)
+        earliest = min(candidates)
+        return None if math.isinf(earliest) else earliest
 
 
 class FetchBacklog:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from syncmesh.labels import LabelCollision, to_label
+from syncmesh.labels import to_label
 
 __all__ = ["LabelBook", "OwnerChange"]
 
@@ -32,9 +32,6 @@ class LabelBook:
 
     def __len__(self) -> int:
         return len(self._label_of)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._label_of
 
     def add(self, name: str) -> OwnerChange:
         label = self._label_of.get(name)
@@ -66,21 +63,6 @@ class LabelBook:
         after = before if before != name else min(claimants)
         self._owner[label] = after
         return OwnerChange(label, before, after)
-
-    def label_of(self, name: str) -> str | None:
-        return self._label_of.get(name)
-
-    def owner(self, label: str) -> str | None:
-        return self._owner.get(label)
-
-    def collisions(self) -> list[LabelCollision]:
-        out: list[LabelCollision] = []
-        for label, names in self._claimants.items():
-            if len(names) < 2:
-                continue
-            kept = self._owner[label]
-            out.extend(LabelCollision(label, kept, n) for n in sorted(names) if n != kept)
-        return out
 
     def collision_count(self) -> int:
         """How many names lost their label to another name."""

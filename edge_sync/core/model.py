@@ -1,20 +1,23 @@
-"""The source-neutral description of a service that every source produces."""
+"""The source-neutral description of a service that every source produces, and the one
+mapping of a source's instances to wire ``Instance``s."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgspec
 from msgspec import Struct
 
 from syncmesh.schema import Instance
+from syncmesh.validate import is_instance_address
 
 __all__ = [
     "DEFAULT_NAMESPACE",
     "SourceService",
     "ServiceRef",
     "InvalidInstance",
-    "checked_instance",
+    "map_instances",
 ]
 
 DEFAULT_NAMESPACE = "default"
@@ -53,9 +56,53 @@ class InvalidInstance(ValueError):
         self.detail = detail
 
 
-def checked_instance(fields: dict[str, Any]) -> Instance:
+def _checked_instance(fields: dict[str, Any]) -> Instance:
     """Build an Instance and enforce the schema's constraints (length, port, weight)."""
     try:
         return msgspec.convert(fields, Instance)
     except msgspec.ValidationError as exc:
-        raise InvalidInstance("invalid_instance", f"{fields.get('id', '?')}: {exc}") from None
+        raise InvalidInstance("invalid_instance", str(exc)) from None
+
+
+def map_instances(
+    where: str, candidates: Iterable[dict[str, Any]]
+) -> tuple[tuple[Instance, ...], list[InvalidInstance]]:
+    """The instances of one service, from the fields each source derived, in source order.
+
+    Every source (Consul, Nacos, the service file) maps through here, so they agree
+    on one rule set, the registry's (``syncmesh.validate``):
+
+    - an instance the schema cannot carry (length, port, weight) is rejected
+      (``invalid_instance``), as is an address that is neither an IP literal nor a
+      host name (``invalid_address``);
+    - instance ids are unique within a service: the first instance with an id is
+      kept and every later one is rejected (``duplicate_instance``), never merged.
+
+    Rejects are returned for the source to report; what a source does with them
+    is its policy (Consul and Nacos publish the rest, a service file is refused).
+    """
+    kept: dict[str, Instance] = {}
+    rejects: list[InvalidInstance] = []
+    for n, fields in enumerate(candidates):
+        what = f"{where}: instance {n} ({fields.get('id', '?')!r})"
+        try:
+            instance = _checked_instance(fields)
+        except InvalidInstance as exc:
+            rejects.append(InvalidInstance(exc.reason, f"{what}: {exc.detail}"))
+            continue
+        if not is_instance_address(instance.address):
+            rejects.append(
+                InvalidInstance(
+                    "invalid_address", f"{what}: {instance.address!r} is not an IP or host name"
+                )
+            )
+            continue
+        if instance.id in kept:
+            rejects.append(
+                InvalidInstance(
+                    "duplicate_instance", f"{what}: id {instance.id!r} used twice; first one kept"
+                )
+            )
+            continue
+        kept[instance.id] = instance
+    return tuple(kept.values()), rejects

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from edge_sync.core.model import DEFAULT_NAMESPACE, InvalidInstance, ServiceRef, checked_instance
+from edge_sync.core import model
+from edge_sync.core.model import DEFAULT_NAMESPACE, InvalidInstance, ServiceRef
 from syncmesh.labels import to_label
 from syncmesh.schema import Instance
 
@@ -79,35 +80,31 @@ def _weight(raw: Any) -> int:
 
 def map_instances(
     service: str, instances: Iterable[Any]
-) -> tuple[list[Instance], list[InvalidInstance]]:
-    """SDK instances (anything with ip, port, weight, healthy, enabled, clusterName, metadata)."""
-    out: dict[str, Instance] = {}
-    invalid: list[InvalidInstance] = []
-    for inst in instances:
-        ip = str(getattr(inst, "ip", "") or "")
-        port = getattr(inst, "port", 0)
-        cluster = str(getattr(inst, "clusterName", "") or DEFAULT_CLUSTER)
-        healthy = bool(getattr(inst, "healthy", False))
-        enabled = bool(getattr(inst, "enabled", False))
-        metadata = getattr(inst, "metadata", None) or {}
-        meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
-        fields: dict[str, Any] = {
-            "id": f"{ip}#{port}#{cluster}",
-            "address": ip,
-            "port": port,
-            "health": "passing" if healthy and enabled else "critical",
-            "weight": _weight(getattr(inst, "weight", 1.0)),
-            "meta": meta,
-        }
-        if meta.get("zone"):
-            fields["zone"] = meta["zone"]
-        try:
-            instance = checked_instance(fields)
-        except InvalidInstance as exc:
-            invalid.append(InvalidInstance(exc.reason, f"nacos service {service!r}: {exc.detail}"))
-            continue
-        out.setdefault(instance.id, instance)
-    return list(out.values()), invalid
+) -> tuple[tuple[Instance, ...], list[InvalidInstance]]:
+    """SDK instances (anything with ip, port, weight, healthy, enabled, clusterName, metadata),
+    through the one mapping of ``edge_sync.core.model.map_instances``."""
+    return model.map_instances(f"nacos service {service!r}", map(_fields, instances))
+
+
+def _fields(inst: Any) -> dict[str, Any]:
+    ip = str(getattr(inst, "ip", "") or "")
+    port = getattr(inst, "port", 0)
+    cluster = str(getattr(inst, "clusterName", "") or DEFAULT_CLUSTER)
+    healthy = bool(getattr(inst, "healthy", False))
+    enabled = bool(getattr(inst, "enabled", False))
+    metadata = getattr(inst, "metadata", None) or {}
+    meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+    fields: dict[str, Any] = {
+        "id": f"{ip}#{port}#{cluster}",
+        "address": ip,
+        "port": port,
+        "health": "passing" if healthy and enabled else "critical",
+        "weight": _weight(getattr(inst, "weight", 1.0)),
+        "meta": meta,
+    }
+    if meta.get("zone"):
+        fields["zone"] = meta["zone"]
+    return fields
 
 
 class NacosCatalog:

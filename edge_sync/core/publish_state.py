@@ -9,14 +9,14 @@ the number of services: an acknowledged tombstone is forgotten.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import msgspec
 
 from syncmesh import subjects
-from syncmesh.schema import SCHEMA_VERSION, Instance, ServiceState
+from syncmesh.schema import SCHEMA_VERSION, Instance, ServiceState, encode
 
 __all__ = ["Key", "Outgoing", "PublishState"]
 
@@ -38,6 +38,8 @@ class Outgoing(NamedTuple):
     subject: str
     message: ServiceState
     digest: bytes
+    # The encoded message: validated as the registry will, then published as is.
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -46,14 +48,28 @@ class _Entry:
     instances: tuple[Instance, ...]
     deleted: bool
     digest: bytes
+    # The content NATS holds for this key as far as we know (or that was settled as
+    # unpublishable); None: nothing, or unknown (after a failure, or mark_all_dirty()).
     acked_digest: bytes | None = None
     acked_revision: int = 0
     # Whether the last message NATS acknowledged for this key was a live state.
     acked_live: bool = False
-    inflight: bool = False
+    # Revision of the one message in flight for this key (0: none). A report about
+    # any other revision is stale (given up on by requeue_inflight) and ignored.
+    inflight_revision: int = 0
 
 
 class PublishState:
+    """Invariants (checked by tests/core/test_edge_publish_state_machine.py):
+
+    - every dirty key has an entry; a key is dirty only while its desired content
+      differs from what NATS acknowledged (``digest != acked_digest``);
+    - such a key is dirty or in flight, so it is always published eventually;
+    - at most one message per key is in flight;
+    - an entry is forgotten only when its acknowledged tombstone is also what is
+      desired, and then it is neither dirty nor in flight.
+    """
+
     def __init__(self, cluster: str, epoch: int, source_kind: str) -> None:
         self.cluster = cluster
         self.epoch = epoch
@@ -62,7 +78,7 @@ class PublishState:
         self._entries: dict[Key, _Entry] = {}
         # Insertion-ordered set: the oldest change is published first.
         self._dirty: dict[Key, None] = {}
-        self._inflight = 0
+        self._inflight: set[Key] = set()
         self._set_digest: tuple[int, str] | None = None
 
     # -- desired state -------------------------------------------------
@@ -95,12 +111,18 @@ class PublishState:
         else:
             entry.source_name, entry.instances, entry.deleted = source_name, instances, deleted
             entry.digest = digest
-        if entry.acked_digest == digest:
-            # Changed and changed back before the adapter got to it: nothing to send.
-            self._dirty.pop(key, None)
-        else:
-            self._dirty[key] = None
+        # Changed and changed back before the adapter got to it: nothing to send.
+        self._update_dirty(key, entry)
         return True
+
+    def _update_dirty(self, key: Key, entry: _Entry) -> None:
+        if entry.digest != entry.acked_digest:
+            self._dirty[key] = None  # an already dirty key keeps its place in line
+            return
+        self._dirty.pop(key, None)
+        if entry.deleted and key not in self._inflight:
+            # The tombstone is out and still what is wanted: forget the key (bounded memory).
+            del self._entries[key]
 
     # -- draining ------------------------------------------------------
     def next_revision(self) -> int:
@@ -113,12 +135,9 @@ class PublishState:
         for key in list(self._dirty):
             if len(out) >= limit:
                 break
-            entry = self._entries[key]
-            if entry.inflight:
+            if key in self._inflight:
                 continue  # one message per key in flight keeps the stream's last message the newest
-            del self._dirty[key]
-            entry.inflight = True
-            self._inflight += 1
+            entry = self._entries[key]
             message = ServiceState(
                 schema=SCHEMA_VERSION,
                 cluster=self.cluster,
@@ -131,37 +150,62 @@ class PublishState:
                 instances=list(entry.instances),
                 deleted=entry.deleted,
             )
-            out.append(
-                Outgoing(key, subjects.service_subject(self.cluster, *key), message, entry.digest)
-            )
+            subject = subjects.service_subject(self.cluster, *key)
+            sent = Outgoing(key, subject, message, entry.digest, encode(message))
+            # Only now that nothing can fail any more does the key change hands.
+            del self._dirty[key]
+            self._inflight.add(key)
+            entry.inflight_revision = message.revision
+            out.append(sent)
         return out
 
-    def acked(self, sent: Outgoing) -> None:
+    def _settle(self, sent: Outgoing) -> _Entry | None:
+        """The entry of ``sent`` with its flight ended; None for a stale report."""
         entry = self._entries.get(sent.key)
+        if entry is None or entry.inflight_revision != sent.message.revision:
+            return None
+        entry.inflight_revision = 0
+        self._inflight.discard(sent.key)
+        return entry
+
+    def acked(self, sent: Outgoing) -> None:
+        entry = self._settle(sent)
         if entry is None:
             return
-        self._settle(entry)
         entry.acked_digest = sent.digest
         entry.acked_revision = sent.message.revision
         entry.acked_live = not sent.message.deleted
         self._set_digest = None
-        if entry.digest != sent.digest:
-            self._dirty[sent.key] = None
-        elif entry.deleted:
-            del self._entries[sent.key]
+        self._update_dirty(sent.key, entry)
 
     def failed(self, sent: Outgoing) -> None:
-        entry = self._entries.get(sent.key)
+        entry = self._settle(sent)
+        if entry is not None:
+            # A timed-out publish may have been stored all the same: what NATS holds is
+            # unknown now, so the key is published again whatever is desired next.
+            entry.acked_digest = None
+            self._update_dirty(sent.key, entry)
+
+    def unpublishable(self, sent: Outgoing) -> None:
+        """The registry would reject this content: not sent, and not tried again until it
+        changes. The stream keeps what it had, as the registry would have kept it."""
+        entry = self._settle(sent)
         if entry is None:
             return
-        self._settle(entry)
-        if entry.acked_digest != entry.digest:
-            self._dirty[sent.key] = None
+        entry.acked_digest = sent.digest
+        self._update_dirty(sent.key, entry)
 
-    def _settle(self, entry: _Entry) -> None:
-        if entry.inflight:
-            entry.inflight = False
-            self._inflight -= 1
+    def requeue_inflight(self) -> int:
+        """Take back every message in flight (the adapter was cancelled or crashed mid-batch,
+        or restarts): each key is dirty again, and late reports about them are ignored."""
+        count = len(self._inflight)
+        for key in self._inflight:
+            entry = self._entries[key]
+            entry.inflight_revision = 0
+            entry.acked_digest = None  # it may have landed: unknown, as after failed()
+            self._update_dirty(key, entry)
+        self._inflight.clear()
+        return count
 
     def mark_all_dirty(self) -> int:
         """Republish every key (a resync request, or a stream that lost its data)."""
@@ -178,14 +222,11 @@ class PublishState:
 
     @property
     def inflight_count(self) -> int:
-        return self._inflight
+        return len(self._inflight)
 
     def is_live(self, key: Key) -> bool:
         entry = self._entries.get(key)
         return entry is not None and not entry.deleted
-
-    def live_keys(self) -> Iterator[Key]:
-        return (k for k, e in self._entries.items() if not e.deleted)
 
     def desired(self, key: Key) -> tuple[str, tuple[Instance, ...], bool] | None:
         entry = self._entries.get(key)

@@ -25,9 +25,9 @@ import msgspec
 import yaml
 from msgspec import Meta, Struct
 
-from edge_sync.core.model import DEFAULT_NAMESPACE, InvalidInstance, SourceService, checked_instance
+from edge_sync.core.model import DEFAULT_NAMESPACE, SourceService, map_instances
 from syncmesh.labels import is_label
-from syncmesh.schema import Health, Instance
+from syncmesh.schema import Health
 
 __all__ = ["ServiceFileError", "parse_service_file", "FileStamp", "FileWatch", "MAX_FILE_BYTES"]
 
@@ -101,8 +101,8 @@ def parse_service_file(data: bytes, fmt: str) -> list[SourceService]:
                 "duplicate_service", f"{where}: listed twice in {svc.namespace!r}"
             )
         seen.add((svc.namespace, svc.name))
-        instances: dict[str, Instance] = {}
-        for j, inst in enumerate(svc.instances):
+        candidates: list[dict[str, Any]] = []
+        for inst in svc.instances:
             fields: dict[str, Any] = {
                 "id": inst.id or f"{inst.address}:{inst.port}",
                 "address": inst.address,
@@ -113,23 +113,20 @@ def parse_service_file(data: bytes, fmt: str) -> list[SourceService]:
             }
             if inst.zone:
                 fields["zone"] = inst.zone
-            try:
-                instance = checked_instance(fields)
-            except InvalidInstance as exc:
-                raise ServiceFileError(
-                    "instance", f"{where}.instances[{j}]: {exc.detail}"
-                ) from None
-            if instance.id in instances:
-                raise ServiceFileError(
-                    "duplicate_instance", f"{where}.instances[{j}]: id {instance.id!r} used twice"
-                )
-            instances[instance.id] = instance
+            candidates.append(fields)
+        instances, rejects = map_instances(where, candidates)
+        if rejects:
+            # The file's policy: people wrote it, so any bad entry refuses all of it
+            # (the last good version stays published) rather than publishing a guess.
+            bad = rejects[0]
+            reason = "duplicate_instance" if bad.reason == "duplicate_instance" else "instance"
+            raise ServiceFileError(reason, bad.detail)
         out.append(
             SourceService(
                 namespace=svc.namespace,
                 name=svc.name,
                 source_name=svc.name,
-                instances=tuple(instances.values()),
+                instances=instances,
             )
         )
     return out

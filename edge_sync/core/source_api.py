@@ -34,6 +34,9 @@ class SourceSink(Protocol):
     def request(self, kind: str) -> None:
         """One request was sent to the source (for the request counter)."""
 
+    def event(self, kind: str) -> None:
+        """Something worth counting happened in the source (an index reset, a re-list)."""
+
 
 class Source(Protocol):
     async def run(self) -> None:

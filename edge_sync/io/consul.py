@@ -9,6 +9,7 @@ has to queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -26,6 +27,7 @@ from edge_sync.core.consul import (
     ConsulTracker,
     FetchBacklog,
     Plan,
+    RelistSchedule,
 )
 from edge_sync.core.ratelimit import TokenBucket
 from edge_sync.core.source_api import SourceSink
@@ -37,7 +39,6 @@ log = logging.getLogger("edge_sync.consul")
 
 CATALOG_PATH = "/v1/catalog/services"
 CHECKS_PATH = "/v1/health/state/any"
-RELIST_TICK_S = 0.5
 FIRST_RETRY_S = 0.2
 
 
@@ -83,11 +84,11 @@ class ConsulSource:
         self.tracker = ConsulTracker(config.skip_services, may_accept, config.attribution_grace_s)
         self.backlog = FetchBacklog()
         self._work = asyncio.Event()
+        # Set after every watch result: the re-list schedule may have a new deadline.
+        self._watched = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._bucket: TokenBucket | None = None
         self._synced = False
-        self.index_resets = 0
-        self.relists = 0
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.config.scheme != "https":
@@ -178,7 +179,7 @@ class ConsulSource:
             params = self._params({"index": str(index.value), "wait": f"{int(cfg.wait_s)}s"})
             data, header = await self._get(path, params, blocking_timeout, kind)
             if index.observe(header):
-                self.index_resets += 1
+                self.sink.event("consul_index_reset")
                 log.info("consul %s index went backwards; reset to 0 for a fresh read", path)
             try:
                 plan = handle(data, _index_value(header), loop.time())
@@ -188,6 +189,7 @@ class ConsulSource:
                 continue
             self.sink.recovered()
             self._apply_plan(plan)
+            self._watched.set()
 
     def _apply_plan(self, plan: Plan) -> None:
         if plan.removed:
@@ -199,27 +201,21 @@ class ConsulSource:
             self._work.set()
 
     async def _relist_timer(self) -> None:
+        """Sleeps until the schedule's next deadline or a watch result; the policy is pure."""
         cfg = self.config
         loop = asyncio.get_running_loop()
-        interval = cfg.full_relist_interval_s
-        next_full = loop.time() + interval if interval > 0 else float("inf")
-        last_relist = float("-inf")
-        pending = False
+        schedule = RelistSchedule(
+            self.tracker, cfg.full_relist_interval_s, cfg.min_relist_interval_s, loop.time()
+        )
         while True:
-            await asyncio.sleep(RELIST_TICK_S)
-            now = loop.time()
-            if now >= next_full:
-                next_full = now + interval
-                pending = True
-            pending = self.tracker.relist_due(now) or pending
-            if (
-                pending
-                and self.tracker.initial_planned
-                and now - last_relist >= cfg.min_relist_interval_s
-            ):
-                pending = False
-                last_relist = now
-                self.relists += 1
+            deadline = schedule.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watched.wait(), timeout)
+            self._watched.clear()
+            reason = schedule.due(loop.time())
+            if reason is not None:
+                self.sink.event(f"consul_relist_{reason}")
                 self.backlog.add(self.tracker.names())
                 self._work.set()
 

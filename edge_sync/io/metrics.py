@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import enum
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["EdgeMetrics"]
+__all__ = ["EdgeMetrics", "PublishedKind", "ResyncOutcome"]
+
+
+class PublishedKind(enum.StrEnum):
+    """``syncmesh_edge_published_total{kind}``."""
+
+    SERVICE = "service"
+    TOMBSTONE = "tombstone"
+    BEAT = "beat"
+
+
+class ResyncOutcome(enum.StrEnum):
+    """``syncmesh_edge_resync_requests_total{outcome}``."""
+
+    DONE = "done"  # everything republished now
+    DEFERRED = "deferred"  # over the rate limit: done once a token is back, never dropped
+    INVALID = "invalid"  # malformed or oversized: ignored
 
 
 class EdgeMetrics:
@@ -32,6 +50,13 @@ class EdgeMetrics:
             "syncmesh_edge_invalid_input",
             "Input rejected (bad service file, instance the schema cannot carry, "
             "malformed resync request or stream message), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.unpublishable = Counter(
+            "syncmesh_edge_unpublishable",
+            "Service states and beats not published because the registry would reject them "
+            "(syncmesh.validate), by reason.",
             ["reason"],
             registry=registry,
         )
@@ -79,10 +104,38 @@ class EdgeMetrics:
             ["kind"],
             registry=registry,
         )
+        self.source_events = Counter(
+            "syncmesh_edge_source_events",
+            "Source events by kind: consul_index_reset, consul_relist_unexplained, "
+            "consul_relist_full.",
+            ["kind"],
+            registry=registry,
+        )
         self.resync_requests = Counter(
             "syncmesh_edge_resync_requests",
             "Resync requests received, by outcome (done, deferred, invalid).",
             ["outcome"],
+            registry=registry,
+        )
+        self.epoch = Gauge(
+            "syncmesh_edge_epoch",
+            "This agent's epoch: the stream sequence of its claim (0 before the claim).",
+            registry=registry,
+        )
+        self.claims = Counter(
+            "syncmesh_edge_epoch_claims",
+            "Epoch claims this agent made (1 per run; more only if the stream lost its claim).",
+            registry=registry,
+        )
+        self.deposed = Counter(
+            "syncmesh_edge_deposed",
+            "Times this agent found another agent's newer claim and stopped publishing.",
+            registry=registry,
+        )
+        self.task_crashes = Counter(
+            "syncmesh_edge_task_crashes",
+            "Unexpected errors that ended an agent task (source or nats); it was restarted.",
+            ["task"],
             registry=registry,
         )
         self.start_tombstones = Counter(

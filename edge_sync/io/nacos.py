@@ -173,7 +173,7 @@ class NacosSource:
             for group in self.config.groups:
                 try:
                     names = await self._list_group(client, namespace_id, group)
-                except Exception as exc:  # noqa: BLE001 - the SDK raises NacosException or anything
+                except Exception as exc:  # the SDK raises NacosException or anything
                     self.sink.failed(
                         _reason(exc), f"list {namespace_id}/{group}: {type(exc).__name__}: {exc}"
                     )
@@ -230,7 +230,7 @@ class NacosSource:
                 ),
                 self.config.timeout_ms / 1000 + 5,
             )
-        except Exception as exc:  # noqa: BLE001 - the SDK raises NacosException or anything
+        except Exception as exc:  # the SDK raises NacosException or anything
             self.sink.failed(_reason(exc), f"subscribe {key}: {type(exc).__name__}: {exc}")
             return False
         self._publish(key, instances or [])

@@ -1,14 +1,18 @@
-"""NATS adapter: connects, creates the stream, drains the publish table, beats, answers resyncs.
+"""NATS adapter: connects, creates the stream, claims the epoch, drains the publish table,
+beats, answers resyncs.
 
 The drain loop publishes with JetStream (``Nats-Msg-Id`` = cluster:epoch:revision,
 so a retried publish is de-duplicated by the server) and only while connected:
 while NATS is away, changes just overwrite the table's latest state per key.
+Every state and beat is fenced by the claim (``edge_sync.core.epoch_claim``): once
+another agent claims the cluster the server refuses them, and the agent stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -18,42 +22,81 @@ import msgspec
 
 from edge_sync.config import EdgeConfig
 from edge_sync.core.agent import EdgeCore
+from edge_sync.core.epoch_claim import EpochClaimer, LastClaim, Ownership
 from edge_sync.core.publish_state import Outgoing
-from edge_sync.io.metrics import EdgeMetrics
+from edge_sync.io.epoch import (
+    ClaimConflict,
+    claim_epoch,
+    is_wrong_last_sequence,
+    read_last_claim,
+)
+from edge_sync.io.metrics import EdgeMetrics, PublishedKind, ResyncOutcome
 from edge_sync.io.remote_state import read_cluster_services
 from syncmesh import subjects
 from syncmesh.loggate import GatedLog
-from syncmesh.schema import ResyncRequest, encode
+from syncmesh.schema import ResyncRequest
+from syncmesh.validate import Rejected
 from syncmesh_io import nats_connection as natsconn
 from syncmesh_io.retry import forever
 
-__all__ = ["NatsPublisher", "PublishFailed"]
+__all__ = ["NatsPublisher", "PublishError", "PublishFailed", "Deposed"]
 
 log = logging.getLogger("edge_sync.nats")
 
 MAX_RESYNC_BYTES = 64 * 1024
+# JetStream's "per-message TTL is disabled" (a stream made without allow_msg_ttl).
+TTL_DISABLED = 10166
 _resync_decoder = msgspec.json.Decoder(ResyncRequest)
 
 
+class PublishError(enum.StrEnum):
+    """Why a call to NATS failed (``syncmesh_edge_publish_errors_total{reason}``)."""
+
+    NO_STREAM = "no_stream"  # no stream answered: JetStream starting, or the store was lost
+    API_ERROR = "api_error"
+    TIMEOUT = "timeout"
+    DISCONNECTED = "disconnected"
+    FENCED = "fenced"  # refused by the claim fence: deposed, or the claim was lost
+    TTL_DISABLED = "ttl_disabled"  # a stream made without per-message TTLs
+    CLAIM_RACE = "claim_race"  # another claim landed between our read and our claim
+    OTHER = "other"
+
+
 class PublishFailed(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: PublishError, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
 
-def _publish_error_reason(exc: BaseException) -> str:
+class Deposed(Exception):
+    """Another agent claimed the cluster after us: this run must not publish again."""
+
+    def __init__(self, epoch: int, newer: LastClaim) -> None:
+        who = newer.claim.agent if newer.claim is not None else "?"
+        super().__init__(f"epoch {epoch} superseded by the claim at {newer.seq} (agent {who})")
+
+
+def _publish_error_reason(exc: BaseException) -> PublishError:
     import nats.errors
     import nats.js.errors
 
+    if isinstance(exc, PublishFailed):
+        return exc.reason
+    if isinstance(exc, ClaimConflict):
+        return PublishError.CLAIM_RACE
+    if is_wrong_last_sequence(exc):
+        return PublishError.FENCED
+    if getattr(exc, "err_code", None) == TTL_DISABLED:
+        return PublishError.TTL_DISABLED
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return "no_stream"
+        return PublishError.NO_STREAM
     if isinstance(exc, nats.js.errors.APIError):
-        return "api_error"
+        return PublishError.API_ERROR
     if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
-        return "timeout"
+        return PublishError.TIMEOUT
     if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionReconnectingError):
-        return "disconnected"
-    return "other"
+        return PublishError.DISCONNECTED
+    return PublishError.OTHER
 
 
 class NatsPublisher:
@@ -64,18 +107,26 @@ class NatsPublisher:
         metrics: EdgeMetrics,
         limited: GatedLog,
         clock: Callable[[], float],
+        claimer: EpochClaimer,
     ) -> None:
         self.config = config
         self.core = core
+        self.claimer = claimer
         self.metrics = metrics
         self.limited = limited
         self.clock = clock
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.remote_loaded = asyncio.Event()
+        # The beat loop and the drain may both be refused at once: one check at a time,
+        # so a lost claim is claimed again once, not twice.
+        self._fence_lock = asyncio.Lock()
         self._nc: Any = None
         self._js: Any = None
         self._closing = False
+        # Cleared when the stream refuses per-message TTLs and cannot be updated to allow
+        # them: tombstones that never expire beat tombstones that never get out.
+        self._tombstone_ttl = config.tombstone_ttl_s
 
     # -- connection callbacks ---------------------------------------------
     async def _on_error(self, exc: Exception) -> None:
@@ -100,7 +151,12 @@ class NatsPublisher:
 
     # -- main ------------------------------------------------------------
     async def run(self) -> None:
+        """Until cancelled; raises ``Deposed`` when another agent took the cluster over."""
         cfg = self.config
+        requeued = self.core.state.requeue_inflight()
+        if requeued:
+            # A restart after a crash: what the last run had in flight is published again.
+            log.info("%d publishes of the previous NATS task are queued again", requeued)
         self._nc = await natsconn.connect(
             cfg.nats,
             error_cb=self._on_error,
@@ -112,11 +168,17 @@ class NatsPublisher:
             self.metrics.nats_connected.set(1)
             self._js = self._nc.jetstream(timeout=cfg.publish_timeout_s)
             await self._ensure_stream()
+            if self.core.epoch == 0:
+                # Once per run: a restarted NATS task keeps the epoch it claimed.
+                await self._claim()
             await self._nc.subscribe(subjects.resync_subject(cfg.cluster), cb=self._on_resync)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._beat_loop())
-                await self._load_remote()
-                group.create_task(self._drain_loop())
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._beat_loop())
+                    await self._load_remote()
+                    group.create_task(self._drain_loop())
+            except* Deposed as deposed:
+                raise deposed.exceptions[0] from None
         finally:
             self._closing = True
             self.connected.clear()
@@ -125,12 +187,12 @@ class NatsPublisher:
                 await self._nc.close()
             self._closing = False
 
-    def _reporter(self, reason: str) -> Callable[[BaseException, int], None]:
+    def _reporter(self, what: str) -> Callable[[BaseException, int], None]:
         def report(exc: BaseException, attempt: int) -> None:
-            why = exc.reason if isinstance(exc, PublishFailed) else reason
+            why = _publish_error_reason(exc)
             self.metrics.publish_errors.labels(why).inc()
             self.limited.warning(
-                why, self.clock(), "NATS %s failed (attempt %d): %s", reason, attempt, exc
+                why, self.clock(), "NATS %s failed (attempt %d): %s", what, attempt, exc
             )
 
         return report
@@ -139,6 +201,42 @@ class NatsPublisher:
         async for attempt in forever((Exception,), self._reporter("ensure_stream")):
             with attempt:
                 await natsconn.join_stream(self._js, self.config.nats.replicas)
+
+    async def _claim(self) -> None:
+        epoch = await claim_epoch(self._js, self.claimer, self._reporter("claim"))
+        self.core.set_epoch(epoch)
+        self.metrics.epoch.set(epoch)
+        self.metrics.claims.inc()
+        log.info("claimed cluster %s: epoch %d", self.config.cluster, epoch)
+
+    async def _fenced(self) -> None:
+        """The server refused a fenced publish: were we deposed, or did the stream lose the claim?"""
+        async with self._fence_lock:
+            await self._fenced_locked()
+
+    async def _fenced_locked(self) -> None:
+        last = await read_last_claim(self._js, self.config.cluster)
+        verdict = self.claimer.ownership(last.seq)
+        if verdict is Ownership.DEPOSED:
+            raise Deposed(self.claimer.epoch, last)
+        if verdict is Ownership.LOST:
+            log.warning(
+                "the claim of epoch %d is gone from the stream (last claim: %d); claiming again "
+                "and republishing",
+                self.claimer.epoch,
+                last.seq,
+            )
+            await self._claim()
+            self.core.state.mark_all_dirty()
+            self.wake.set()
+
+    async def _fenced_quietly(self) -> None:
+        try:
+            await self._fenced()
+        except Deposed:
+            raise
+        except Exception as exc:  # NATS trouble while checking: the next refusal asks again
+            self.limited.warning("fence_check", self.clock(), "claim check failed: %s", exc)
 
     async def _load_remote(self) -> None:
         def invalid(reason: str, detail: str) -> None:
@@ -178,28 +276,59 @@ class NatsPublisher:
                 # Nothing is sent while NATS is away; the table keeps the latest state per key.
                 self.connected.clear()
                 await self.connected.wait()
-            batch = state.take(self.config.publish_batch)
-            if not batch:
-                break
-            results = await asyncio.gather(
-                *(self._publish(o) for o in batch), return_exceptions=True
-            )
-            failure: BaseException | None = None
-            for sent, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    state.failed(sent)
-                    failure = failure or result
-                else:
-                    state.acked(sent)
-                    self.metrics.published.labels(
-                        "tombstone" if sent.message.deleted else "service"
-                    ).inc()
+            try:
+                taken = self.core.take_batch(self.config.publish_batch)
+                for sent, rejected in taken.rejected:
+                    self._unpublishable(sent.subject, rejected)
+                batch = taken.outgoing
+                if not batch:
+                    if taken.rejected:
+                        continue
+                    break
+                results = await asyncio.gather(
+                    *(self._publish(o) for o in batch), return_exceptions=True
+                )
+                failure = self._settle(batch, results)
+            finally:
+                # Cancelled or crashed before every message was settled: take them back, so
+                # they are published again instead of staying "in flight" forever.
+                state.requeue_inflight()
             self.metrics.pending.set(state.dirty_count + state.inflight_count)
             if failure is not None:
                 reason = _publish_error_reason(failure)
-                if reason == "no_stream":
+                if reason is PublishError.NO_STREAM:
                     await self._recover_stream()
+                elif reason is PublishError.FENCED:
+                    await self._fenced_quietly()  # raises Deposed, or claims again
+                elif reason is PublishError.TTL_DISABLED:
+                    await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
+
+    def _settle(
+        self, batch: list[Outgoing], results: list[BaseException | None]
+    ) -> BaseException | None:
+        """Report every result to the table; the first failure, if any."""
+        state = self.core.state
+        failure: BaseException | None = None
+        for sent, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                state.failed(sent)
+                failure = failure or result
+            else:
+                state.acked(sent)
+                kind = PublishedKind.TOMBSTONE if sent.message.deleted else PublishedKind.SERVICE
+                self.metrics.published.labels(kind).inc()
+        return failure
+
+    def _unpublishable(self, subject: str, rejected: Rejected) -> None:
+        self.metrics.unpublishable.labels(rejected.reason).inc()
+        self.limited.warning(
+            f"unpublishable_{rejected.reason}",
+            self.clock(),
+            "not published, the registry would reject it: %s: %s",
+            subject,
+            rejected,
+        )
 
     async def _recover_stream(self) -> None:
         """No stream answered: JetStream still starting, or a NATS that lost its store."""
@@ -212,55 +341,75 @@ class NatsPublisher:
                 "stream %s is gone; recreating it and republishing everything", subjects.STREAM
             )
             await self._ensure_stream()
-            self.core.state.mark_all_dirty()
-        except Exception:  # noqa: BLE001 - not ready yet; the drain retry comes back here
+            # The claim went with the stream: the fence check finds it lost, claims again
+            # and marks everything for republishing.
+            await self._fenced()
+        except Exception:  # not ready yet; the drain retry comes back here
             return
+
+    async def _allow_ttl(self) -> None:
+        try:
+            await natsconn.ensure_stream(self._js, self.config.nats.replicas)
+        except Exception as exc:
+            log.warning(
+                "stream %s refuses per-message TTLs and cannot be updated (%s); "
+                "tombstones are published without Nats-TTL and will not expire",
+                subjects.STREAM,
+                exc,
+            )
+            self._tombstone_ttl = 0
+
+    def _headers(self, epoch: int, revision: int) -> dict[str, str]:
+        headers = self.claimer.fence_headers(epoch)
+        headers["Nats-Msg-Id"] = subjects.msg_id(self.config.cluster, epoch, revision)
+        return headers
 
     async def _publish(self, sent: Outgoing) -> None:
         message = sent.message
-        await self._js.publish(
-            sent.subject,
-            encode(message),
-            headers={
-                "Nats-Msg-Id": subjects.msg_id(self.config.cluster, message.epoch, message.revision)
-            },
-        )
+        headers = self._headers(message.epoch, message.revision)
+        if message.deleted and self._tombstone_ttl:
+            headers["Nats-TTL"] = str(self._tombstone_ttl)
+        await self._js.publish(sent.subject, sent.data, headers=headers)
 
     # -- beats and resync --------------------------------------------------
     async def _beat_loop(self) -> None:
-        subject = subjects.cluster_subject(self.config.cluster)
         while True:
             if self.core.resync_due(self.clock()):
-                self.metrics.resync_requests.labels("done").inc()
+                self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
                 self.wake.set()
             if self._nc.is_connected:
-                beat = self.core.beat(sent_at=time.time())
-                try:
-                    await self._js.publish(
-                        subject,
-                        encode(beat),
-                        headers={
-                            "Nats-Msg-Id": subjects.msg_id(
-                                self.config.cluster, beat.epoch, beat.revision
-                            )
-                        },
-                    )
-                except Exception as exc:  # noqa: BLE001 - the next beat is the retry
-                    reason = _publish_error_reason(exc)
-                    self.metrics.publish_errors.labels(reason).inc()
-                    self.limited.warning(
-                        f"beat_{reason}", self.clock(), "beat not published: %s", exc
-                    )
-                else:
-                    self.metrics.published.labels("beat").inc()
+                await self._beat_once()
             await asyncio.sleep(self.config.beat_interval_s)
+
+    async def _beat_once(self) -> None:
+        try:
+            out = self.core.beat_message(sent_at=time.time())
+        except Rejected as exc:
+            self._unpublishable(subjects.cluster_subject(self.config.cluster), exc)
+            return
+        beat = out.beat
+        try:
+            await self._js.publish(
+                out.subject, out.data, headers=self._headers(beat.epoch, beat.revision)
+            )
+        except Exception as exc:  # the next beat is the retry
+            reason = _publish_error_reason(exc)
+            self.metrics.publish_errors.labels(reason).inc()
+            self.limited.warning(f"beat_{reason}", self.clock(), "beat not published: %s", exc)
+            # An idle agent learns of its deposition, or of a lost stream, within one beat.
+            if reason is PublishError.FENCED:
+                await self._fenced_quietly()
+            elif reason is PublishError.NO_STREAM:
+                await self._recover_stream()
+        else:
+            self.metrics.published.labels(PublishedKind.BEAT).inc()
 
     async def _on_resync(self, msg: Any) -> None:
         data: bytes = msg.data or b""
         now = self.clock()
         if len(data) > MAX_RESYNC_BYTES:
             self.metrics.invalid_input.labels("resync_oversized").inc()
-            self.metrics.resync_requests.labels("invalid").inc()
+            self.metrics.resync_requests.labels(ResyncOutcome.INVALID).inc()
             self.limited.warning(
                 "resync_oversized", now, "resync request of %d bytes ignored", len(data)
             )
@@ -270,15 +419,15 @@ class NatsPublisher:
                 _resync_decoder.decode(data)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self.metrics.invalid_input.labels("resync_malformed").inc()
-                self.metrics.resync_requests.labels("invalid").inc()
+                self.metrics.resync_requests.labels(ResyncOutcome.INVALID).inc()
                 self.limited.warning("resync_malformed", now, "resync request ignored: %s", exc)
                 return
         if self.core.resync_requested(now):
-            self.metrics.resync_requests.labels("done").inc()
+            self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
             log.info("resync requested: republishing every service")
             self.wake.set()
         else:
-            self.metrics.resync_requests.labels("deferred").inc()
+            self.metrics.resync_requests.labels(ResyncOutcome.DEFERRED).inc()
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(b'{"ok":true}')

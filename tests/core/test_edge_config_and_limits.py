@@ -58,7 +58,17 @@ def test_full_config_loads_with_env_override(tmp_path: Path) -> None:
         ),
         ('cluster = "e"\n[source.consul]\nfetch_concurrency = 47', "max_connections"),
         ('cluster = "e"\n[source]\nkind = "eureka"', "$.source.kind"),
-        ('cluster = "e"\nclient_cidrs = ["10.0.0.0/33"]', "client_cidrs"),
+        ('cluster = "e"\nclient_cidrs = ["10.0.0.0/33"]', "client_cidrs[0]"),
+        # Host bits set: the registry's parse_cidr refuses it, so the agent does too.
+        ('cluster = "e"\nclient_cidrs = ["10.0.0.0/8", "10.1.2.3/16"]', "client_cidrs[1]"),
+        (
+            'cluster = "e"\n[[gateways]]\naddress = "gw.example.com"\nport = 443',
+            "gateways[0].address",
+        ),
+        (
+            'cluster = "e"\nclient_cidrs = ["10.0.0.0/8", "11.0.0.0/8"]\n[limits]\nmax_client_cidrs = 1',
+            "limits.max_client_cidrs",
+        ),
         ('cluster = "e"\n[[gateways]]\naddress = "1.2.3.4"\nport = 70000', "$.gateways[0].port"),
         ('cluster = "e"\nbeat_interval = 2', "beat_interval"),
     ],
@@ -69,6 +79,18 @@ def test_bad_values_name_the_key_and_reason(tmp_path: Path, body: str, needle: s
     with pytest.raises(ConfigError) as err:
         load_config(path, EdgeConfig, "SYNCMESH_EDGE", environ={})
     assert needle in str(err.value)
+
+
+def test_cli_refuses_a_config_the_registry_would_reject_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncmesh_app.cli import main
+
+    path = tmp_path / "edge.toml"
+    path.write_text('cluster = "east"\nclient_cidrs = ["10.1.2.3/16"]\n')
+    assert main(["edge", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "client_cidrs[0]" in err and "10.1.2.3/16" in err and "host bits" in err
 
 
 def test_token_bucket_refills_with_the_callers_clock() -> None:

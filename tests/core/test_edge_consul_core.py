@@ -11,6 +11,8 @@ from edge_sync.core.consul import (
     ConsulFormatError,
     ConsulTracker,
     FetchBacklog,
+    RelistReason,
+    RelistSchedule,
     aggregate_health,
     map_health_entries,
     namespace_of,
@@ -54,7 +56,6 @@ def test_index_resets_when_it_goes_backwards_and_never_blocks_below_one() -> Non
     assert idx.observe("7") and idx.value == 0  # restarted Consul: non-blocking re-read
     assert not idx.observe("7") and idx.value == 7
     assert idx.observe("0") and idx.value == 0  # 0 after 7 is also "backwards"
-    assert idx.resets == 2
 
 
 def test_index_below_one_becomes_one() -> None:
@@ -115,7 +116,8 @@ def test_health_entries_map_to_instances_per_namespace() -> None:
         and blue.zone == "z1"
         and blue.meta["syncmesh-namespace"] == "blue"
     )
-    assert nodes == {"n1", "n2", "n3"}
+    # Every node with an entry, usable or not: a change of node n4 re-fetches web too.
+    assert nodes == {"n1", "n2", "n3", "n4"}
     assert [i.reason for i in invalid] == ["invalid_instance"]
 
 
@@ -226,3 +228,35 @@ def test_backlog_requeues_a_service_that_changed_during_its_fetch() -> None:
     assert backlog.next() == "a"  # fetched again: the running fetch may have missed the change
     backlog.done("a")
     assert backlog.idle
+
+
+def test_relist_schedule_waits_for_the_grace_and_the_minimum_interval() -> None:
+    tracker = ready_tracker()
+    schedule = RelistSchedule(tracker, full_interval_s=600.0, min_interval_s=30.0, now=0.0)
+    assert schedule.next_deadline() == 600.0  # nothing pending: the next anti-entropy pass
+    tracker.on_catalog({"web": [], "api": ["v1"]}, 20, now=100.0)  # unexplained
+    assert schedule.next_deadline() == 101.0  # the grace runs out
+    assert schedule.due(100.5) is None
+    assert schedule.due(101.0) is RelistReason.UNEXPLAINED
+    assert schedule.due(101.0) is None  # once
+    tracker.on_catalog({"web": [], "api": ["v1"]}, 21, now=110.0)
+    assert schedule.due(111.0) is None  # wanted, but only 10 s after the last re-list
+    assert schedule.next_deadline() == 131.0
+    assert schedule.due(130.9) is None
+    assert schedule.due(131.0) is RelistReason.UNEXPLAINED  # kept, never dropped
+    assert schedule.next_deadline() == 600.0
+    assert schedule.due(600.0) is RelistReason.FULL
+    assert schedule.next_deadline() == 1200.0
+
+
+def test_relist_schedule_never_runs_before_the_initial_plan_and_can_be_off() -> None:
+    tracker = ConsulTracker(["consul"], lambda name: True, grace_s=1.0)
+    schedule = RelistSchedule(tracker, full_interval_s=10.0, min_interval_s=0.0, now=0.0)
+    assert schedule.due(10.0) is None  # wanted, but the first fetch of everything is not planned
+    assert schedule.next_deadline() is None  # only a watch result can change that
+    tracker.on_catalog({"web": []}, 5, now=11.0)
+    tracker.on_checks([], 5, now=11.0)
+    assert tracker.initial_planned
+    assert schedule.due(11.0) is RelistReason.FULL
+    off = RelistSchedule(ready_tracker(), full_interval_s=0.0, min_interval_s=30.0, now=0.0)
+    assert off.next_deadline() is None and off.due(1e9) is None

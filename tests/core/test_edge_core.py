@@ -170,3 +170,55 @@ def test_counts_follow_the_source() -> None:
     assert (core.service_count, core.instance_count) == (2, 5)
     core.apply([svc("a", 1)], [ServiceRef("default", "b")])
     assert (core.service_count, core.instance_count) == (1, 1)
+
+
+def test_a_state_the_registry_would_reject_is_never_taken_for_publishing() -> None:
+    core = EdgeCore(config(limits={"max_instances_per_service": 2}), epoch=1, now=0.0)
+    core.apply([svc("big", 3), svc("small", 1)])
+    batch = core.take_batch(10)
+    assert [o.message.service for o in batch.outgoing] == ["small"]
+    [(sent, rejected)] = batch.rejected
+    assert sent.message.service == "big" and rejected.reason == "too-many-instances"
+    for o in batch.outgoing:
+        core.state.acked(o)
+    # Settled, not retried in a loop; the stream keeps what it had, as the registry would.
+    assert core.state.dirty_count == 0 and core.state.inflight_count == 0
+    core.apply([svc("big", 2)])  # back within the limit: published
+    assert [o.message.service for o in core.take_batch(10).outgoing] == ["big"]
+
+
+def test_every_outgoing_message_passes_the_registry_validator() -> None:
+    from syncmesh.limits import LimitsConfig
+    from syncmesh.validate import validate_message
+
+    core = EdgeCore(config(), epoch=1, now=0.0)
+    core.apply([svc("com.foo.Bar", 2), svc("web", 1, namespace="prod")])
+    for o in core.take_batch(10).outgoing:
+        assert validate_message(o.subject, o.data, LimitsConfig()) == o.message
+    beat = core.beat_message(sent_at=1.0)
+    assert validate_message(beat.subject, beat.data, LimitsConfig()) == beat.beat
+
+
+def test_a_beat_the_registry_would_reject_is_refused() -> None:
+    from syncmesh.validate import Rejected
+
+    core = EdgeCore(config(limits={"max_message_bytes": 64}), epoch=1, now=0.0)
+    problem = core.config_problem()
+    assert problem is not None and problem.reason == "oversize"
+    with pytest.raises(Rejected):
+        core.beat_message(sent_at=1.0)
+    assert EdgeCore(config(), epoch=1, now=0.0).config_problem() is None
+
+
+def test_ready_once_the_source_was_read_the_epoch_claimed_and_nats_connected() -> None:
+    core = EdgeCore(config(), now=0.0)
+    assert not core.readiness(nats_connected=True, deposed=False).ready
+    core.mark_source_synced()
+    assert not core.readiness(nats_connected=True, deposed=False).ready  # no claim yet
+    core.set_epoch(5)
+    assert core.readiness(nats_connected=True, deposed=False).ready
+    assert not core.readiness(nats_connected=False, deposed=False).ready
+    assert not core.readiness(nats_connected=True, deposed=True).ready
+    core.source_failed("consul_connect", "refused")  # degraded later: still ready, says why
+    report = core.readiness(nats_connected=True, deposed=False)
+    assert report.ready and report.source_health == "degraded"

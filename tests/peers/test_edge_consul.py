@@ -141,10 +141,12 @@ async def test_register_health_flip_and_deregister(
 
         await wait_until(web_tombstoned, 10, what="tombstone")
         assert (
-            agent.metrics.get_sample_value("syncmesh_edge_published_total", {"kind": "tombstone"})
+            agent.collector_registry.get_sample_value(
+                "syncmesh_edge_published_total", {"kind": "tombstone"}
+            )
             == 1
         )
-        assert agent.metrics.get_sample_value("syncmesh_edge_services") == 2
+        assert agent.collector_registry.get_sample_value("syncmesh_edge_services") == 2
 
 
 def got_label_suffix(got: dict[tuple[str, str], ServiceState]) -> str:
@@ -185,8 +187,11 @@ async def test_recovers_by_itself_after_consul_restart(
 
         await wait_until(web_critical, 30, what="health change after restart")
         # The restarted dev agent's raft index starts over: the loops noticed and reset.
-        assert agent.source.index_resets >= 1
-        errors = agent.metrics.get_sample_value(
+        resets = agent.collector_registry.get_sample_value(
+            "syncmesh_edge_source_events_total", {"kind": "consul_index_reset"}
+        )
+        assert resets is not None and resets >= 1
+        errors = agent.collector_registry.get_sample_value(
             "syncmesh_edge_source_errors_total", {"reason": "consul_connect"}
         )
         assert errors is not None and errors >= 1
@@ -206,7 +211,7 @@ async def test_acl_token_and_forbidden_token(
         async with EdgeAgent(bad) as agent:
 
             async def forbidden() -> bool:
-                value = agent.metrics.get_sample_value(
+                value = agent.collector_registry.get_sample_value(
                     "syncmesh_edge_source_errors_total", {"reason": "consul_forbidden"}
                 )
                 return (value or 0) >= 1
@@ -233,3 +238,7 @@ async def test_port_change_without_check_change_is_found(
         await wait_until(moved, 15, what="port change published")
         assert isinstance(agent.source, ConsulSource) and agent.core is not None
         assert agent.core.source_health == "ok"
+        relists = agent.collector_registry.get_sample_value(
+            "syncmesh_edge_source_events_total", {"kind": "consul_relist_unexplained"}
+        )
+        assert relists == 1

@@ -1,9 +1,11 @@
-"""Fault tests: NATS away for 20 s while the source changes; the agent killed and restarted."""
+"""Fault tests: NATS away or frozen while the source changes; the agent killed, crashed, restarted."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ def live_view(states: dict[tuple[str, str], ServiceState]) -> dict[str, list[tup
 
 
 def published(agent: EdgeAgent) -> float:
-    m = agent.metrics
+    m = agent.collector_registry
     return sum(
         m.get_sample_value("syncmesh_edge_published_total", {"kind": k}) or 0
         for k in ("service", "tombstone")
@@ -112,7 +114,7 @@ async def test_nats_down_20s_while_source_changes(nats_peer: NatsPeer, tmp_path:
         assert final[("default", "a")].deleted
         # Coalesced: one message per changed key, not one per change.
         assert published(agent) - before == 3
-        assert (agent.metrics.get_sample_value("syncmesh_edge_nats_connected") or 0) == 1
+        assert (agent.collector_registry.get_sample_value("syncmesh_edge_nats_connected") or 0) == 1
 
 
 def _disconnected(agent: EdgeAgent) -> Any:
@@ -151,7 +153,9 @@ async def test_agent_killed_services_deleted_then_restarted_tombstones_appear(
         assert final[("default", "x")].deleted and final[("default", "y")].deleted
         assert final[("default", "x")].epoch == agent.epoch > first_epoch
         assert live_view(final) == {"z": [("10.0.0.1", 82, "passing")]}
-        assert agent.metrics.get_sample_value("syncmesh_edge_start_tombstones_total") == 2
+        assert (
+            agent.collector_registry.get_sample_value("syncmesh_edge_start_tombstones_total") == 2
+        )
 
 
 async def test_nats_unreachable_at_start(nats_peer: NatsPeer, tmp_path: Path) -> None:
@@ -173,3 +177,84 @@ def _source_synced(agent: EdgeAgent) -> Any:
         return agent.core is not None and agent.core.source_synced
 
     return check
+
+
+async def test_frozen_nats_while_the_file_churns_converges(
+    nats_peer: NatsPeer, tmp_path: Path
+) -> None:
+    """Regression (issue 10 #8): nats-server SIGSTOP'd while services come and go every 0.1 s."""
+    path = tmp_path / "services.toml"
+    rng = random.Random(8)
+    names = [f"s{i}" for i in range(8)]
+
+    def churn() -> dict[str, list[tuple[str, int, str]]]:
+        chosen = rng.sample(names, rng.randint(0, len(names)))
+        return {
+            n: [("10.0.0.1", rng.randint(1, 3), rng.choice(["passing", "critical"]))]
+            for n in sorted(chosen)
+        }
+
+    current = churn()
+    path.write_text(service_file(current))
+    async with EdgeAgent(edge_config(nats_peer, path)) as agent:
+        await agent.wait_synced(30)
+        node = nats_peer.nodes[0]
+        node.process.signal_group(signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            thaw = loop.time() + 7.0
+            while loop.time() < thaw:
+                current = churn()
+                path.write_text(service_file(current))
+                await asyncio.sleep(0.1)
+        finally:
+            node.process.signal_group(signal.SIGCONT)
+        # A few more changes right after the thaw, while timed-out publishes are retried.
+        for _ in range(10):
+            current = churn()
+            path.write_text(service_file(current))
+            await asyncio.sleep(0.1)
+
+        async def converged() -> bool:
+            return agent.synced and live_view(await stream_states(nats_peer)) == current
+
+        await wait_until(converged, 90, interval=0.5, what="stream converged to the file")
+        crashes = agent.collector_registry.get_sample_value(
+            "syncmesh_edge_task_crashes_total", {"task": "nats"}
+        )
+        assert not crashes  # the NATS task never crashed
+
+
+async def test_a_crashed_nats_task_is_counted_restarted_and_converges(
+    nats_peer: NatsPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "services.toml"
+    path.write_text(service_file({"a": [("10.0.0.1", 80, "passing")]}))
+    async with EdgeAgent(edge_config(nats_peer, path)) as agent:
+        await agent.wait_synced(30)
+        assert agent.core is not None
+        epoch = agent.epoch
+        state = agent.core.state
+        original = state.take
+        crashes = 0
+
+        def take_then_crash(limit: int) -> Any:
+            # Keys are taken (in flight), then an unexpected error ends the NATS task.
+            nonlocal crashes
+            taken = original(limit)
+            if taken and not crashes:
+                crashes += 1
+                raise RuntimeError("boom")
+            return taken
+
+        monkeypatch.setattr(state, "take", take_then_crash)
+        current = {"a": [("10.0.0.1", 81, "passing")], "b": [("10.0.0.2", 80, "passing")]}
+        path.write_text(service_file(current))
+
+        async def converged() -> bool:
+            return agent.synced and live_view(await stream_states(nats_peer)) == current
+
+        await wait_until(converged, 30, interval=0.2, what="converged after the crash")
+        registry = agent.collector_registry
+        assert registry.get_sample_value("syncmesh_edge_task_crashes_total", {"task": "nats"}) == 1
+        assert agent.epoch == epoch  # a restarted task keeps the run's claim

@@ -112,7 +112,7 @@ async def test_bad_file_keeps_last_good_state_and_is_counted(
 
         async def rejected() -> bool:
             return (
-                agent.metrics.get_sample_value(
+                agent.collector_registry.get_sample_value(
                     "syncmesh_edge_invalid_input_total", {"reason": "file_schema"}
                 )
                 or 0
@@ -187,7 +187,7 @@ async def test_beats_resync_and_metrics_endpoint(
 
         async def counted() -> bool:
             return (
-                agent.metrics.get_sample_value(
+                agent.collector_registry.get_sample_value(
                     "syncmesh_edge_invalid_input_total", {"reason": "resync_malformed"}
                 )
                 or 0
@@ -243,7 +243,7 @@ async def test_spoofed_or_malformed_input_is_counted_and_harmless(
         await agent.wait_synced(30)
         ghost = (await states(reader))[("default", "ghost")]
         assert ghost.deleted and ghost.epoch == agent.epoch
-        invalid = agent.metrics.get_sample_value
+        invalid = agent.collector_registry.get_sample_value
         assert invalid("syncmesh_edge_invalid_input_total", {"reason": "stream_malformed"}) == 1
 
         before = {k: v.revision for k, v in (await states(reader)).items()}
@@ -264,3 +264,61 @@ async def test_spoofed_or_malformed_input_is_counted_and_harmless(
             k: v.revision for k, v in (await states(reader)).items()
         } == before  # nothing republished
         assert invalid("syncmesh_edge_resync_requests_total", {"outcome": "done"}) is None
+
+
+async def test_tombstones_expire_from_the_stream(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path
+) -> None:
+    # A stream made before per-message TTLs: the agent updates it to allow them.
+    from nats.js.api import StreamConfig
+
+    js = reader.jetstream()
+    await js.add_stream(
+        StreamConfig(
+            name=subjects.STREAM, subjects=subjects.STREAM_SUBJECTS, max_msgs_per_subject=1
+        )
+    )
+    path = tmp_path / "services.toml"
+    path.write_text(ORDERS)
+    async with EdgeAgent(edge_config(nats_peer, path, tombstone_ttl_s=2)) as agent:
+        await agent.wait_synced(30)
+        assert (await js.stream_info(subjects.STREAM)).config.allow_msg_ttl
+        path.write_text(ORDERS.split('[[services]]\nname = "com.foo.Bar"')[0])
+        bar = subjects.service_subject("east", "payments", "com-foo-bar-cbd95f")
+
+        async def tombstoned() -> bool:
+            return (await states(reader))[("payments", "com-foo-bar-cbd95f")].deleted
+
+        await wait_until(tombstoned, 10, what="tombstone published")
+        msg = await js.get_last_msg(subjects.STREAM, bar)
+        assert msg.headers is not None and msg.headers.get("Nats-TTL") == "2"
+        live = await js.get_last_msg(
+            subjects.STREAM, subjects.service_subject("east", "default", "orders")
+        )
+        assert "Nats-TTL" not in (live.headers or {})  # live states never expire
+
+        async def expired() -> bool:
+            return ("payments", "com-foo-bar-cbd95f") not in await states(reader)
+
+        await wait_until(expired, 10, what="tombstone expired")
+        assert ("default", "orders") in await states(reader)
+
+
+async def test_a_state_the_registry_would_reject_is_counted_not_published(
+    nats_peer: NatsPeer, reader: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "services.toml"
+    big = "".join(
+        f'[[services.instances]]\naddress = "10.0.1.{i}"\nport = 80\n' for i in range(1, 4)
+    )
+    path.write_text(ORDERS + '[[services]]\nname = "big"\n' + big)
+    config = edge_config(nats_peer, path, limits={"max_instances_per_service": 2})
+    async with EdgeAgent(config) as agent:
+        await agent.wait_synced(30)  # everything else is out; "big" is settled, not pending
+        got = await states(reader)
+        assert ("default", "big") not in got and ("default", "orders") in got
+        count = agent.collector_registry.get_sample_value(
+            "syncmesh_edge_unpublishable_total", {"reason": "too-many-instances"}
+        )
+        assert count == 1
+        assert sum("too-many-instances" in r.getMessage() for r in caplog.records) == 1

@@ -216,7 +216,7 @@ async def test_wrong_password_is_a_degraded_source_not_a_crash(
     async with EdgeAgent(cfg) as agent:
 
         async def degraded() -> bool:
-            value = agent.metrics.get_sample_value(
+            value = agent.collector_registry.get_sample_value(
                 "syncmesh_edge_source_errors_total", {"reason": "nacos_auth"}
             )
             return (value or 0) >= 1
