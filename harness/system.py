@@ -92,6 +92,7 @@ async def full_system(workdir: Path, probes: ProbeConfig = FAST_PROBES) -> Async
                     locality=Locality(region="r1", zone="z1"),
                     client_cidrs=["127.0.0.0/24"],
                     beat_interval_s=1.0,
+                    metrics_port=-1,
                 )
             )
         )
@@ -112,6 +113,7 @@ async def full_system(workdir: Path, probes: ProbeConfig = FAST_PROBES) -> Async
                     locality=Locality(region="r2", zone="z2"),
                     client_cidrs=["10.20.0.0/16"],
                     beat_interval_s=1.0,
+                    metrics_port=-1,
                 )
             )
         )

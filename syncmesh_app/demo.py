@@ -175,6 +175,8 @@ async def run_demo(opts: DemoOptions) -> None:
                 locality=Locality(region="us-east", zone="us-east-1a"),
                 client_cidrs=["127.0.0.0/24", "10.10.0.0/16"],
                 beat_interval_s=1.0,
+                # Two agents in one process: each on its own ephemeral port.
+                metrics_port=-1,
             )
             west = EdgeConfig(
                 cluster="west",
@@ -184,6 +186,8 @@ async def run_demo(opts: DemoOptions) -> None:
                 locality=Locality(region="eu-west", zone="eu-west-1a"),
                 client_cidrs=["10.20.0.0/16"],
                 beat_interval_s=1.0,
+                # Two agents in one process: each on its own ephemeral port.
+                metrics_port=-1,
             )
             agents = [await stack.enter_async_context(EdgeAgent(c)) for c in (east, west)]
             # The banner's commands must work at once: wait until both sources are on NATS.
