@@ -29,12 +29,22 @@ def _run(coro: Coroutine[Any, Any, int | None], name: str) -> int:
     return process.run(coro, name)
 
 
+# `syncmesh edge` exit status when a newer agent claimed the cluster.
+EXIT_DEPOSED = 3
+
+
 def _edge(args: argparse.Namespace) -> int:
     from edge_sync.config import EdgeConfig
-    from syncmesh_app.edge import run_edge
+    from syncmesh_app.edge import AgentDeposed, run_edge
 
     config = load_config(args.config, EdgeConfig, "SYNCMESH_EDGE")
-    return _run(run_edge(config), f"edge {config.cluster}")
+    try:
+        return _run(run_edge(config), f"edge {config.cluster}")
+    except AgentDeposed as exc:
+        # Another agent owns the cluster now: not a crash. A supervisor should not
+        # restart at once (systemd: RestartPreventExitStatus=3).
+        log.error("edge %s: %s", config.cluster, exc)
+        return EXIT_DEPOSED
 
 
 def _registry(args: argparse.Namespace) -> int:

@@ -111,7 +111,7 @@ async def test_frozen_agent_resumed_after_a_takeover_publishes_nothing_and_exits
                     return not first.alive()
 
                 await wait_until(first_exited, 30, what="deposed agent exits")
-                assert first.proc is not None and first.proc.returncode != 0
+                assert first.proc is not None and first.proc.returncode == 3  # EXIT_DEPOSED
                 assert "deposed" in first.log_tail(400)
 
                 await asyncio.sleep(1.0)  # several beats of the new owner
