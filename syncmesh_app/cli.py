@@ -127,6 +127,46 @@ def _inventory(args: argparse.Namespace) -> int:
     return _run(coro, "inventory")
 
 
+def _retire_cluster(args: argparse.Namespace) -> int:
+    from syncmesh_app.retire import retire_cluster
+
+    opts = _options(args)
+
+    async def main() -> int:
+        report = await retire_cluster(opts, args.name, args.ttl, dry_run=not args.yes)
+        verb = "would tombstone" if not args.yes else "tombstoned"
+        if opts.json:
+            import json
+
+            opts.emit(
+                json.dumps(
+                    {
+                        "cluster": report.cluster,
+                        "epoch": report.epoch,
+                        "retired": bool(args.yes),
+                        "services": report.tombstoned,
+                    }
+                )
+            )
+        else:
+            opts.emit(
+                f"cluster {report.cluster}: {verb} {len(report.tombstoned)} services "
+                f"({report.already_deleted} already deleted)"
+            )
+            for name in report.tombstoned:
+                opts.emit(f"  {name}")
+            if args.yes:
+                opts.emit(
+                    f"retired at epoch {report.epoch}; tombstones leave the stream "
+                    f"after {args.ttl}s"
+                )
+            else:
+                opts.emit("dry run: add --yes to retire the cluster")
+        return 0
+
+    return _run(main(), "retire-cluster")
+
+
 def _resolve(args: argparse.Namespace) -> int:
     from syncmesh_app.ops import commands
 
@@ -219,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats_options(st)
     st.add_argument("--cluster", help="only this cluster")
     st.set_defaults(func=_status)
+
+    retire = sub.add_parser(
+        "retire-cluster",
+        help="tombstone every service of a decommissioned cluster and retire it (operator role)",
+    )
+    _add_nats_options(retire)
+    retire.add_argument("name", help="the cluster to retire")
+    retire.add_argument("--yes", action="store_true", help="do it (default: a dry run)")
+    retire.add_argument(
+        "--ttl", type=int, default=86400, help="seconds until the tombstones leave the stream"
+    )
+    retire.set_defaults(func=_retire_cluster)
 
     check = sub.add_parser("check-config", help="validate an edge or registry config file")
     check.add_argument("file")
