@@ -47,6 +47,9 @@ class ConsulSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     address: str = "127.0.0.1:8500"
     scheme: Literal["http", "https"] = "http"
     token: str = ""
+    # The ACL token from a file, read again when the file changes (rotation without
+    # a restart: the next request carries the new token).
+    token_file: str = ""
     ca_file: str = ""
     datacenter: str = ""
     # Blocking-query wait; Consul caps it at 10 minutes.
@@ -69,6 +72,8 @@ class ConsulSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     skip_services: list[str] = msgspec.field(default_factory=lambda: ["consul"])
 
     def __post_init__(self) -> None:
+        if self.token and self.token_file:
+            raise ValueError("consul: set token or token_file, not both")
         if self.fetch_concurrency + 2 > self.max_connections:
             raise ValueError(
                 f"fetch_concurrency ({self.fetch_concurrency}) + 2 long polls must not exceed "
@@ -80,6 +85,10 @@ class NacosSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     server_addr: str = "127.0.0.1:8848"
     username: str = ""
     password: str = ""
+    # The password from a file; when the file changes the agent logs in again with it.
+    password_file: str = ""
+    # How often a password_file is checked for a new password.
+    secret_check_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
     # Nacos namespace ids; "public" (or "") is syncmesh namespace "default".
     namespaces: list[str] = msgspec.field(default_factory=lambda: ["public"])
     groups: Annotated[list[str], Meta(min_length=1)] = msgspec.field(
@@ -93,6 +102,10 @@ class NacosSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # The SDK's disk cache is never read at start (it could resurrect old instances).
     work_dir: str = ""
     timeout_ms: Annotated[int, Meta(ge=100, le=120000)] = 10000
+
+    def __post_init__(self) -> None:
+        if self.password and self.password_file:
+            raise ValueError("nacos: set password or password_file, not both")
 
 
 class SourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):

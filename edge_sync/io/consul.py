@@ -32,6 +32,7 @@ from edge_sync.core.consul import (
 from edge_sync.core.ratelimit import TokenBucket
 from edge_sync.core.source_api import SourceSink
 from syncmesh_io.retry import forever
+from syncmesh_io.secrets import SecretFile
 
 __all__ = ["ConsulSource", "ConsulHTTPError"]
 
@@ -53,6 +54,8 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConsulHTTPError,
     msgspec.DecodeError,
+    # A token file being replaced (not atomically) is briefly unreadable.
+    OSError,
 )
 
 
@@ -88,6 +91,7 @@ class ConsulSource:
         self._watched = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._bucket: TokenBucket | None = None
+        self._token_file: SecretFile | None = None
         self._synced = False
 
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -109,6 +113,8 @@ class ConsulSource:
             limit=cfg.max_connections, limit_per_host=cfg.max_connections, ssl=self._ssl()
         )
         headers = {"X-Consul-Token": cfg.token} if cfg.token else {}
+        # A token file is read per request (one stat; re-read when it changed).
+        self._token_file = SecretFile(cfg.token_file) if cfg.token_file else None
         async with aiohttp.ClientSession(
             base_url=f"{cfg.scheme}://{cfg.address}", connector=connector, headers=headers
         ) as session:
@@ -135,7 +141,10 @@ class ConsulSource:
         assert self._session is not None
         self.sink.request(kind)
         timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with self._session.get(path, params=params, timeout=timeout) as resp:
+        headers = (
+            {"X-Consul-Token": self._token_file.value()} if self._token_file is not None else None
+        )
+        async with self._session.get(path, params=params, timeout=timeout, headers=headers) as resp:
             body = await resp.read()
             if resp.status != 200:
                 raise ConsulHTTPError(resp.status, body[:200].decode("utf-8", "replace"))

@@ -32,6 +32,7 @@ from edge_sync.core.nacos import (
 )
 from edge_sync.core.source_api import SourceSink
 from syncmesh_io.retry import forever
+from syncmesh_io.secrets import SecretFile
 
 __all__ = ["NacosSource"]
 
@@ -66,6 +67,8 @@ class NacosSource:
         self._clients: dict[str, Any] = {}
         self._callbacks: dict[NacosKey, Callable[[list[Any]], Awaitable[None]]] = {}
         self._synced = False
+        self._password = SecretFile(config.password_file) if config.password_file else None
+        self.relogins = 0
 
     # -- clients -----------------------------------------------------------
     def _client_config(self, namespace_id: str, work: Path) -> Any:
@@ -83,7 +86,8 @@ class NacosSource:
             .log_level(logging.WARNING)
         )
         if cfg.username:
-            builder = builder.username(cfg.username).password(cfg.password)
+            password = self._password.value() if self._password is not None else cfg.password
+            builder = builder.username(cfg.username).password(password)
         client_config = builder.build()
         client_config.set_update_cache_when_empty(True)
         return client_config
@@ -102,6 +106,50 @@ class NacosSource:
                 )
         return client
 
+    async def _follow_password(self) -> None:
+        """Log in again with a rotated password_file, in every naming client.
+
+        Nacos does not revoke tokens when a password changes, so the SDK would keep
+        its old token until it expires and then fail to log in with the old
+        password; logging in at once with the new one surfaces a wrong new password
+        now, not hours later. The SDK has no public hook for this: its auth client is
+        reached through private attributes, checked first.
+        """
+        assert self._password is not None
+        while True:
+            await asyncio.sleep(self.config.secret_check_s)
+            if not self._password.changed():
+                continue
+            password = self._password.value()
+            for namespace_id, client in list(self._clients.items()):
+                auth = getattr(
+                    getattr(
+                        getattr(client, "grpc_client_proxy", None), "nacos_server_connector", None
+                    ),
+                    "auth_client",
+                    None,
+                )
+                if auth is None or not hasattr(auth, "get_access_token"):
+                    self.sink.failed(
+                        "nacos_relogin",
+                        "this nacos-sdk-python has no auth client: restart to use the new password",
+                    )
+                    return
+                auth.password = password
+                auth.client_config.password = password
+                try:
+                    await auth.get_access_token(True)
+                except Exception as exc:  # noqa: BLE001 - the SDK raises NacosException and others
+                    self.sink.failed(
+                        "nacos_relogin",
+                        f"namespace {namespace_id}: login with the new password failed: {exc}",
+                    )
+                    continue
+                self.relogins += 1
+                log.info(
+                    "nacos: logged in again with the rotated password (namespace %s)", namespace_id
+                )
+
     def _on_error(self, what: str) -> Callable[[BaseException, int], None]:
         def report(exc: BaseException, attempt: int) -> None:
             self.sink.failed(
@@ -118,11 +166,14 @@ class NacosSource:
         else:
             own_dir = tempfile.mkdtemp(prefix="syncmesh-edge-nacos-")
             work = Path(own_dir)
+        follower: asyncio.Task[None] | None = None
         try:
             for configured in self.config.namespaces:
                 namespace_id = nacos_namespace_id(configured)
                 if namespace_id not in self._clients:
                     self._clients[namespace_id] = await self._connect(namespace_id, work)
+            if self._password is not None:
+                follower = asyncio.get_running_loop().create_task(self._follow_password())
             while True:
                 complete = await self.list_once()
                 if complete:
@@ -132,6 +183,8 @@ class NacosSource:
                         self.sink.synced()
                 await asyncio.sleep(self.config.list_interval_s)
         finally:
+            if follower is not None:
+                follower.cancel()
             for client in self._clients.values():
                 with contextlib.suppress(Exception):
                     await client.shutdown()
