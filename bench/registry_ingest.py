@@ -38,6 +38,7 @@ from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh import subjects  # noqa: E402
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import (  # noqa: E402
+    SCHEMA_VERSION,
     ClusterBeat,
     Gateway,
     Instance,
@@ -56,7 +57,7 @@ GOAL_RSS_MB = 1000
 
 def service_state(cluster: int, service: int, instances: int) -> ServiceState:
     return ServiceState(
-        schema=1,
+        schema=SCHEMA_VERSION,
         cluster=f"c{cluster:03d}",
         namespace="default",
         service=f"svc-{service:04d}",
@@ -80,7 +81,7 @@ def service_state(cluster: int, service: int, instances: int) -> ServiceState:
 
 def cluster_beat(cluster: int, gateway_port: int) -> ClusterBeat:
     return ClusterBeat(
-        schema=1,
+        schema=SCHEMA_VERSION,
         cluster=f"c{cluster:03d}",
         epoch=1_700_000_000_000,
         revision=1,
