@@ -307,8 +307,7 @@ class RegistryApp:
             self._dns.invalidate(change)
 
     def _on_ingest(self, result: IngestResult) -> None:
-        applied = result.applied
-        if applied is not None and applied.gateways_changed and self._prober is not None:
+        if result.gateways_changed and self._prober is not None:
             self._prober.set_targets(self._view.gateway_ids())
         if self._stale_wake is not None and (
             result.kind is MessageKind.CLUSTER
