@@ -103,12 +103,13 @@ class StreamReader:
 
     async def start(self) -> None:
         js = self._nc.jetstream()
+        # Catching up starts here: reading the claims is part of it.
+        started = self._loop.time()
+        info = await js.stream_info(subjects.STREAM)
         for subject, data, seq in await read_claims(js):
             self._ingest.prime(subject, data, seq)
-        info = await js.stream_info(subjects.STREAM)
-        now = self._loop.time()
-        if self._ingest.begin(int(info.state.last_seq), now):
-            self._on_caught_up(now)
+        if self._ingest.begin(int(info.state.last_seq), started):
+            self._on_caught_up(self._loop.time())
         if self._fast_path and supported(self._nc):
             self._fast = FastOrderedReader(
                 self._nc,
