@@ -1,7 +1,7 @@
 """Cold-start ingest benchmark of the global registry against a real nats-server.
 
-Publishes CLUSTERS x SERVICES service states (INSTANCES instances each) and
-one beat per cluster into the state stream, measures a bare nats-py ordered
+Publishes, per cluster, an epoch claim, one beat and SERVICES service states
+(INSTANCES instances each) into the state stream, measures a bare nats-py ordered
 consumer reading the same stream without decoding (the reference), then
 starts a registry replica in a fresh subprocess and measures how long it takes
 to rebuild the view (start -> caught up with the stream) and its peak RSS.
@@ -30,14 +30,16 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dns_server.config import DnsConfig  # noqa: E402
-from global_registry.config import ApiConfig  # noqa: E402
-from global_registry.core.jsmeta import parse_ack_reply  # noqa: E402
-from global_registry.io.stream_consumer import subscribe_ordered  # noqa: E402
-from harness.nats_peer import nats_server  # noqa: E402
-from syncmesh import subjects  # noqa: E402
+from dns_server.config import DnsConfig
+from global_registry.config import ApiConfig
+from global_registry.core.jsmeta import parse_ack_reply
+from global_registry.io.stream_reader import subscribe_ordered
+from harness.nats_peer import nats_server
+from harness.samples import claim_epoch
+from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
-from syncmesh.schema import (  # noqa: E402
+from syncmesh.schema import (
+    SCHEMA_VERSION,
     ClusterBeat,
     Gateway,
     Instance,
@@ -45,22 +47,22 @@ from syncmesh.schema import (  # noqa: E402
     ServiceState,
     encode,
 )
-from syncmesh_app.registry import RegistryApp  # noqa: E402
-from syncmesh_app.registry_config import RegistryConfig  # noqa: E402
-from syncmesh_io.nats_connection import ensure_stream  # noqa: E402
+from syncmesh_app.registry import RegistryApp
+from syncmesh_app.registry_config import RegistryConfig
+from syncmesh_io.nats_connection import ensure_stream
 
 GOAL_STATES_PER_S = 40_000
 GOAL_REBUILD_S = 5.0
 GOAL_RSS_MB = 1000
 
 
-def service_state(cluster: int, service: int, instances: int) -> ServiceState:
+def service_state(cluster: int, service: int, instances: int, epoch: int) -> ServiceState:
     return ServiceState(
-        schema=1,
+        schema=SCHEMA_VERSION,
         cluster=f"c{cluster:03d}",
         namespace="default",
         service=f"svc-{service:04d}",
-        epoch=1_700_000_000_000,
+        epoch=epoch,
         revision=service + 2,
         source="consul",
         source_name=f"svc-{service:04d}",
@@ -78,11 +80,11 @@ def service_state(cluster: int, service: int, instances: int) -> ServiceState:
     )
 
 
-def cluster_beat(cluster: int, gateway_port: int) -> ClusterBeat:
+def cluster_beat(cluster: int, gateway_port: int, epoch: int) -> ClusterBeat:
     return ClusterBeat(
-        schema=1,
+        schema=SCHEMA_VERSION,
         cluster=f"c{cluster:03d}",
-        epoch=1_700_000_000_000,
+        epoch=epoch,
         revision=1,
         interval_s=3600.0,
         gateways=[Gateway(address="127.0.0.1", port=gateway_port)],
@@ -97,16 +99,16 @@ async def publish(url: str, clusters: int, services: int, instances: int, gatewa
     nc = await nats.connect(url)
     js = nc.jetstream()
     await ensure_stream(js)
-    sent = 0
     for c in range(clusters):
-        beat = cluster_beat(c, gateway_port)
+        epoch = await claim_epoch(js, f"c{c:03d}")
+        beat = cluster_beat(c, gateway_port, epoch)
         await nc.publish(
             subjects.cluster_subject(beat.cluster),
             encode(beat),
             headers={"Nats-Msg-Id": subjects.msg_id(beat.cluster, beat.epoch, beat.revision)},
         )
         for s in range(services):
-            state = service_state(c, s, instances)
+            state = service_state(c, s, instances, epoch)
             await nc.publish(
                 subjects.service_subject(state.cluster, state.namespace, state.service),
                 encode(state),
@@ -114,9 +116,8 @@ async def publish(url: str, clusters: int, services: int, instances: int, gatewa
                     "Nats-Msg-Id": subjects.msg_id(state.cluster, state.epoch, state.revision)
                 },
             )
-        sent += services + 1
         await nc.flush()
-    expected = clusters * (services + 1)
+    expected = clusters * (services + 2)
     deadline = time.monotonic() + 60
     while True:
         info = await js.stream_info(subjects.STREAM)
@@ -200,11 +201,11 @@ async def main(args: argparse.Namespace) -> None:
                 peer.url, args.clusters, args.services, args.instances, port
             )
             print(
-                f"published {states} service states + {args.clusters} beats "
+                f"published {states} service states + {args.clusters} claims and beats "
                 f"({stream_bytes / 1e6:.1f} MB in the stream) in {time.perf_counter() - t0:.1f}s",
                 flush=True,
             )
-            ref_s = await reference_consumer(peer.url, states + args.clusters)
+            ref_s = await reference_consumer(peer.url, states + 2 * args.clusters)
             ref_rate = states / ref_s
             print(f"reference: bare ordered consumer read the stream in {ref_s:.2f}s", flush=True)
             spawned = time.perf_counter()

@@ -30,6 +30,10 @@ class StaleConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     policy: Literal["serve", "drop"] = "serve"
     # TTL = after_beats x the beat interval the agent announces in its beat.
     after_beats: Annotated[float, Meta(ge=1, le=1000)] = 3.0
+    # How long the view remembers a deleted service's (epoch, revision), so that
+    # an older state of it stays deleted. Agents publish tombstones with a NATS
+    # per-message TTL; keep this at least that long. Default one day.
+    tombstone_ttl_s: Annotated[float, Meta(gt=0, le=366 * 86_400)] = 86_400.0
 
 
 class ProbeConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -1,18 +1,26 @@
 """Builders of well-formed stream messages, for tests, benchmarks and examples.
 
 Defaults describe one healthy instance and one beat; keyword arguments
-override any field. ``publish`` puts a message on its subject the way an
-agent does (with ``Nats-Msg-Id``), through JetStream so it is stored.
+override any field. Every message needs an epoch its cluster claimed
+(``syncmesh.epochs``):
+
+- on a real stream, ``epoch = await claim_epoch(js, "east")`` claims one the
+  way an agent does, and ``publish`` stores messages built with it;
+- for the pure cores, ``ScriptedStream`` hands out stream sequences and has
+  every cluster claim ``epoch=1`` (the builders' default) at sequence 1.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from global_registry.core.records import Applied
+from global_registry.core.view import RegistryView
 from syncmesh import subjects
 from syncmesh.schema import (
     SCHEMA_VERSION,
     ClusterBeat,
+    EpochClaim,
     Gateway,
     Instance,
     Locality,
@@ -20,7 +28,16 @@ from syncmesh.schema import (
     encode,
 )
 
-__all__ = ["instance", "service_state", "cluster_beat", "subject_of", "publish"]
+__all__ = [
+    "instance",
+    "service_state",
+    "cluster_beat",
+    "epoch_claim",
+    "subject_of",
+    "publish",
+    "claim_epoch",
+    "ScriptedStream",
+]
 
 
 def instance(
@@ -80,10 +97,18 @@ def cluster_beat(
     return ClusterBeat(**values)
 
 
-def subject_of(message: ServiceState | ClusterBeat) -> str:
+def epoch_claim(cluster: str, **fields: Any) -> EpochClaim:
+    values: dict[str, Any] = {"schema": SCHEMA_VERSION, "cluster": cluster, "agent": "samples"}
+    values.update(fields)
+    return EpochClaim(**values)
+
+
+def subject_of(message: ServiceState | ClusterBeat | EpochClaim) -> str:
     if isinstance(message, ServiceState):
         return subjects.service_subject(message.cluster, message.namespace, message.service)
-    return subjects.cluster_subject(message.cluster)
+    if isinstance(message, ClusterBeat):
+        return subjects.cluster_subject(message.cluster)
+    return subjects.epoch_subject(message.cluster)
 
 
 async def publish(js: Any, message: ServiceState | ClusterBeat, subject: str | None = None) -> int:
@@ -94,3 +119,59 @@ async def publish(js: Any, message: ServiceState | ClusterBeat, subject: str | N
         headers={"Nats-Msg-Id": subjects.msg_id(message.cluster, message.epoch, message.revision)},
     )
     return int(ack.seq)
+
+
+async def claim_epoch(js: Any, cluster: str) -> int:
+    """Take over ``cluster`` as an agent does; returns the new epoch (the claim's sequence).
+
+    A compare-and-set publish: it fails if another claim landed since the one
+    read here, so two claimants cannot both win.
+    """
+    from nats.js.errors import NotFoundError
+
+    subject = subjects.epoch_subject(cluster)
+    try:
+        previous = int((await js.get_last_msg(subjects.STREAM, subject)).seq)
+    except NotFoundError:
+        previous = 0
+    ack = await js.publish(
+        subject,
+        encode(epoch_claim(cluster, previous=previous)),
+        headers={"Nats-Expected-Last-Subject-Sequence": str(previous)},
+    )
+    return int(ack.seq)
+
+
+class ScriptedStream:
+    """Feeds the pure view as a stream would: increasing sequences, claims first.
+
+    Each cluster's first message is preceded by its claim of ``epoch``, stored at
+    sequence ``epoch`` (claims of different clusters may share one here: the
+    view fences each cluster on its own); messages follow from ``epoch + 1``.
+    """
+
+    def __init__(self, view: RegistryView, epoch: int = 1) -> None:
+        self.view = view
+        self.epoch = epoch
+        self.seq = epoch
+        self._claimed: set[str] = set()
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def claim(self, cluster: str) -> None:
+        if cluster not in self._claimed:
+            self._claimed.add(cluster)
+            self.view.apply_claim(epoch_claim(cluster), self.epoch)
+
+    def apply(
+        self,
+        message: ServiceState | ClusterBeat,
+        now: float = 0.0,
+        age_s: float = 0.0,
+        seq: int | None = None,
+    ) -> Applied:
+        """Apply at the next sequence (or ``seq``); raises what the view raises."""
+        self.claim(message.cluster)
+        return self.view.apply(message, self.next_seq() if seq is None else seq, now, age_s)

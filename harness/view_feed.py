@@ -15,11 +15,12 @@ import itertools
 
 from global_registry.config import StaleConfig
 from global_registry.core.ingest import Ingest
-from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.rtt import RttScale
 from global_registry.core.view import RegistryView
-from harness.samples import cluster_beat, instance, service_state, subject_of
+from harness.samples import cluster_beat, epoch_claim, instance, service_state, subject_of
+from syncmesh import subjects
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import ClusterBeat, Gateway, Locality, ServiceState, encode
 from syncmesh.view_api import ServiceKey, ViewChange
@@ -33,9 +34,9 @@ _STALE_AGE_S = 86_400.0
 def up_status(rtt_ms: float | None = None) -> GatewayStatus:
     """A gateway that passes its probes, at ``rtt_ms`` (None: not measured)."""
     if rtt_ms is None:
-        return GatewayStatus(state=GatewayState.UP, up=True)
+        return GatewayStatus(phase=ProbePhase.UP, up=True)
     bucket = int(RttScale().position(rtt_ms))
-    return GatewayStatus(state=GatewayState.UP, up=True, rtt_ms=rtt_ms, rtt_bucket=bucket)
+    return GatewayStatus(phase=ProbePhase.UP, up=True, rtt_ms=rtt_ms, rtt_bucket=bucket)
 
 
 class ViewFeed:
@@ -54,9 +55,20 @@ class ViewFeed:
         # An empty stream: caught up at once, so every message reports its change.
         self._ingest.begin(0, now)
         self._revisions = itertools.count(1)
+        # Stream sequences: every cluster claims epoch 1 (the builders' default) at
+        # sequence 1; messages follow from 2, as in a real stream.
+        self._seq = 1
+        self._claimed: set[str] = set()
 
     def _send(self, message: ClusterBeat | ServiceState, age_s: float = 0.0) -> ViewChange:
-        result = self._ingest.handle(subject_of(message), encode(message), self.now, age_s=age_s)
+        if message.cluster not in self._claimed:
+            self._claimed.add(message.cluster)
+            claim = epoch_claim(message.cluster)
+            self._ingest.handle(subjects.epoch_subject(message.cluster), encode(claim), 1, self.now)
+        self._seq += 1
+        result = self._ingest.handle(
+            subject_of(message), encode(message), self._seq, self.now, age_s=age_s
+        )
         if result.rejected is not None:
             raise ValueError(f"the registry rejects this message: {result.rejected}")
         return result.change

@@ -2,7 +2,9 @@
 
 Order of checks: size, subject, schema (decode), schema version, the subject
 naming the same cluster and key as the payload, per-message limits, then the
-content (addresses, CIDRs, duplicate instance ids). The subject is checked
+content (addresses, CIDRs, duplicate instance ids). An ``EpochClaim`` has no
+content to check beyond its cluster; whether a message's epoch was claimed is
+the consumer's judgement (``syncmesh.epochs``), since it needs the claims read so far. The subject is checked
 before the payload because a publisher's NATS permissions bind it to its own
 subjects: a payload that claims another cluster is a spoof.
 """
@@ -21,8 +23,10 @@ from syncmesh.limits import LimitsConfig
 from syncmesh.schema import (
     SCHEMA_VERSION,
     ClusterBeat,
+    EpochClaim,
     ServiceState,
     decode_cluster_beat,
+    decode_epoch_claim,
     decode_service_state,
 )
 
@@ -52,9 +56,13 @@ REJECT_REASONS = (
     "too-many-cidrs",
     "too-many-services",
     "too-many-clusters",
+    # Epoch fencing (syncmesh.epochs), judged by the consumer against the claims it has read.
+    "future-epoch",
+    "unclaimed-epoch",
+    "deposed",
 )
 
-StreamMessage = ServiceState | ClusterBeat
+StreamMessage = ServiceState | ClusterBeat | EpochClaim
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HOSTNAME = re.compile(
@@ -182,8 +190,10 @@ def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamM
     try:
         if key.kind == "svc":
             message = decode_service_state(data)
-        else:
+        elif key.kind == "cluster":
             message = decode_cluster_beat(data)
+        else:
+            message = decode_epoch_claim(data)
     except msgspec.ValidationError as exc:
         raise Rejected(_schema_reason(exc), cluster, str(exc)) from None
     except msgspec.DecodeError as exc:
@@ -202,6 +212,6 @@ def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamM
         )
     if isinstance(message, ServiceState):
         _check_service(message, key, limits)
-    else:
+    elif isinstance(message, ClusterBeat):
         _check_beat(message, key, limits)
     return message

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from dns_server.io.server import DnsServer, start_dns
-from global_registry.core.ingest import Ingest, IngestResult
+from global_registry.core.ingest import Ingest, IngestResult, MessageKind
 from global_registry.core.probes import GatewayId, GatewayProbes, GatewayStatus
 from global_registry.core.snapshot import RegistryStatus, status
 from global_registry.core.view import RegistryView
@@ -30,12 +30,13 @@ from global_registry.io.api import RegistryApi
 from global_registry.io.metrics import RegistryMetrics, ViewCollector
 from global_registry.io.probe_runner import ProbeRunner
 from global_registry.io.status_api import serve_status
-from global_registry.io.stream_consumer import StreamConsumer
+from global_registry.io.stream_reader import StreamReader
 from syncmesh import subjects
-from syncmesh.schema import SCHEMA_VERSION, GatewayProbeReport, ProbeReport, encode
+from syncmesh.schema import SCHEMA_VERSION, GatewayProbeReport, ProbeReport, ServiceState, encode
 from syncmesh.view_api import ViewChange
 from syncmesh_app.registry_config import RegistryConfig
 from syncmesh_io.nats_connection import connect, ensure_stream
+from syncmesh_io.retry import forever
 
 __all__ = ["RegistryApp", "run_registry"]
 
@@ -43,17 +44,23 @@ log = logging.getLogger("syncmesh.registry")
 
 
 class RegistryApp:
-    """``async with RegistryApp(config) as app: await app.wait_ready()``."""
+    """``async with RegistryApp(config) as app: await app.wait_ready()``.
+
+    ``collector_registry`` holds every Prometheus metric of the process (the
+    DNS server's too; ``/metrics`` serves it); ``metrics`` are the registry's own.
+    """
 
     def __init__(
         self,
         config: RegistryConfig,
-        registry: CollectorRegistry | None = None,
+        collector_registry: CollectorRegistry | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = RegistryMetrics(self.registry)
+        self.collector_registry = (
+            collector_registry if collector_registry is not None else CollectorRegistry()
+        )
+        self.metrics = RegistryMetrics(self.collector_registry)
         self._view = RegistryView(
             config.stale,
             config.limits,
@@ -61,14 +68,14 @@ class RegistryApp:
             probes_required=config.probe.enabled,
         )
         self._ingest = Ingest(self._view, config.limits)
-        self.registry.register(ViewCollector(lambda: self._view, lambda: self._ingest))
+        self.collector_registry.register(ViewCollector(lambda: self._view, lambda: self._ingest))
         self.metrics.stream_seq.set_function(lambda: self._ingest.last_seq)
         self._rng = rng
         self.nc: Any = None
         # The stream reader's own connection (the fast reader takes over its parser).
         self._ingest_nc: Any = None
         self._gc_paused = False
-        self._consumer: StreamConsumer | None = None
+        self._reader: StreamReader | None = None
         self._prober: ProbeRunner | None = None
         self._api: RegistryApi | None = None
         self._admin: AdminServer | None = None
@@ -124,7 +131,8 @@ class RegistryApp:
 
     def status_report(self) -> RegistryStatus:
         now = asyncio.get_running_loop().time()
-        return status(self._view, now, self.config.replica, self.ready)
+        probes = self._prober.probes.details() if self._prober is not None else None
+        return status(self._view, now, self.config.replica, self.ready, probes)
 
     async def __aenter__(self) -> RegistryApp:
         await self.start()
@@ -143,7 +151,7 @@ class RegistryApp:
         self._stale_wake = asyncio.Event()
         self._report_wake = asyncio.Event()
         self._admin = AdminServer(
-            self, self.registry, self.config.admin_address, self.config.admin_port
+            self, self.collector_registry, self.config.admin_address, self.config.admin_port
         )
         await self._admin.start()
         log.info("admin HTTP on %s:%d", self.config.admin_address, self._admin.port)
@@ -171,9 +179,9 @@ class RegistryApp:
         if self._api is not None:
             await self._api.stop()
             self._api = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
         for nc in (self._ingest_nc, self.nc):
             if nc is not None:
                 with contextlib.suppress(Exception):
@@ -190,27 +198,28 @@ class RegistryApp:
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
+    def _report_retry(self, exc: BaseException, attempt: int) -> None:
+        # /readyz tells the phase too.
+        log.error("%s failed (attempt %d): %s; retrying", self._phase, attempt, exc)
+
     async def _connect(self) -> None:
         """Connect and make sure the stream exists, retrying until both succeed."""
-        while True:
-            self._phase = "connecting to NATS"
-            try:
-                self.nc = await connect(
+        async for attempt in forever((Exception,), self._report_retry):
+            with attempt:
+                self._phase = "connecting to NATS"
+                nc = await connect(
                     self.config.nats,
                     name=self.config.nats.name or f"syncmesh-registry-{self.config.replica}",
                     error_cb=self._nats_error,
                 )
-                js = self.nc.jetstream()
-                self._phase = "creating the stream"
-                await ensure_stream(js, self.config.nats.replicas)
-                return
-            except Exception as exc:  # noqa: BLE001 - keep trying; /readyz tells why
-                log.error("%s failed: %s; retrying", self._phase, exc)
-                if self.nc is not None:
+                try:
+                    self._phase = "creating the stream"
+                    await ensure_stream(nc.jetstream(), self.config.nats.replicas)
+                except BaseException:
                     with contextlib.suppress(Exception):
-                        await self.nc.close()
-                    self.nc = None
-                await asyncio.sleep(1.0)
+                        await nc.close()
+                    raise
+                self.nc = nc
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -231,11 +240,10 @@ class RegistryApp:
                 error_cb=self._nats_error,
             )
         self._phase = "catching-up"
-        self._consumer = StreamConsumer(
+        self._reader = StreamReader(
             reader_nc,
             self._ingest,
             self._on_ingest,
-            self.metrics,
             fast_path=ingest.fast_path,
             heartbeat_s=ingest.heartbeat_s,
         )
@@ -243,8 +251,11 @@ class RegistryApp:
             gc.disable()
             self._gc_paused = True
         try:
-            await self._start_reading(self._consumer)
-            await self._consumer.caught_up.wait()
+            await self._start_reading(self._reader)
+            await self._reader.caught_up.wait()
+            self.metrics.catchup_seconds.set(
+                (self._ingest.caught_up_at or 0.0) - (self._ingest.started_at or 0.0)
+            )
         finally:
             if self._resume_gc():
                 # Collect what the read left behind, then keep the view (which lives as
@@ -256,10 +267,11 @@ class RegistryApp:
             # A gateway that never answers still resolves after its timeout.
             bound = self.config.probe.timeout_s + self.config.probe.interval_s + 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._prober.wait_all_probed(), bound)
+                async with asyncio.timeout(bound):
+                    await self._prober.wait_all_probed()
         self._phase = "starting DNS and API"
         if self.config.dns.enabled:
-            self._dns = await start_dns(self.config.dns, self._view, self.registry)
+            self._dns = await start_dns(self.config.dns, self._view, self.collector_registry)
         if self.config.api.enabled:
             self._api = RegistryApi(self.nc, self.config.api, lambda: self._view, self.metrics)
             await self._api.start()
@@ -275,16 +287,15 @@ class RegistryApp:
             loop.time() - (self._ingest.started_at or loop.time()),
         )
 
-    async def _start_reading(self, consumer: StreamConsumer) -> None:
+    async def _start_reading(self, reader: StreamReader) -> None:
         """Subscribe to the stream, retrying (JetStream may be electing a leader)."""
-        while True:
-            try:
-                await consumer.start()
-                return
-            except Exception as exc:  # noqa: BLE001 - keep trying; /readyz tells why
-                log.error("cannot read the stream yet: %s; retrying", exc)
-                await consumer.stop()
-                await asyncio.sleep(1.0)
+        async for attempt in forever((Exception,), self._report_retry):
+            with attempt:
+                try:
+                    await reader.start()
+                except BaseException:
+                    await reader.stop()
+                    raise
 
     def _resume_gc(self) -> bool:
         if not self._gc_paused:
@@ -306,14 +317,13 @@ class RegistryApp:
             self._dns.invalidate(change)
 
     def _on_ingest(self, result: IngestResult) -> None:
-        applied = result.applied
-        if applied is not None and applied.gateways_changed:
-            if self._prober is not None:
-                self._prober.set_targets(self._view.gateway_ids())
-            if self._stale_wake is not None:
-                self._stale_wake.set()
-        elif result.kind == "cluster" and self._stale_wake is not None:
-            # A beat moves its cluster's staleness deadline.
+        if result.gateways_changed and self._prober is not None:
+            self._prober.set_targets(self._view.gateway_ids())
+        if self._stale_wake is not None and (
+            result.kind is MessageKind.CLUSTER
+            or (isinstance(result.message, ServiceState) and result.message.deleted)
+        ):
+            # A beat moves its cluster's staleness deadline; a tombstone adds an expiry.
             self._stale_wake.set()
         if result.live or result.caught_up_now:
             self._forward(result.change)
@@ -326,6 +336,7 @@ class RegistryApp:
     # -- timers -------------------------------------------------------------------
 
     async def _track_staleness(self) -> None:
+        """The view's clock: agents turning stale, tombstones expiring."""
         loop = asyncio.get_running_loop()
         assert self._stale_wake is not None
         while True:
@@ -333,8 +344,11 @@ class RegistryApp:
             # Strictly after the deadline: an agent is stale once its beat is *older* than the TTL.
             delay = None if deadline is None else max(0.0, deadline - loop.time()) + 0.01
             self._stale_wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancel that
+            # arrives just as the event is set, and close() would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stale_wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stale_wake.wait()
             self._forward(self._view.tick(loop.time()))
 
     def probe_report(self) -> ProbeReport:
@@ -344,7 +358,7 @@ class RegistryApp:
                 cluster=gw.cluster,
                 address=gw.address,
                 port=gw.port,
-                state=str(detail.state),
+                state=str(detail.phase),
                 up=detail.up,
                 rtt_ms=None if detail.rtt_ms is None else round(detail.rtt_ms, 3),
             )
@@ -362,15 +376,14 @@ class RegistryApp:
         subject = subjects.probe_subject(self.config.replica)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._report_wake.wait(), self.config.probe.report_interval_s
-                )
+                async with asyncio.timeout(self.config.probe.report_interval_s):
+                    await self._report_wake.wait()
             # Coalesce a burst of transitions into one report.
             await asyncio.sleep(0.2)
             self._report_wake.clear()
             try:
                 await self.nc.publish(subject, encode(self.probe_report()))
-            except Exception as exc:  # noqa: BLE001 - observers are best effort
+            except Exception as exc:  # observers are best effort
                 log.debug("probe report not published: %s", exc)
 
 

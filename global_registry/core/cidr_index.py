@@ -51,6 +51,3 @@ class CidrIndex:
             if owner is not None:
                 return owner
         return None
-
-    def __bool__(self) -> bool:
-        return any(self._lengths.values())

@@ -1,33 +1,56 @@
-"""From raw stream messages to view changes (pure core of the stream consumer).
+"""From raw stream messages to view changes (pure core of the stream reader).
 
 Validates, applies, decides which rejections get a log line, and tracks
-catching up: until the consumer has passed the stream's last sequence at
+catching up: until the reader has passed the stream's last sequence at
 start, per-message view changes are not reported (nobody is being served
 yet); the moment it catches up, one ``everything`` change is.
+
+Every message comes with the stream sequence it was stored at: epoch fencing
+(``syncmesh.epochs``) judges each ServiceState and ClusterBeat by it.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import NamedTuple
 
-from global_registry.core.view import Applied, RegistryView
+from global_registry.core.records import Applied, Outcome
+from global_registry.core.view import RegistryView
+from syncmesh import subjects
 from syncmesh.limits import LimitsConfig
 from syncmesh.loggate import LogGate
-from syncmesh.schema import ServiceState
+from syncmesh.schema import ClusterBeat, EpochClaim, ServiceState
 from syncmesh.validate import Rejected, StreamMessage, validate_message
 from syncmesh.view_api import ViewChange
 
-__all__ = ["IngestResult", "Ingest"]
+__all__ = ["MessageKind", "IngestResult", "Ingest"]
 
 _NO_CHANGE = ViewChange()
 _EVERYTHING = ViewChange(everything=True)
 
 
+class MessageKind(StrEnum):
+    """What a stream subject names; the ``kind`` label of the messages metric."""
+
+    SERVICE = "svc"
+    CLUSTER = "cluster"
+    EPOCH = "epoch"
+    # Not one of syncmesh's stream subjects.
+    UNKNOWN = "unknown"
+
+
+# Looked up once: the kinds of every applied message.
+_SERVICE, _CLUSTER, _EPOCH = MessageKind.SERVICE, MessageKind.CLUSTER, MessageKind.EPOCH
+
+
+def _kind_of(subject: str) -> MessageKind:
+    key = subjects.parse_subject(subject)
+    return MessageKind.UNKNOWN if key is None else MessageKind(key.kind)
+
+
 class IngestResult(NamedTuple):
-    # "applied", "same", "stale-revision", "stale-epoch" or "rejected".
-    outcome: str
-    # "svc" or "cluster" (what the subject names), "" when unknown.
-    kind: str
+    outcome: Outcome
+    kind: MessageKind
     applied: Applied | None = None
     message: StreamMessage | None = None
     rejected: Rejected | None = None
@@ -66,8 +89,27 @@ class Ingest:
         self.started_at: float | None = None
         self.caught_up_at: float | None = None
         # Plain counters (exported by the metrics collector): (kind, outcome) and reject reason.
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[MessageKind, Outcome], int] = {}
         self.rejections: dict[str, int] = {}
+
+    def prime(self, subject: str, data: bytes, stream_seq: int) -> bool:
+        """Learn a claim before the full read starts; True if it was a valid claim.
+
+        The stream keeps one message per subject, so after a takeover the old
+        agent's claim is gone while its earlier messages are still there,
+        stored before the new claim. A reader that met the new claim only at its
+        place in the stream would take those messages for unclaimed ones; read
+        first, it fences them as a live reader did. Counts and logs nothing:
+        the full read meets the same claim again.
+        """
+        try:
+            claim = validate_message(subject, data, self._limits)
+            if not isinstance(claim, EpochClaim):
+                return False
+            self.view.apply_claim(claim, stream_seq)
+        except Rejected:
+            return False
+        return True
 
     def begin(self, last_seq: int, now: float) -> bool:
         """Start catching up to ``last_seq`` (the stream's last sequence now); True if already there."""
@@ -94,13 +136,14 @@ class Ingest:
         self,
         subject: str,
         data: bytes,
+        stream_seq: int,
         now: float,
-        stream_seq: int = 0,
         pending: int | None = None,
         age_s: float = 0.0,
     ) -> IngestResult:
-        """One message; ``pending`` is what the consumer still has to deliver after it,
-        ``age_s`` how long ago the server stored it (a replayed beat is that old)."""
+        """One message, stored at ``stream_seq``; ``pending`` is what the reader still has
+        to deliver after it, ``age_s`` how long ago the server stored it (a replayed
+        beat is that old)."""
         if stream_seq > self.last_seq:
             self.last_seq = stream_seq
         live = self.caught_up
@@ -112,14 +155,14 @@ class Ingest:
                 caught_up_now = True
         try:
             message = validate_message(subject, data, self._limits)
-            applied = self.view.apply(message, now, age_s, data)
+            applied = self.view.apply(message, stream_seq, now, age_s, data)
         except Rejected as rejected:
             log, suppressed = self._log.allow((rejected.reason, rejected.cluster), now)
-            kind = "svc" if ".svc." in subject else "cluster" if ".cluster." in subject else ""
-            self._count(kind, "rejected")
+            kind = _kind_of(subject)
+            self._count(kind, Outcome.REJECTED)
             self.rejections[rejected.reason] = self.rejections.get(rejected.reason, 0) + 1
             return IngestResult(
-                "rejected",
+                Outcome.REJECTED,
                 kind,
                 rejected=rejected,
                 log=log,
@@ -127,7 +170,12 @@ class Ingest:
                 caught_up_now=caught_up_now,
                 live=live,
             )
-        kind = "svc" if isinstance(message, ServiceState) else "cluster"
+        if isinstance(message, ServiceState):
+            kind = _SERVICE
+        elif isinstance(message, ClusterBeat):
+            kind = _CLUSTER
+        else:
+            kind = _EPOCH
         self._count(kind, applied.outcome)
         return IngestResult(
             applied.outcome,
@@ -138,6 +186,6 @@ class Ingest:
             live=live,
         )
 
-    def _count(self, kind: str, outcome: str) -> None:
+    def _count(self, kind: MessageKind, outcome: Outcome) -> None:
         key = (kind, outcome)
         self.counts[key] = self.counts.get(key, 0) + 1

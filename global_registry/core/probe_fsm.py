@@ -6,9 +6,10 @@ consecutive failures take an up gateway down and ``rise`` consecutive
 successes bring a down one back; ``failing`` and ``rising`` are the counting
 states in between. ``failing`` still counts as up, ``rising`` as down.
 
-Each row: (state, outcome, guard) -> (next state, counter action). The guard
-``"limit"`` holds when this outcome makes the count reach the threshold of the
-state's direction (``fall`` while up, ``rise`` while down); ``"-"`` always holds.
+Each row: (phase, outcome ok, guard) -> (next phase, counter action). The
+guard ``AT_LIMIT`` holds when this outcome makes the count reach the threshold
+of the phase's direction (``fall`` while up, ``rise`` while down); ``ALWAYS``
+always holds.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-__all__ = ["GatewayState", "Transition", "TRANSITIONS", "step", "UP_STATES"]
+__all__ = ["ProbePhase", "Guard", "CountAction", "Transition", "TRANSITIONS", "step", "UP_PHASES"]
 
 
-class GatewayState(StrEnum):
+class ProbePhase(StrEnum):
     UNKNOWN = "unknown"
     UP = "up"
     FAILING = "failing"
@@ -27,45 +28,56 @@ class GatewayState(StrEnum):
     RISING = "rising"
 
 
-UP_STATES = frozenset({GatewayState.UP, GatewayState.FAILING})
+UP_PHASES = frozenset({ProbePhase.UP, ProbePhase.FAILING})
+
+
+class Guard(StrEnum):
+    ALWAYS = "-"
+    AT_LIMIT = "limit"
+
+
+class CountAction(StrEnum):
+    # The consecutive-outcome count starts over.
+    RESET = "reset"
+    # One more consecutive outcome of the same kind.
+    COUNT = "count"
 
 
 class Transition(NamedTuple):
-    next_state: GatewayState
-    # "reset": the count starts over; "count": one more consecutive outcome.
-    counter: str
+    next_phase: ProbePhase
+    counter: CountAction
 
 
-S = GatewayState
+P = ProbePhase
+ALWAYS, AT_LIMIT = Guard.ALWAYS, Guard.AT_LIMIT
+RESET, COUNT = CountAction.RESET, CountAction.COUNT
 # fmt: off
-TRANSITIONS: dict[tuple[GatewayState, bool, str], Transition] = {
-    # state        ok     guard     ->  next       counter
-    (S.UNKNOWN,    True,  "-"):     Transition(S.UP,      "reset"),
-    (S.UNKNOWN,    False, "-"):     Transition(S.DOWN,    "reset"),
-    (S.UP,         True,  "-"):     Transition(S.UP,      "reset"),
-    (S.UP,         False, "limit"): Transition(S.DOWN,    "reset"),
-    (S.UP,         False, "-"):     Transition(S.FAILING, "count"),
-    (S.FAILING,    True,  "-"):     Transition(S.UP,      "reset"),
-    (S.FAILING,    False, "limit"): Transition(S.DOWN,    "reset"),
-    (S.FAILING,    False, "-"):     Transition(S.FAILING, "count"),
-    (S.DOWN,       False, "-"):     Transition(S.DOWN,    "reset"),
-    (S.DOWN,       True,  "limit"): Transition(S.UP,      "reset"),
-    (S.DOWN,       True,  "-"):     Transition(S.RISING,  "count"),
-    (S.RISING,     False, "-"):     Transition(S.DOWN,    "reset"),
-    (S.RISING,     True,  "limit"): Transition(S.UP,      "reset"),
-    (S.RISING,     True,  "-"):     Transition(S.RISING,  "count"),
+TRANSITIONS: dict[tuple[ProbePhase, bool, Guard], Transition] = {
+    # phase        ok     guard        ->  next       counter
+    (P.UNKNOWN,    True,  ALWAYS):     Transition(P.UP,      RESET),
+    (P.UNKNOWN,    False, ALWAYS):     Transition(P.DOWN,    RESET),
+    (P.UP,         True,  ALWAYS):     Transition(P.UP,      RESET),
+    (P.UP,         False, AT_LIMIT):   Transition(P.DOWN,    RESET),
+    (P.UP,         False, ALWAYS):     Transition(P.FAILING, COUNT),
+    (P.FAILING,    True,  ALWAYS):     Transition(P.UP,      RESET),
+    (P.FAILING,    False, AT_LIMIT):   Transition(P.DOWN,    RESET),
+    (P.FAILING,    False, ALWAYS):     Transition(P.FAILING, COUNT),
+    (P.DOWN,       False, ALWAYS):     Transition(P.DOWN,    RESET),
+    (P.DOWN,       True,  AT_LIMIT):   Transition(P.UP,      RESET),
+    (P.DOWN,       True,  ALWAYS):     Transition(P.RISING,  COUNT),
+    (P.RISING,     False, ALWAYS):     Transition(P.DOWN,    RESET),
+    (P.RISING,     True,  AT_LIMIT):   Transition(P.UP,      RESET),
+    (P.RISING,     True,  ALWAYS):     Transition(P.RISING,  COUNT),
 }
 # fmt: on
 
 
-def step(
-    state: GatewayState, count: int, ok: bool, rise: int, fall: int
-) -> tuple[GatewayState, int]:
-    """Apply one probe outcome; returns the next state and its consecutive-outcome count."""
-    threshold = fall if state in UP_STATES else rise
+def step(phase: ProbePhase, count: int, ok: bool, rise: int, fall: int) -> tuple[ProbePhase, int]:
+    """Apply one probe outcome; returns the next phase and its consecutive-outcome count."""
+    threshold = fall if phase in UP_PHASES else rise
     reached = count + 1 >= threshold
-    transition = TRANSITIONS.get((state, ok, "limit")) if reached else None
+    transition = TRANSITIONS.get((phase, ok, AT_LIMIT)) if reached else None
     if transition is None:
-        transition = TRANSITIONS[(state, ok, "-")]
-    next_count = 0 if transition.counter == "reset" else count + 1
-    return transition.next_state, next_count
+        transition = TRANSITIONS[(phase, ok, ALWAYS)]
+    next_count = 0 if transition.counter is RESET else count + 1
+    return transition.next_phase, next_count

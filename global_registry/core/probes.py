@@ -10,13 +10,21 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import NamedTuple
 
 from global_registry.config import ProbeConfig
-from global_registry.core.probe_fsm import UP_STATES, GatewayState, step
+from global_registry.core.probe_fsm import UP_PHASES, ProbePhase, step
 from global_registry.core.rtt import RttEstimate, RttScale
 
-__all__ = ["GatewayId", "GatewayStatus", "ProbeOutcome", "ProbeDetail", "GatewayProbes"]
+__all__ = [
+    "GatewayId",
+    "GatewayStatus",
+    "ProbeResult",
+    "ProbeOutcome",
+    "ProbeDetail",
+    "GatewayProbes",
+]
 
 
 class GatewayId(NamedTuple):
@@ -29,18 +37,27 @@ class GatewayId(NamedTuple):
 class GatewayStatus:
     """What the view needs of a gateway: up or not, and its RTT bucket."""
 
-    state: GatewayState
+    phase: ProbePhase
     up: bool
     rtt_ms: float | None = None
     rtt_bucket: int | None = None
+
+
+class ProbeResult(StrEnum):
+    """How one TCP connect ended; the ``outcome`` label of the probes metric."""
+
+    OK = "ok"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    ERROR = "error"
 
 
 class ProbeOutcome(NamedTuple):
     ok: bool
     # Connect time in seconds when ok.
     rtt_s: float | None = None
-    # "ok", "refused", "timeout", "unreachable" or "error".
-    kind: str = "ok"
+    result: ProbeResult = ProbeResult.OK
     detail: str = ""
 
 
@@ -48,32 +65,31 @@ class ProbeOutcome(NamedTuple):
 class ProbeDetail:
     """Everything known about one gateway's probes, for operators and ProbeReports."""
 
-    state: GatewayState
+    phase: ProbePhase
     up: bool
     rtt_ms: float | None
     rtt_bucket: int | None
     consecutive: int
     probes: int
-    last_outcome: str
+    last_result: ProbeResult | None
     last_detail: str
 
 
 @dataclass(slots=True)
 class _Target:
     next_at: float
-    state: GatewayState = GatewayState.UNKNOWN
+    phase: ProbePhase = ProbePhase.UNKNOWN
     count: int = 0
     rtt: RttEstimate = field(default_factory=RttEstimate)
     in_flight: bool = False
     probes: int = 0
-    last_kind: str = ""
+    last_result: ProbeResult | None = None
     last_detail: str = ""
-    last_at: float | None = None
 
     def status(self) -> GatewayStatus:
         return GatewayStatus(
-            state=self.state,
-            up=self.state in UP_STATES,
+            phase=self.phase,
+            up=self.phase in UP_PHASES,
             rtt_ms=self.rtt.average_ms,
             rtt_bucket=self.rtt.bucket,
         )
@@ -142,11 +158,10 @@ class GatewayProbes:
         target.in_flight = False
         self._in_flight -= 1
         target.probes += 1
-        target.last_kind = outcome.kind
+        target.last_result = outcome.result
         target.last_detail = outcome.detail
-        target.last_at = now
-        target.state, target.count = step(
-            target.state, target.count, outcome.ok, self._config.rise, self._config.fall
+        target.phase, target.count = step(
+            target.phase, target.count, outcome.ok, self._config.rise, self._config.fall
         )
         if outcome.ok and outcome.rtt_s is not None:
             target.rtt.add(outcome.rtt_s * 1000.0, self._scale)
@@ -159,18 +174,18 @@ class GatewayProbes:
 
     def all_probed(self) -> bool:
         """Every target has had at least one outcome (used for readiness)."""
-        return all(t.state is not GatewayState.UNKNOWN for t in self._targets.values())
+        return all(t.phase is not ProbePhase.UNKNOWN for t in self._targets.values())
 
     def details(self) -> dict[GatewayId, ProbeDetail]:
         return {
             gw: ProbeDetail(
-                state=t.state,
-                up=t.state in UP_STATES,
+                phase=t.phase,
+                up=t.phase in UP_PHASES,
                 rtt_ms=t.rtt.average_ms,
                 rtt_bucket=t.rtt.bucket,
                 consecutive=t.count,
                 probes=t.probes,
-                last_outcome=t.last_kind,
+                last_result=t.last_result,
                 last_detail=t.last_detail,
             )
             for gw, t in self._targets.items()

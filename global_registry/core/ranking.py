@@ -1,6 +1,8 @@
 """Nearest ranking of candidate clusters (DESIGN.md, "Nearest"), a pure function.
 
 Order, most significant first:
+0. a fresh agent before a stale one (stale candidates exist only under the
+   ``serve`` stale policy; each of them gets the reason ``stale``);
 1. the cluster whose client CIDRs contain the client (``client-cidr``);
 2. same zone as the reference locality (``same-zone``; zone and region equal);
 3. same region (``same-region``);
@@ -8,10 +10,14 @@ Order, most significant first:
 5. cluster name (``order``).
 
 The reference locality is the client's cluster's, or this replica's own when
-the client is in no cluster's CIDRs. A cluster's ``reason`` is the first
+the client is in no cluster's CIDRs. A fresh cluster's ``reason`` is the first
 criterion that places it: its tier (1-3) when it has one; otherwise ``rtt``
-when its RTT bucket is known and no other tier-less candidate shares it, else
-``order`` (its place among equals was decided by name alone).
+when its RTT bucket is known and no other tier-less fresh candidate shares it,
+else ``order`` (its place among equals was decided by name alone).
+
+``rank`` numbers the places, but clusters that tie on criteria 0-4 (and differ
+only by name) share one: the DNS server uses it as SRV priority, so resolvers
+spread load over equals by gateway weight (RFC 2782). A/AAAA answer the first.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from syncmesh.schema import Gateway, Locality, RankedCluster
 
 __all__ = ["Candidate", "REASONS", "rank"]
 
-REASONS = ("client-cidr", "same-zone", "same-region", "rtt", "order")
+REASONS = ("client-cidr", "same-zone", "same-region", "rtt", "order", "stale")
 _NO_RTT = 1 << 30
+_NO_TIER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +56,32 @@ def _tier(candidate: Candidate, client_cluster: str | None, reference: Locality)
         return 1
     if reference.region and loc.region == reference.region:
         return 2
-    return 3
+    return _NO_TIER
 
 
 def rank(
     candidates: Iterable[Candidate], client_cluster: str | None, reference: Locality
 ) -> tuple[RankedCluster, ...]:
+    # Place = everything but the name: equal places share a rank.
     keyed = []
     for c in candidates:
-        tier = _tier(c, client_cluster, reference)
         bucket = c.rtt_bucket if c.rtt_bucket is not None else _NO_RTT
-        keyed.append(((tier, bucket, c.cluster), c))
-    keyed.sort(key=lambda item: item[0])
-    shared = Counter((tier, bucket) for (tier, bucket, _), _c in keyed if tier == 3)
+        keyed.append(((c.stale, _tier(c, client_cluster, reference), bucket), c))
+    keyed.sort(key=lambda item: (item[0], item[1].cluster))
+    shared = Counter(place for place, _c in keyed)
     ranked = []
-    for position, ((tier, bucket, _), c) in enumerate(keyed):
-        if tier < 3:
+    position = -1
+    previous = None
+    for place, c in keyed:
+        if place != previous:
+            position += 1
+            previous = place
+        stale, tier, _bucket = place
+        if stale:
+            reason = "stale"
+        elif tier < _NO_TIER:
             reason = REASONS[tier]
-        elif c.rtt_bucket is not None and shared[(tier, bucket)] == 1:
+        elif c.rtt_bucket is not None and shared[place] == 1:
             reason = "rtt"
         else:
             reason = "order"

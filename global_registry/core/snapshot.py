@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 
 from msgspec import Struct
 
-from global_registry.core.probes import GatewayId
+from global_registry.core.probes import GatewayId, ProbeDetail
 from global_registry.core.view import RegistryView
 from syncmesh.labels import is_label, to_label
 from syncmesh.schema import (
@@ -29,13 +30,21 @@ __all__ = [
 
 
 class GatewayState(Struct, kw_only=True, omit_defaults=True):
+    """One gateway on the status page: its probe phase (or why there is none) and RTT."""
+
     address: str
     port: int
     weight: int
+    # A ProbePhase; "unprobed" with probes disabled, "unknown" before the first probe.
     state: str
     up: bool
     rtt_ms: float | None = None
     rtt_bucket: int | None = None
+    # Probes run so far, the same outcome in a row, and how the last one ended.
+    probes: int = 0
+    consecutive: int = 0
+    last_result: str = ""
+    last_detail: str = ""
 
 
 class ClusterStatus(Struct, kw_only=True, omit_defaults=True):
@@ -93,7 +102,15 @@ def inventory(
     return Inventory(clusters=clusters, services=services)
 
 
-def status(view: RegistryView, now: float, replica: str, ready: bool) -> RegistryStatus:
+def status(
+    view: RegistryView,
+    now: float,
+    replica: str,
+    ready: bool,
+    probes: Mapping[GatewayId, ProbeDetail] | None = None,
+) -> RegistryStatus:
+    """The operator's view; ``probes``: this replica's probe details, when it probes."""
+    probes = probes or {}
     clusters = []
     for name in sorted(view.clusters):
         rec = view.clusters[name]
@@ -104,7 +121,7 @@ def status(view: RegistryView, now: float, replica: str, ready: bool) -> Registr
             stale=rec.stale,
             served_stale=rec.stale and view.stale_policy == "serve" and bool(up),
             services=len(rec.services),
-            epoch=rec.max_epoch,
+            epoch=view.epoch(name),
         )
         if beat is not None:
             entry.beat_age_s = round(now - rec.beat_at, 3)
@@ -117,20 +134,26 @@ def status(view: RegistryView, now: float, replica: str, ready: bool) -> Registr
             entry.source_error = beat.source_error
             entry.agent_version = beat.agent_version
             for g in beat.gateways:
-                probe = view.gateway_status(GatewayId(name, g.address, g.port))
-                entry.gateways.append(
-                    GatewayState(
-                        address=g.address,
-                        port=g.port,
-                        weight=g.weight,
-                        state=str(probe.state) if probe else ("unprobed" if g in up else "unknown"),
-                        up=g in up,
-                        rtt_ms=None
-                        if probe is None or probe.rtt_ms is None
-                        else round(probe.rtt_ms, 3),
-                        rtt_bucket=None if probe is None else probe.rtt_bucket,
-                    )
+                gw = GatewayId(name, g.address, g.port)
+                probe = view.gateway_status(gw)
+                gateway = GatewayState(
+                    address=g.address,
+                    port=g.port,
+                    weight=g.weight,
+                    state=str(probe.phase) if probe else ("unprobed" if g in up else "unknown"),
+                    up=g in up,
+                    rtt_ms=None
+                    if probe is None or probe.rtt_ms is None
+                    else round(probe.rtt_ms, 3),
+                    rtt_bucket=None if probe is None else probe.rtt_bucket,
                 )
+                detail = probes.get(gw)
+                if detail is not None:
+                    gateway.probes = detail.probes
+                    gateway.consecutive = detail.consecutive
+                    gateway.last_result = str(detail.last_result or "")
+                    gateway.last_detail = detail.last_detail
+                entry.gateways.append(gateway)
         clusters.append(entry)
     return RegistryStatus(
         replica=replica,

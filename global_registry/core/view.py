@@ -1,110 +1,74 @@
 """The global view (pure core): every cluster's services, beats and gateway states.
 
-Fed with validated messages, probe statuses and the current time; returns what
-each event changed (``ViewChange``) and never reads a clock. Implements
+Fed with validated messages, the stream sequence each was stored at, probe
+statuses and the current time; returns what each event changed
+(``ViewChange``) and never reads a clock. Implements
 ``syncmesh.view_api.ViewReader`` for the DNS server and the resolve API.
 
-Ordering: per (cluster, service) the largest ``(epoch, revision)`` wins,
-tombstones included, so replays and duplicates change nothing. Per cluster,
-once a message of boot epoch E was accepted, any later message of an older
-epoch comes from a superseded agent (a zombie after a restart) and is dropped.
+What a message must pass before it changes anything:
+
+1. Epoch fencing (``syncmesh.epochs``): the cluster's ``EpochClaim`` messages
+   tell which epochs are real. A ServiceState or ClusterBeat whose epoch is not
+   below its own stream sequence (forged), was never claimed, or belongs to an
+   agent deposed before the message was stored raises ``Rejected`` with the
+   verdict as its reason. A fenced message never moves any per-cluster state,
+   so one stray message cannot freeze a cluster.
+2. Per (cluster, service) the largest ``(epoch, revision)`` wins, tombstones
+   included, so replays and duplicates change nothing (``stale-revision``).
+
+A beat with ``retired: true`` removes its cluster and every service of it; the
+cluster's claim stays, so messages of older epochs stay fenced. The view
+remembers a tombstone for ``stale.tombstone_ttl_s`` (``tick`` forgets it).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from global_registry.config import StaleConfig
 from global_registry.core.cidr_index import CidrIndex
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.ranking import Candidate, rank
+from global_registry.core.records import (
+    Applied,
+    ClusterRecord,
+    Key,
+    Outcome,
+    ServiceEntry,
+    Tombstone,
+)
+from syncmesh.epochs import EpochFence, EpochVerdict
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import (
     ClusterBeat,
+    EpochClaim,
     Gateway,
     Locality,
     ServiceState,
-    decode_service_state,
     encode,
 )
-from syncmesh.validate import Network, Rejected, StreamMessage, parse_cidr
+from syncmesh.validate import Rejected, StreamMessage, parse_cidr
 from syncmesh.view_api import IPAddress, Resolution, ServiceKey, ViewChange
 
-__all__ = ["Key", "ServiceEntry", "ClusterRecord", "Applied", "RegistryView"]
+__all__ = ["RegistryView"]
 
 _NO_CHANGE = ViewChange()
 _EVERYTHING = ViewChange(everything=True)
 _INF = float("inf")
 # A change touching more clusters than this is reported as "everything".
 _MAX_NAMED_CLUSTERS = 8
-
-# (namespace, service): a plain tuple inside the view because it hashes in C;
-# ServiceKey (a dataclass) is built only for what leaves the view.
-Key = tuple[str, str]
-
-
-class ServiceEntry:
-    """One service's state in one cluster.
-
-    Kept as the validated message bytes as received, plus what ranking needs
-    (the healthy count): a decoded state is about five times larger, and
-    allocating it for every service made cold starts slower. ``state``
-    decodes on demand (inventory, comparisons).
-    """
-
-    __slots__ = ("raw", "epoch", "revision", "healthy", "instances")
-
-    def __init__(self, raw: bytes, state: ServiceState) -> None:
-        self.raw = raw
-        self.epoch = state.epoch
-        self.revision = state.revision
-        healthy = 0
-        for instance in state.instances:
-            if instance.health != "critical" and instance.weight > 0:
-                healthy += 1
-        self.healthy = healthy
-        self.instances = len(state.instances)
-
-    @property
-    def state(self) -> ServiceState:
-        return decode_service_state(self.raw)
+# Looked up once: this runs for every message.
+_OK = EpochVerdict.OK
+_APPLIED, _SAME, _STALE = Outcome.APPLIED, Outcome.SAME, Outcome.STALE_REVISION
 
 
-@dataclass(slots=True)
-class ClusterRecord:
-    name: str
-    max_epoch: int = 0
-    beat: ClusterBeat | None = None
-    # Local-clock time the last beat was sent (arrival minus its age in the stream).
-    beat_at: float = 0.0
-    stale: bool = True
-    networks: tuple[Network, ...] = ()
-    services: dict[Key, ServiceEntry] = field(default_factory=dict)
-    # (epoch, revision) of tombstones, so an older state of a deleted service stays deleted.
-    tombstones: dict[Key, tuple[int, int]] = field(default_factory=dict)
-
-    def service_keys(self) -> frozenset[ServiceKey]:
-        return frozenset(ServiceKey(ns, svc) for ns, svc in self.services)
-
-
-class Applied(NamedTuple):
-    # "applied": answers may differ; "same": accepted, answers cannot differ;
-    # "stale-revision" / "stale-epoch": dropped as older than what the view holds.
-    outcome: str
-    # What changed beyond ``key`` (a cluster's services, or everything).
-    wide: ViewChange = _NO_CHANGE
-    gateways_changed: bool = False
-    # The one service an applied service message changed; kept as a tuple and
-    # turned into a ViewChange only when asked, so catching up builds none.
-    key: Key | None = None
-
-    @property
-    def change(self) -> ViewChange:
-        if self.key is None:
-            return self.wide
-        return self.wide.merge(ViewChange(services=frozenset((ServiceKey(*self.key),))))
+def _fence_detail(verdict: EpochVerdict, epoch: int, seq: int, claimed: int) -> str:
+    if verdict is EpochVerdict.FUTURE:
+        return f"epoch {epoch} is not below the message's own stream sequence {seq}"
+    if verdict is EpochVerdict.UNCLAIMED:
+        return f"epoch {epoch} was never claimed (latest claim: {claimed or 'none'})"
+    return f"epoch {epoch} was deposed by the claim at {claimed}; message stored at {seq}"
 
 
 class RegistryView:
@@ -121,6 +85,7 @@ class RegistryView:
         # Without probes every announced gateway counts as up.
         self._probes_required = probes_required
         self._clusters: dict[str, ClusterRecord] = {}
+        self._fence = EpochFence()
         self._by_key: dict[Key, dict[str, ServiceEntry]] = {}
         # Services per namespace, so DNS can tell an empty non-terminal from NXDOMAIN
         # in O(1) even under a flood of random names.
@@ -129,6 +94,9 @@ class RegistryView:
         self._gw_status: dict[GatewayId, GatewayStatus] = {}
         self._up: dict[str, tuple[Gateway, ...]] = {}
         self._rtt: dict[str, tuple[int | None, float | None]] = {}
+        # (expires_at, cluster, key) of every tombstone recorded, earliest first. An
+        # entry whose tombstone was replaced meanwhile is skipped when it comes up.
+        self._tombstone_expiry: list[tuple[float, str, Key]] = []
         self.instance_count = 0
         # True while a first full read runs: nobody is served yet and the end of it
         # invalidates everything, so cluster-wide changes are not worked out.
@@ -198,66 +166,89 @@ class RegistryView:
     # -- events ---------------------------------------------------------------
 
     def apply(
-        self, message: StreamMessage, now: float, age_s: float = 0.0, raw: bytes | None = None
+        self,
+        message: StreamMessage,
+        seq: int,
+        now: float,
+        age_s: float = 0.0,
+        raw: bytes | None = None,
     ) -> Applied:
-        """``raw``: the message's bytes as received (kept instead of the decoded state)."""
+        """One validated stream message, stored at stream sequence ``seq``, ``age_s``
+        seconds before ``now``; ``raw``: its bytes as received (kept instead of the
+        decoded state). Raises ``Rejected`` for a fenced epoch or a limit."""
         if isinstance(message, ServiceState):
-            return self.apply_service(message, raw)
-        return self.apply_beat(message, now, age_s)
+            return self.apply_service(message, seq, now, age_s, raw)
+        if isinstance(message, ClusterBeat):
+            return self.apply_beat(message, seq, now, age_s)
+        return self.apply_claim(message, seq)
 
-    def _record(self, cluster: str) -> tuple[ClusterRecord, bool]:
-        rec = self._clusters.get(cluster)
-        if rec is not None:
-            return rec, False
+    def apply_claim(self, claim: EpochClaim, seq: int) -> Applied:
+        """An agent took over ``claim.cluster`` at ``seq``: its epoch. Changes no answer:
+        what the deposed agent stored before ``seq`` stays valid."""
+        cluster = claim.cluster
+        current = self._fence.current(cluster)
+        if not current and len(self._fence) >= self._limits.max_clusters:
+            raise Rejected("too-many-clusters", cluster, f"already {len(self._fence)} claims")
+        if self._fence.claim(cluster, seq):
+            return Applied(_APPLIED)
+        # Read twice (primed before the full read, then in it) or replayed.
+        return Applied(_SAME if seq == current else _STALE)
+
+    def _judge(self, cluster: str, epoch: int, seq: int) -> None:
+        verdict = self._fence.judge(cluster, epoch, seq)
+        if verdict is not _OK:
+            claimed = self._fence.current(cluster)
+            raise Rejected(verdict.value, cluster, _fence_detail(verdict, epoch, seq, claimed))
+
+    def _record(self, cluster: str) -> ClusterRecord:
         if len(self._clusters) >= self._limits.max_clusters:
             raise Rejected("too-many-clusters", cluster, f"already {len(self._clusters)} clusters")
         rec = ClusterRecord(name=cluster)
         self._clusters[cluster] = rec
-        return rec, True
+        return rec
 
-    def apply_service(self, state: ServiceState, raw: bytes | None = None) -> Applied:
-        rec = self._clusters.get(state.cluster)
+    def apply_service(
+        self,
+        state: ServiceState,
+        seq: int,
+        now: float,
+        age_s: float = 0.0,
+        raw: bytes | None = None,
+    ) -> Applied:
+        cluster = state.cluster
+        self._judge(cluster, state.epoch, seq)
+        rec = self._clusters.get(cluster)
         base = _NO_CHANGE
         if rec is None:
-            rec, _ = self._record(state.cluster)
+            rec = self._record(cluster)
             # A new cluster name changes cluster_known(), which the DNS layer caches.
             base = _EVERYTHING
-        if state.epoch < rec.max_epoch:
-            return Applied("stale-epoch", base)
         key = (state.namespace, state.service)
         entry = rec.services.get(key)
+        tombstone = None
         if entry is not None:
-            previous: tuple[int, int] | None = (entry.epoch, entry.revision)
+            if (state.epoch, state.revision) <= (entry.epoch, entry.revision):
+                return Applied(_STALE, base)
         else:
-            previous = rec.tombstones.get(key)
-        if previous is not None and (state.epoch, state.revision) <= previous:
-            return Applied("stale-revision", base)
-        if not state.deleted and entry is None:
-            if len(rec.services) >= self._limits.max_services_per_cluster:
+            tombstone = rec.tombstones.get(key)
+            if tombstone is not None and (state.epoch, state.revision) <= tombstone[:2]:
+                return Applied(_STALE, base)
+            if not state.deleted and len(rec.services) >= self._limits.max_services_per_cluster:
                 raise Rejected(
                     "too-many-services",
-                    state.cluster,
+                    cluster,
                     f"cluster already has {len(rec.services)} services",
                 )
-        if state.epoch > rec.max_epoch:
-            rec.max_epoch = state.epoch
         if state.deleted:
-            rec.tombstones[key] = (state.epoch, state.revision)
+            expires_at = now - max(0.0, age_s) + self._stale.tombstone_ttl_s
+            rec.tombstones[key] = Tombstone(state.epoch, state.revision, expires_at)
+            heapq.heappush(self._tombstone_expiry, (expires_at, cluster, key))
             if entry is None:
-                return Applied("same", base)
+                return Applied(_SAME, base)
             del rec.services[key]
-            self.instance_count -= entry.instances
-            by_cluster = self._by_key[key]
-            del by_cluster[state.cluster]
-            if not by_cluster:
-                del self._by_key[key]
-                left = self._namespace_services[key[0]] - 1
-                if left:
-                    self._namespace_services[key[0]] = left
-                else:
-                    del self._namespace_services[key[0]]
-            return Applied("applied", base, key=key)
-        if previous is not None and entry is None:
+            self._unindex(cluster, key, entry)
+            return Applied(_APPLIED, base, key=key)
+        if tombstone is not None:
             del rec.tombstones[key]
         instances = state.instances
         fresh = ServiceEntry(encode(state) if raw is None else raw, state)
@@ -266,25 +257,42 @@ class RegistryView:
         if holders is None:
             holders = self._by_key[key] = {}
             self._namespace_services[key[0]] = self._namespace_services.get(key[0], 0) + 1
-        holders[state.cluster] = fresh
+        holders[cluster] = fresh
         if entry is None:
             self.instance_count += len(instances)
-            return Applied("applied", base, key=key)
+            return Applied(_APPLIED, base, key=key)
         self.instance_count += len(instances) - entry.instances
         if entry.instances == len(instances) and entry.state.instances == instances:
-            return Applied("same", base)
-        return Applied("applied", base, key=key)
+            return Applied(_SAME, base)
+        return Applied(_APPLIED, base, key=key)
 
-    def apply_beat(self, beat: ClusterBeat, now: float, age_s: float = 0.0) -> Applied:
-        rec, created = self._record(beat.cluster)
-        if beat.epoch < rec.max_epoch:
-            return Applied("stale-epoch", _EVERYTHING if created else _NO_CHANGE)
-        old = rec.beat
-        if old is not None and (beat.epoch, beat.revision) <= (old.epoch, old.revision):
-            return Applied("stale-revision")
+    def _unindex(self, cluster: str, key: Key, entry: ServiceEntry) -> None:
+        """Take a service entry (already out of its record) out of the lookups."""
+        self.instance_count -= entry.instances
+        by_cluster = self._by_key[key]
+        del by_cluster[cluster]
+        if not by_cluster:
+            del self._by_key[key]
+            left = self._namespace_services[key[0]] - 1
+            if left:
+                self._namespace_services[key[0]] = left
+            else:
+                del self._namespace_services[key[0]]
+
+    def apply_beat(self, beat: ClusterBeat, seq: int, now: float, age_s: float = 0.0) -> Applied:
+        self._judge(beat.cluster, beat.epoch, seq)
+        if beat.retired:
+            return self._retire(beat)
+        rec = self._clusters.get(beat.cluster)
+        old = None
+        if rec is None:
+            rec = self._record(beat.cluster)
+        else:
+            old = rec.beat
+            if old is not None and (beat.epoch, beat.revision) <= (old.epoch, old.revision):
+                return Applied(_STALE)
         was_stale = rec.stale
         rec.beat = beat
-        rec.max_epoch = max(rec.max_epoch, beat.epoch)
         rec.beat_at = now - max(0.0, age_s)
         rec.stale = self._is_stale(rec, now)
         everything = old is None or old.locality != beat.locality
@@ -299,10 +307,31 @@ class RegistryView:
                 del self._gw_status[gw]
             self._refresh_cluster(beat.cluster)
         if everything:
-            return Applied("applied", _EVERYTHING, gateways_changed)
+            return Applied(_APPLIED, _EVERYTHING, gateways_changed)
         if gateways_changed or was_stale != rec.stale:
-            return Applied("applied", self._cluster_change(rec), gateways_changed)
-        return Applied("same")
+            return Applied(_APPLIED, self._cluster_change(rec), gateways_changed)
+        return Applied(_SAME)
+
+    def _retire(self, beat: ClusterBeat) -> Applied:
+        """Forget the cluster and every service of it (its claim stays in the fence)."""
+        name = beat.cluster
+        rec = self._clusters.get(name)
+        if rec is None:
+            return Applied(_SAME)
+        old = rec.beat
+        if old is not None and (beat.epoch, beat.revision) <= (old.epoch, old.revision):
+            return Applied(_STALE)
+        del self._clusters[name]
+        for key, entry in rec.services.items():
+            self._unindex(name, key, entry)
+        for gw in [g for g in self._gw_status if g.cluster == name]:
+            del self._gw_status[gw]
+        self._up.pop(name, None)
+        self._rtt.pop(name, None)
+        if rec.networks:
+            self._rebuild_cidrs()
+        # cluster_known() and the CIDR classes change: every cached answer may.
+        return Applied(_APPLIED, _EVERYTHING, gateways_changed=True)
 
     def set_gateway_status(self, gw: GatewayId, status: GatewayStatus) -> ViewChange:
         """Record a probe status; a change only when up-ness or the RTT order moves."""
@@ -324,21 +353,42 @@ class RegistryView:
         return change
 
     def tick(self, now: float) -> ViewChange:
-        """Mark agents whose beat is older than their TTL stale."""
+        """Mark agents whose beat is older than their TTL stale; forget expired tombstones."""
         change = _NO_CHANGE
         for rec in self._clusters.values():
             if rec.beat is not None and not rec.stale and self._is_stale(rec, now):
                 rec.stale = True
                 change = change.merge(self._cluster_change(rec))
+        self.expire_tombstones(now)
         return change
 
+    def expire_tombstones(self, now: float) -> int:
+        """Forget tombstones recorded ``tombstone_ttl_s`` ago; returns how many.
+
+        Changes no answer: a tombstone only keeps older states of a deleted
+        service out, and those have left the stream by now.
+        """
+        heap = self._tombstone_expiry
+        forgotten = 0
+        while heap and heap[0][0] <= now:
+            _, cluster, key = heapq.heappop(heap)
+            rec = self._clusters.get(cluster)
+            tombstone = None if rec is None else rec.tombstones.get(key)
+            if rec is not None and tombstone is not None and tombstone.expires_at <= now:
+                del rec.tombstones[key]
+                forgotten += 1
+        return forgotten
+
     def next_deadline(self) -> float | None:
-        """The earliest time a fresh agent turns stale, if nothing arrives before."""
+        """When ``tick`` next has work if nothing arrives before: the earliest time a
+        fresh agent turns stale or a tombstone expires."""
         deadlines = [
             rec.beat_at + self.ttl(rec.beat)
             for rec in self._clusters.values()
             if rec.beat is not None and not rec.stale
         ]
+        if self._tombstone_expiry:
+            deadlines.append(self._tombstone_expiry[0][0])
         return min(deadlines) if deadlines else None
 
     # -- reading ----------------------------------------------------------------
@@ -354,6 +404,10 @@ class RegistryView:
     @property
     def cidr_conflicts(self) -> list[tuple[str, str, str]]:
         return list(self._cidrs.conflicts)
+
+    def epoch(self, cluster: str) -> int:
+        """The epoch of the cluster's current agent: its latest claim (0: none read)."""
+        return self._fence.current(cluster)
 
     def ttl(self, beat: ClusterBeat) -> float:
         return self._stale.after_beats * beat.interval_s
@@ -374,9 +428,6 @@ class RegistryView:
 
     def service_count(self) -> int:
         return sum(len(rec.services) for rec in self._clusters.values())
-
-    def service_keys(self) -> list[ServiceKey]:
-        return [ServiceKey(ns, svc) for ns, svc in self._by_key]
 
     # -- internals ----------------------------------------------------------------
 

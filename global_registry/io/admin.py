@@ -37,10 +37,14 @@ class AdminSource(Protocol):
 
 class AdminServer:
     def __init__(
-        self, source: AdminSource, registry: CollectorRegistry, address: str, port: int
+        self,
+        source: AdminSource,
+        collector_registry: CollectorRegistry,
+        address: str,
+        port: int,
     ) -> None:
         self._source = source
-        self._registry = registry
+        self._collector_registry = collector_registry
         self._address = address
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -75,7 +79,7 @@ class AdminServer:
         return web.Response(text=text, status=200 if self._source.ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        body = generate_latest(self._collector_registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _inventory(self, request: web.Request) -> web.Response:

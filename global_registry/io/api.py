@@ -118,5 +118,5 @@ class RegistryApi:
     async def _respond(self, msg: Any, data: bytes) -> None:
         try:
             await self._nc.publish(msg.reply, data)
-        except Exception as exc:  # noqa: BLE001 - a lost reply must not stop the subscription
+        except Exception as exc:  # a lost reply must not stop the subscription
             log.warning("cannot send reply to %s: %s", msg.reply, exc)

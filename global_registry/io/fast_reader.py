@@ -11,7 +11,7 @@ and passes every other frame to nats-py's parser unchanged.
 
 It relies on nats-py internals (the ``_ps`` parser attribute, ``Parser.buf``
 and ``Subscription._id``); ``supported(nc)`` checks for them, and the stream
-consumer falls back to nats-py's own ordered consumer when they are missing.
+reader falls back to nats-py's own ordered consumer when they are missing.
 
 Ordering is the ordered-consumer protocol: an ephemeral push consumer with
 flow control and idle heartbeats, no acks; a gap in the consumer sequence, a
@@ -30,8 +30,9 @@ from typing import Any
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
 from global_registry.core.jsmeta import AckInfo, parse_ack_reply_bytes
+from syncmesh_io.retry import forever
 
-__all__ = ["FrameParser", "install_parser", "OrderedReader", "supported"]
+__all__ = ["FrameParser", "install_parser", "FastOrderedReader", "supported"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def install_parser(nc: Any) -> FrameParser:
     return parser
 
 
-class OrderedReader:
+class FastOrderedReader:
     """Every message of ``stream`` in order, from ``start_seq``, to ``on_message``."""
 
     def __init__(
@@ -163,7 +164,6 @@ class OrderedReader:
         self._last_activity = 0.0
         self._resetting: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self.resets = 0
 
     async def start(self) -> None:
         await self._create(self.last_sseq + 1)
@@ -230,18 +230,18 @@ class OrderedReader:
             return
         self._parser.handlers.pop(self._sid, None)
         log.info("stream reader: %s; resuming after sequence %d", why, self.last_sseq)
-        self.resets += 1
         self._resetting = asyncio.create_task(self._recreate(), name="registry-stream-reset")
 
     async def _recreate(self) -> None:
-        while True:
-            try:
+        def report(exc: BaseException, attempt: int) -> None:
+            log.warning("stream reader: cannot recreate consumer (attempt %d): %s", attempt, exc)
+
+        # NATS may be down: keep trying, never waiting much longer than a heartbeat
+        # so the view is current soon after it is back.
+        async for attempt in forever((Exception,), report, max_s=self._heartbeat_s):
+            with attempt:
                 await self._drop_current()
                 await self._create(self.last_sseq + 1)
-                return
-            except Exception as exc:  # noqa: BLE001 - NATS may be down; keep trying
-                log.warning("stream reader: cannot recreate consumer: %s", exc)
-                await asyncio.sleep(self._heartbeat_s)
 
     def _on_frame(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> bytes | None:
         self._last_activity = self._loop.time()
@@ -257,7 +257,7 @@ class OrderedReader:
         self.last_sseq = ack.stream_seq
         try:
             self._on_message(subject.decode(), data, ack)
-        except Exception:  # noqa: BLE001 - a bug here must not kill the connection's read loop
+        except Exception:  # a bug here must not kill the connection's read loop
             log.exception("stream reader: message at sequence %d not applied", ack.stream_seq)
         return None
 

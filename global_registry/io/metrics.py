@@ -1,6 +1,7 @@
 """Prometheus metrics of one registry replica, on a CollectorRegistry passed in.
 
-Counters are incremented by the adapters; gauges that describe the view
+Counters are incremented by the adapters (or kept as plain ints by the
+ingest core and exported at scrape time); gauges that describe the view
 (clusters by state, services, gateways) are read from it at scrape time by a
 custom collector, so the hot ingest path updates nothing for them.
 """
@@ -21,51 +22,51 @@ __all__ = ["RegistryMetrics", "ViewCollector"]
 
 
 class RegistryMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, collector_registry: CollectorRegistry) -> None:
         self.view_changes = Counter(
             "syncmesh_registry_view_changes",
             "View changes forwarded to the DNS cache, by scope (services, everything).",
             ["scope"],
-            registry=registry,
+            registry=collector_registry,
         )
         self.probes = Counter(
             "syncmesh_registry_probes",
             "Gateway TCP probes by outcome (ok, refused, timeout, unreachable, error).",
             ["outcome"],
-            registry=registry,
+            registry=collector_registry,
         )
         self.probe_transitions = Counter(
             "syncmesh_registry_gateway_transitions",
             "Gateway up/down transitions after rise/fall hysteresis, by new state.",
             ["up"],
-            registry=registry,
+            registry=collector_registry,
         )
         self.probe_seconds = Histogram(
             "syncmesh_registry_probe_connect_seconds",
             "TCP connect time of successful gateway probes.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=registry,
+            registry=collector_registry,
         )
         self.api_requests = Counter(
             "syncmesh_registry_api_requests",
             "NATS API requests by api (resolve, inventory) and outcome (ok, error).",
             ["api", "outcome"],
-            registry=registry,
+            registry=collector_registry,
         )
         self.ready = Gauge(
             "syncmesh_registry_ready",
             "1 once the view caught up with the stream and every gateway was probed once.",
-            registry=registry,
+            registry=collector_registry,
         )
         self.catchup_seconds = Gauge(
             "syncmesh_registry_catchup_seconds",
             "Seconds from subscribing to having read the stream's last sequence at start.",
-            registry=registry,
+            registry=collector_registry,
         )
         self.stream_seq = Gauge(
             "syncmesh_registry_stream_sequence",
             "Stream sequence of the last message consumed.",
-            registry=registry,
+            registry=collector_registry,
         )
 
 
@@ -86,13 +87,14 @@ class ViewCollector(Collector):
         ingest = self._ingest()
         messages = CounterMetricFamily(
             "syncmesh_registry_messages",
-            "Stream messages by kind (svc, cluster) and outcome "
-            "(applied, same, stale-revision, stale-epoch, rejected).",
+            "Stream messages by kind (svc, cluster, epoch, unknown) and outcome "
+            "(applied, same, stale-revision, rejected).",
             labels=["kind", "outcome"],
         )
         rejected = CounterMetricFamily(
             "syncmesh_registry_rejected_messages",
-            "Stream messages rejected by validation, by reason; a rejected message changes nothing.",
+            "Stream messages rejected by validation or epoch fencing, by reason; "
+            "a rejected message changes nothing.",
             labels=["reason"],
         )
         if ingest is not None:

@@ -10,7 +10,14 @@ import socket
 from collections.abc import Callable, Iterable
 
 from global_registry.config import ProbeConfig
-from global_registry.core.probes import GatewayId, GatewayProbes, GatewayStatus, ProbeOutcome
+from global_registry.core.probe_fsm import ProbePhase
+from global_registry.core.probes import (
+    GatewayId,
+    GatewayProbes,
+    GatewayStatus,
+    ProbeOutcome,
+    ProbeResult,
+)
 from global_registry.io.metrics import RegistryMetrics
 
 __all__ = ["tcp_probe", "ProbeRunner"]
@@ -32,12 +39,14 @@ async def tcp_probe(address: str, port: int, timeout_s: float) -> ProbeOutcome:
             await loop.sock_connect(sock, (address, port))
         return ProbeOutcome(True, loop.time() - started)
     except TimeoutError:
-        return ProbeOutcome(False, kind="timeout", detail=f"no connect within {timeout_s}s")
+        return ProbeOutcome(
+            False, result=ProbeResult.TIMEOUT, detail=f"no connect within {timeout_s}s"
+        )
     except ConnectionRefusedError:
-        return ProbeOutcome(False, kind="refused", detail="connection refused")
+        return ProbeOutcome(False, result=ProbeResult.REFUSED, detail="connection refused")
     except OSError as exc:
-        kind = "unreachable" if exc.errno in _UNREACHABLE else "error"
-        return ProbeOutcome(False, kind=kind, detail=exc.strerror or str(exc))
+        result = ProbeResult.UNREACHABLE if exc.errno in _UNREACHABLE else ProbeResult.ERROR
+        return ProbeOutcome(False, result=result, detail=exc.strerror or str(exc))
     finally:
         sock.close()
 
@@ -71,7 +80,8 @@ class ProbeRunner:
             self._round_done.clear()
             # Also re-check now and then: removed targets can complete the round too.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._round_done.wait(), 0.25)
+                async with asyncio.timeout(0.25):
+                    await self._round_done.wait()
 
     async def run(self) -> None:
         try:
@@ -87,7 +97,8 @@ class ProbeRunner:
                 self._wake.clear()
                 delay = None if wakeup is None else max(0.0, wakeup - self._loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -97,16 +108,16 @@ class ProbeRunner:
     async def _probe(self, gw: GatewayId) -> None:
         try:
             outcome = await tcp_probe(gw.address, gw.port, self._config.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - a probe must never kill the loop
-            outcome = ProbeOutcome(False, kind="error", detail=repr(exc))
+        except Exception as exc:  # a probe must never kill the loop
+            outcome = ProbeOutcome(False, result=ProbeResult.ERROR, detail=repr(exc))
         before = self.probes.status(gw)
         status = self.probes.record(gw, outcome, self._loop.time())
         self._wake.set()
         if status is None:
             return
-        up_changed = before is None or before.up != status.up or before.state == "unknown"
+        up_changed = before is None or before.up != status.up or before.phase is ProbePhase.UNKNOWN
         if self._metrics is not None:
-            self._metrics.probes.labels(outcome.kind).inc()
+            self._metrics.probes.labels(outcome.result).inc()
             if outcome.ok and outcome.rtt_s is not None:
                 self._metrics.probe_seconds.observe(outcome.rtt_s)
             if up_changed:
@@ -118,7 +129,7 @@ class ProbeRunner:
                 gw.address,
                 gw.port,
                 "up" if status.up else "down",
-                outcome.kind,
+                outcome.result,
                 f": {outcome.detail}" if outcome.detail else "",
             )
         self._on_status(gw, status, up_changed)

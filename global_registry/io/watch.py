@@ -1,8 +1,9 @@
 """``watch_inventory(nc)``: the inventory as a snapshot, then every change after it.
 
 For consumers that want the global inventory in their own process. It reads
-the state stream itself (same validation and ordering rules as the registry),
-so it works with no registry replica running::
+the state stream with the registry's own reader (``StreamReader``: the same
+validation, epoch fencing and ordering), so it works with no registry
+replica running::
 
     async for event in watch_inventory(nc, namespace="payments"):
         match event:
@@ -10,27 +11,24 @@ so it works with no registry replica running::
             case ServiceUpdated(service): ...
             case ServiceRemoved(cluster, namespace, service): ...
             case ClusterUpdated(cluster): ...
+            case ClusterRetired(cluster): ...
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from nats.errors import TimeoutError as NatsTimeout
-
 from global_registry.config import StaleConfig
 from global_registry.core.ingest import Ingest, IngestResult
-from global_registry.core.jsmeta import parse_ack_reply
+from global_registry.core.records import Outcome
 from global_registry.core.snapshot import inventory
 from global_registry.core.view import RegistryView
-from global_registry.io.stream_consumer import subscribe_ordered
-from syncmesh import subjects
+from global_registry.io.stream_reader import StreamReader
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import (
     ClusterBeat,
@@ -46,15 +44,20 @@ __all__ = [
     "ServiceUpdated",
     "ServiceRemoved",
     "ClusterUpdated",
+    "ClusterRetired",
     "WatchEvent",
     "watch_inventory",
 ]
 
-log = logging.getLogger(__name__)
+# A watcher this many events behind gets a fresh snapshot instead of the backlog,
+# so a slow consumer costs bounded memory.
+MAX_BACKLOG = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class InventorySnapshot:
+    """Everything (filtered); first, and again whenever the watcher fell too far behind."""
+
     inventory: Inventory
 
 
@@ -77,21 +80,31 @@ class ClusterUpdated:
     cluster: InventoryCluster
 
 
-WatchEvent = InventorySnapshot | ServiceUpdated | ServiceRemoved | ClusterUpdated
+@dataclass(frozen=True, slots=True)
+class ClusterRetired:
+    """The cluster was decommissioned: it and every service of it are gone."""
+
+    cluster: str
+
+
+WatchEvent = InventorySnapshot | ServiceUpdated | ServiceRemoved | ClusterUpdated | ClusterRetired
 
 
 def _event(view: RegistryView, result: IngestResult) -> WatchEvent | None:
     message = result.message
-    if result.outcome not in ("applied", "same") or message is None:
+    if result.outcome not in (Outcome.APPLIED, Outcome.SAME) or message is None:
         return None
     if isinstance(message, ClusterBeat):
+        if message.retired:
+            return ClusterRetired(message.cluster) if result.outcome is Outcome.APPLIED else None
         rec = view.clusters[message.cluster]
         return ClusterUpdated(
             InventoryCluster(cluster=message.cluster, stale=rec.stale, beat=rec.beat)
         )
-    assert isinstance(message, ServiceState)
+    if not isinstance(message, ServiceState):
+        return None  # an epoch claim: nothing a watcher sees changes
     if message.deleted:
-        if result.outcome != "applied":
+        if result.outcome is not Outcome.APPLIED:
             return None
         return ServiceRemoved(message.cluster, message.namespace, message.service)
     return ServiceUpdated(
@@ -110,6 +123,8 @@ def _event(view: RegistryView, result: IngestResult) -> WatchEvent | None:
 def _wanted(event: WatchEvent, cluster: str | None, namespace: str | None) -> bool:
     if isinstance(event, ClusterUpdated):
         return cluster is None or event.cluster.cluster == cluster
+    if isinstance(event, ClusterRetired):
+        return cluster is None or event.cluster == cluster
     if isinstance(event, ServiceUpdated):
         name, ns = event.service.cluster, event.service.namespace
     elif isinstance(event, ServiceRemoved):
@@ -126,65 +141,77 @@ async def watch_inventory(
     stale: StaleConfig | None = None,
     limits: LimitsConfig | None = None,
 ) -> AsyncIterator[WatchEvent]:
-    """Yield an ``InventorySnapshot`` once caught up with the stream, then each change."""
+    """Yield an ``InventorySnapshot`` once caught up with the stream, then each change.
+
+    Reads on ``nc`` with nats-py's ordered consumer (the fast reader would take
+    over the connection's parser, which is not ours to change).
+    """
     limits = limits or LimitsConfig()
     view = RegistryView(stale or StaleConfig(), limits, Locality(), probes_required=False)
     ingest = Ingest(view, limits)
     loop = asyncio.get_running_loop()
-    js = nc.jetstream()
-    info = await js.stream_info(subjects.STREAM)
-    ingest.begin(int(info.state.last_seq), loop.time())
-    sub = await subscribe_ordered(js)
+    backlog: deque[WatchEvent] = deque()
+    arrived = asyncio.Event()
+
+    def snapshot() -> InventorySnapshot:
+        return InventorySnapshot(inventory(view, cluster, namespace))
+
+    snapshotted = False
+
+    def take_snapshot() -> None:
+        nonlocal snapshotted
+        snapshotted = True
+        backlog.clear()
+        backlog.append(snapshot())
+        arrived.set()
+
+    def on_result(result: IngestResult) -> None:
+        # Runs right after each message is applied, so the snapshot and the events
+        # after it describe the view at exactly those moments.
+        if not snapshotted:
+            if ingest.caught_up:
+                take_snapshot()  # includes this message
+            return
+        event = _event(view, result)
+        if event is None or not _wanted(event, cluster, namespace):
+            return
+        if len(backlog) >= MAX_BACKLOG:
+            take_snapshot()
+            return
+        backlog.append(event)
+        arrived.set()
+
+    reader = StreamReader(nc, ingest, on_result, fast_path=False)
     try:
-        while not ingest.caught_up:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except NatsTimeout:
-                # Nothing delivered for a second: maybe nothing is left to read.
-                consumer = await sub.consumer_info()
-                if consumer.num_pending == 0 and sub.pending_msgs == 0:
-                    ingest.mark_caught_up(loop.time())
-                continue
-            _handle(ingest, msg, loop.time())
-        yield InventorySnapshot(inventory(view, cluster, namespace))
+        await reader.start()
+        await reader.caught_up.wait()
+        if not snapshotted:
+            # Caught up without a message to say so (an empty stream).
+            take_snapshot()
         while True:
+            while backlog:
+                yield backlog.popleft()
             deadline = view.next_deadline()
-            timeout = (
-                1.0 if deadline is None else min(1.0, max(0.01, deadline - loop.time() + 0.01))
-            )
-            try:
-                msg = await sub.next_msg(timeout=timeout)
-            except NatsTimeout:
-                fresh = {name for name, rec in view.clusters.items() if not rec.stale}
-                view.tick(loop.time())
-                for name in sorted(fresh):
-                    rec = view.clusters[name]
-                    if rec.stale and (cluster is None or name == cluster):
-                        yield ClusterUpdated(
-                            InventoryCluster(cluster=name, stale=True, beat=rec.beat)
-                        )
+            arrived.clear()
+            if deadline is not None and deadline <= loop.time():
+                for event in _tick(view, loop.time(), cluster):
+                    yield event
                 continue
-            event = _event(view, _handle(ingest, msg, loop.time()))
-            if event is not None and _wanted(event, cluster, namespace):
-                yield event
+            timeout = None if deadline is None else deadline - loop.time() + 0.01
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await arrived.wait()
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await reader.stop()
 
 
-def _handle(ingest: Ingest, msg: Any, now: float) -> IngestResult:
-    ack = parse_ack_reply(msg.reply) if msg.reply else None
-    if ack is None:
-        result = ingest.handle(msg.subject, msg.data, now)
-    else:
-        result = ingest.handle(
-            msg.subject,
-            msg.data,
-            now,
-            stream_seq=ack.stream_seq,
-            pending=ack.pending,
-            age_s=max(0.0, time.time() - ack.stored_at_ns / 1e9),
-        )
-    if result.rejected is not None and result.log:
-        log.warning("watch: rejected message on %s: %s", msg.subject[:200], result.rejected)
-    return result
+def _tick(view: RegistryView, now: float, cluster: str | None) -> list[WatchEvent]:
+    """Let time pass in the view; a ``ClusterUpdated`` for each agent that turned stale."""
+    fresh = {name for name, rec in view.clusters.items() if not rec.stale}
+    view.tick(now)
+    events: list[WatchEvent] = []
+    for name in sorted(fresh):
+        rec = view.clusters[name]
+        if rec.stale and (cluster is None or name == cluster):
+            events.append(ClusterUpdated(InventoryCluster(cluster=name, stale=True, beat=rec.beat)))
+    return events

@@ -8,12 +8,19 @@ import pytest
 from global_registry.config import StaleConfig
 from global_registry.core.ingest import Ingest
 from global_registry.core.jsmeta import AckInfo, parse_ack_reply, parse_ack_reply_bytes
-from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.snapshot import inventory, resolve_reply
 from global_registry.core.view import RegistryView
 from global_registry.io.api import inventory_reply_bytes
-from harness.samples import cluster_beat, instance, service_state, subject_of
+from harness.samples import (
+    ScriptedStream,
+    cluster_beat,
+    epoch_claim,
+    instance,
+    service_state,
+    subject_of,
+)
 from syncmesh.labels import to_label
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Inventory, InventoryRequest, Locality, ResolveRequest, encode
@@ -27,23 +34,24 @@ def new_ingest() -> Ingest:
 
 
 def feed(ingest: Ingest, message: object, seq: int, pending: int | None = None, now: float = 1.0):  # type: ignore[no-untyped-def]
-    return ingest.handle(subject_of(message), encode(message), now, stream_seq=seq, pending=pending)  # type: ignore[arg-type]
+    return ingest.handle(subject_of(message), encode(message), seq, now, pending=pending)  # type: ignore[arg-type]
 
 
 def test_no_changes_while_catching_up_then_one_everything() -> None:
     ingest = new_ingest()
-    assert not ingest.begin(3, now=0.0)
-    first = feed(ingest, service_state("east", "web"), seq=1, pending=2)
-    second = feed(ingest, service_state("east", "api"), seq=2, pending=1)
-    assert first.outcome == second.outcome == "applied"
-    assert not first.change and not second.change
-    last = feed(ingest, service_state("east", "db"), seq=3, pending=0, now=2.5)
+    assert not ingest.begin(4, now=0.0)
+    claim = feed(ingest, epoch_claim("east"), seq=1, pending=3)
+    first = feed(ingest, service_state("east", "web"), seq=2, pending=2)
+    second = feed(ingest, service_state("east", "api"), seq=3, pending=1)
+    assert claim.outcome == first.outcome == second.outcome == "applied"
+    assert not claim.change and not first.change and not second.change
+    last = feed(ingest, service_state("east", "db"), seq=4, pending=0, now=2.5)
     assert last.caught_up_now and last.change == ViewChange(everything=True)
     assert ingest.caught_up and ingest.caught_up_at == 2.5
     live = feed(
         ingest,
         service_state("east", "web", revision=2, instances=[instance(address="10.0.0.7")]),
-        seq=4,
+        seq=5,
         pending=0,
     )
     assert live.change == ViewChange(services=frozenset({ServiceKey("default", "web")}))
@@ -52,6 +60,7 @@ def test_no_changes_while_catching_up_then_one_everything() -> None:
 def test_pending_zero_ends_catch_up_even_below_the_target_sequence() -> None:
     ingest = new_ingest()
     ingest.begin(100, now=0.0)
+    assert feed(ingest, epoch_claim("east"), seq=1, pending=1).outcome == "applied"
     assert feed(ingest, service_state("east", "web"), seq=7, pending=0).caught_up_now
 
 
@@ -64,11 +73,17 @@ def test_an_empty_stream_is_caught_up_at_once() -> None:
 def test_outcomes_are_counted_by_kind() -> None:
     ingest = new_ingest()
     ingest.begin(0, 0.0)
-    feed(ingest, cluster_beat("east"), 1)
-    feed(ingest, service_state("east", "web"), 2)
+    feed(ingest, epoch_claim("east"), 1)
+    feed(ingest, cluster_beat("east"), 2)
     feed(ingest, service_state("east", "web"), 3)
+    feed(ingest, service_state("east", "web"), 4)
+    feed(ingest, service_state("east", "web", epoch=9), 5)
+    ingest.handle("syncmesh.v2.other.east", b"{}", 6, 1.0)
     assert ingest.counts == {
+        ("epoch", "applied"): 1,
         ("cluster", "applied"): 1,
+        ("svc", "rejected"): 1,
+        ("unknown", "rejected"): 1,
         ("svc", "applied"): 1,
         ("svc", "stale-revision"): 1,
     }
@@ -86,15 +101,16 @@ def test_parse_ack_reply_v1_and_v2() -> None:
 
 
 def serving_view() -> RegistryView:
-    view = RegistryView(StaleConfig(), LimitsConfig(), Locality())
+    stream = ScriptedStream(RegistryView(StaleConfig(), LimitsConfig(), Locality()))
+    view = stream.view
     for name, cidr in (("east", "10.1.0.0/16"), ("west", "10.2.0.0/16")):
-        view.apply_beat(cluster_beat(name, client_cidrs=[cidr]), 0.0)
+        stream.apply(cluster_beat(name, client_cidrs=[cidr]))
         view.set_gateway_status(
-            GatewayId(name, "192.0.2.1", 443), GatewayStatus(state=GatewayState.UP, up=True)
+            GatewayId(name, "192.0.2.1", 443), GatewayStatus(phase=ProbePhase.UP, up=True)
         )
-        view.apply_service(service_state(name, "web"))
-    view.apply_service(service_state("east", "billing", "payments"))
-    view.apply_service(service_state("east", to_label("com.foo.Bar"), source_name="com.foo.Bar"))
+        stream.apply(service_state(name, "web"))
+    stream.apply(service_state("east", "billing", "payments"))
+    stream.apply(service_state("east", to_label("com.foo.Bar"), source_name="com.foo.Bar"))
     return view
 
 

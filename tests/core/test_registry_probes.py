@@ -1,4 +1,4 @@
-"""Gateway probes with scripted time: the state table, rise/fall, scheduling, RTT hysteresis."""
+"""Gateway probes with scripted time: the phase table, rise/fall, scheduling, RTT hysteresis."""
 
 from __future__ import annotations
 
@@ -7,35 +7,41 @@ import random
 import pytest
 
 from global_registry.config import ProbeConfig, StaleConfig
-from global_registry.core.probe_fsm import TRANSITIONS, UP_STATES, GatewayState, step
-from global_registry.core.probes import GatewayId, GatewayProbes, GatewayStatus, ProbeOutcome
+from global_registry.core.probe_fsm import TRANSITIONS, UP_PHASES, Guard, ProbePhase, step
+from global_registry.core.probes import (
+    GatewayId,
+    GatewayProbes,
+    GatewayStatus,
+    ProbeOutcome,
+    ProbeResult,
+)
 from global_registry.core.rtt import RttEstimate, RttScale
 from global_registry.core.view import RegistryView
-from harness.samples import cluster_beat, service_state
+from harness.samples import ScriptedStream, cluster_beat, service_state
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Gateway, Locality
 from syncmesh.view_api import ServiceKey, ViewChange
 
 pytestmark = pytest.mark.core
 
-S = GatewayState
+S = ProbePhase
 OK = ProbeOutcome(True, 0.002)
-FAIL = ProbeOutcome(False, kind="refused")
+FAIL = ProbeOutcome(False, result=ProbeResult.REFUSED)
 GW = GatewayId("east", "192.0.2.1", 443)
 
 
-def run(outcomes: str, rise: int = 2, fall: int = 3) -> list[GatewayState]:
-    state, count, seen = S.UNKNOWN, 0, []
+def run(outcomes: str, rise: int = 2, fall: int = 3) -> list[ProbePhase]:
+    phase, count, seen = S.UNKNOWN, 0, []
     for o in outcomes:
-        state, count = step(state, count, o == "+", rise, fall)
-        seen.append(state)
+        phase, count = step(phase, count, o == "+", rise, fall)
+        seen.append(phase)
     return seen
 
 
-def test_table_covers_every_state_and_outcome() -> None:
-    for state in GatewayState:
+def test_table_covers_every_phase_and_outcome() -> None:
+    for phase in ProbePhase:
         for ok in (True, False):
-            assert (state, ok, "-") in TRANSITIONS
+            assert (phase, ok, Guard.ALWAYS) in TRANSITIONS
 
 
 def test_first_outcome_decides_at_once() -> None:
@@ -47,7 +53,7 @@ def test_fall_consecutive_failures_take_a_gateway_down() -> None:
     assert run("+---", fall=3) == [S.UP, S.FAILING, S.FAILING, S.DOWN]
     # One success in between starts the count over.
     assert run("+--+--", fall=3)[-1] == S.FAILING
-    assert all(s in UP_STATES for s in run("+--+--", fall=3))
+    assert all(s in UP_PHASES for s in run("+--+--", fall=3))
 
 
 def test_rise_consecutive_successes_bring_it_back() -> None:
@@ -96,20 +102,20 @@ def test_removed_targets_are_forgotten_even_in_flight() -> None:
     assert p.in_flight == 0 and p.all_probed()
 
 
-def test_record_reports_state_rtt_and_readiness() -> None:
+def test_record_reports_phase_rtt_and_readiness() -> None:
     p = probes(fall=2)
     p.set_targets([GW], now=0.0)
     assert not p.all_probed()
     p.take_due(1.0)
     status = p.record(GW, OK, now=1.0)
-    assert status == GatewayStatus(state=S.UP, up=True, rtt_ms=2.0, rtt_bucket=1)
+    assert status == GatewayStatus(phase=S.UP, up=True, rtt_ms=2.0, rtt_bucket=1)
     assert p.all_probed()
     for t in (2.5, 4.0):
         assert p.take_due(t) == [GW]
         status = p.record(GW, FAIL, now=t)
-    assert status is not None and status.state == S.DOWN and not status.up
+    assert status is not None and status.phase == S.DOWN and not status.up
     detail = p.details()[GW]
-    assert detail.last_outcome == "refused" and detail.probes == 3
+    assert detail.last_result == ProbeResult.REFUSED and detail.probes == 3
 
 
 def test_rtt_bucket_is_sticky_within_half_a_bucket() -> None:
@@ -142,15 +148,16 @@ def test_rtt_is_a_moving_average() -> None:
 
 def view_with(clusters: dict[str, int | None]) -> RegistryView:
     """Clusters with one up gateway each, in the given RTT bucket, all offering web."""
-    view = RegistryView(StaleConfig(), LimitsConfig(), Locality())
+    stream = ScriptedStream(RegistryView(StaleConfig(), LimitsConfig(), Locality()))
+    view = stream.view
     for name, bucket in clusters.items():
-        view.apply_beat(cluster_beat(name, gateways=[Gateway(address="192.0.2.1", port=443)]), 0.0)
-        view.apply_service(service_state(name, "web"))
-        view.apply_service(service_state(name, f"only-{name}"))
+        stream.apply(cluster_beat(name, gateways=[Gateway(address="192.0.2.1", port=443)]))
+        stream.apply(service_state(name, "web"))
+        stream.apply(service_state(name, f"only-{name}"))
         view.set_gateway_status(
             GatewayId(name, "192.0.2.1", 443),
             GatewayStatus(
-                state=S.UP,
+                phase=S.UP,
                 up=True,
                 rtt_ms=None if bucket is None else float(bucket),
                 rtt_bucket=bucket,
@@ -167,7 +174,7 @@ def keys(*names: str) -> frozenset[ServiceKey]:
 
 def status(bucket: int | None, up: bool = True) -> GatewayStatus:
     return GatewayStatus(
-        state=S.UP if up else S.DOWN,
+        phase=S.UP if up else S.DOWN,
         up=up,
         rtt_ms=None if bucket is None else float(bucket),
         rtt_bucket=bucket,
@@ -176,7 +183,7 @@ def status(bucket: int | None, up: bool = True) -> GatewayStatus:
 
 def test_rtt_jitter_inside_a_bucket_is_no_view_change() -> None:
     view = view_with({"a": 2, "b": 5})
-    same_bucket = GatewayStatus(state=S.UP, up=True, rtt_ms=2.7, rtt_bucket=2)
+    same_bucket = GatewayStatus(phase=S.UP, up=True, rtt_ms=2.7, rtt_bucket=2)
     assert view.set_gateway_status(GatewayId("a", "192.0.2.1", 443), same_bucket) == ViewChange()
     assert view.resolve(ServiceKey("default", "web"), None).clusters[0].rtt_ms == 2.7
 

@@ -1,4 +1,5 @@
-"""Nearest ranking: client CIDR, zone, region, RTT, name; and the reason given for each place."""
+"""Nearest ranking: fresh before stale, client CIDR, zone, region, RTT, name; the reason given
+for each place, and one rank for clusters that differ only by name."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import ipaddress
 import pytest
 
 from global_registry.config import StaleConfig
-from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.ranking import Candidate, rank
 from global_registry.core.view import RegistryView
-from harness.samples import cluster_beat, service_state
+from harness.samples import ScriptedStream, cluster_beat, service_state
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Gateway, Locality
 from syncmesh.view_api import ServiceKey
@@ -57,7 +58,55 @@ def test_client_cidr_beats_zone_beats_region_beats_rtt_beats_name() -> None:
         ("a-order", "order"),
         ("e-none", "order"),
     ]
-    assert [r.rank for r in ranked] == list(range(6))
+    # a-order and e-none differ only by name: one rank (one SRV priority).
+    assert [r.rank for r in ranked] == [0, 1, 2, 3, 4, 4]
+
+
+def test_clusters_equal_on_every_criterion_but_the_name_share_a_rank() -> None:
+    ranked = rank(
+        [
+            cand("b", region="us", zone="us-1", bucket=2),
+            cand("a", region="us", zone="us-1", bucket=2),
+            cand("c", region="us", zone="us-1", bucket=3),
+            cand("e", bucket=5),
+            cand("d", bucket=5),
+            cand("f"),
+            cand("g"),
+        ],
+        None,
+        Locality(region="us", zone="us-1"),
+    )
+    assert [(r.cluster, r.rank, r.reason) for r in ranked] == [
+        ("a", 0, "same-zone"),
+        ("b", 0, "same-zone"),
+        ("c", 1, "same-zone"),
+        ("d", 2, "order"),
+        ("e", 2, "order"),
+        ("f", 3, "order"),
+        ("g", 3, "order"),
+    ]
+
+
+def test_a_stale_cluster_ranks_after_every_fresh_one() -> None:
+    ranked = rank(
+        [
+            cand("client", region="us", zone="us-1", bucket=0, stale=True),
+            cand("far", region="eu", bucket=9),
+            cand("near-stale", region="us", zone="us-1", bucket=1, stale=True),
+            cand("other-stale", region="ap", bucket=1, stale=True),
+            cand("twin-stale", region="ap", bucket=1, stale=True),
+        ],
+        "client",
+        Locality(region="us", zone="us-1"),
+    )
+    assert [(r.cluster, r.rank, r.reason, r.stale) for r in ranked] == [
+        ("far", 0, "rtt", False),
+        # Among stale ones the usual order holds; the reason says why they come last.
+        ("client", 1, "stale", True),
+        ("near-stale", 2, "stale", True),
+        ("other-stale", 3, "stale", True),
+        ("twin-stale", 3, "stale", True),
+    ]
 
 
 def test_rtt_orders_within_a_tier() -> None:
@@ -97,18 +146,21 @@ def test_stale_flag_and_rtt_are_carried() -> None:
 
 def build_view() -> RegistryView:
     """Three clusters offering web; east owns 10.1/16, west 10.2/16; replica in us/us-1."""
-    view = RegistryView(StaleConfig(), LimitsConfig(), Locality(region="us", zone="us-1"))
+    stream = ScriptedStream(
+        RegistryView(StaleConfig(), LimitsConfig(), Locality(region="us", zone="us-1"))
+    )
+    view = stream.view
     layout = {
         "east": ("us", "us-1", ["10.1.0.0/16"], 7),
         "west": ("us", "us-2", ["10.2.0.0/16"], 3),
         "europe": ("eu", "eu-1", [], 1),
     }
     for name, (region, zone, cidrs, bucket) in layout.items():
-        view.apply_beat(cluster_beat(name, region=region, zone=zone, client_cidrs=cidrs), 0.0)
-        view.apply_service(service_state(name, "web"))
+        stream.apply(cluster_beat(name, region=region, zone=zone, client_cidrs=cidrs))
+        stream.apply(service_state(name, "web"))
         view.set_gateway_status(
             GatewayId(name, "192.0.2.1", 443),
-            GatewayStatus(state=GatewayState.UP, up=True, rtt_ms=float(bucket), rtt_bucket=bucket),
+            GatewayStatus(phase=ProbePhase.UP, up=True, rtt_ms=float(bucket), rtt_bucket=bucket),
         )
     return view
 
@@ -144,6 +196,31 @@ def test_view_ranks_by_the_client_clusters_locality() -> None:
         ("east", "client-cidr"),
         ("west", "same-region"),
         ("europe", "rtt"),
+    ]
+
+
+def test_view_serves_a_stale_client_cluster_after_a_fresh_one() -> None:
+    view = build_view()
+    # west stops beating: still served (policy "serve"), but after every fresh cluster.
+    view.tick(1000.0)
+    for name in ("east", "europe"):
+        rec = view.clusters[name]
+        assert rec.beat is not None
+        view.apply_beat(
+            cluster_beat(
+                name,
+                revision=2,
+                region=rec.beat.locality.region,
+                zone=rec.beat.locality.zone,
+                client_cidrs=rec.beat.client_cidrs,
+            ),
+            seq=100 + len(name),
+            now=1000.0,
+        )
+    assert resolve(view, "10.2.9.9") == [
+        ("east", "same-region"),
+        ("europe", "rtt"),
+        ("west", "stale"),
     ]
 
 

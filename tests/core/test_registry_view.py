@@ -1,4 +1,7 @@
-"""The registry view: ordering by (epoch, revision), tombstones, limits and what each event changes."""
+"""The registry view: ordering by (epoch, revision), tombstones, limits and what each event changes.
+
+Epoch fencing, retired clusters and tombstone expiry: test_registry_fencing.py.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ import ipaddress
 import pytest
 
 from global_registry.config import StaleConfig
-from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.view import RegistryView
-from harness.samples import cluster_beat, instance, service_state
+from harness.samples import ScriptedStream, cluster_beat, epoch_claim, instance, service_state
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Gateway, Locality
 from syncmesh.validate import Rejected
@@ -19,17 +22,20 @@ from syncmesh.view_api import ServiceKey, ViewChange
 pytestmark = pytest.mark.core
 
 WEB = ServiceKey("default", "web")
-UP = GatewayStatus(state=GatewayState.UP, up=True, rtt_ms=1.0, rtt_bucket=0)
-DOWN = GatewayStatus(state=GatewayState.DOWN, up=False)
+UP = GatewayStatus(phase=ProbePhase.UP, up=True, rtt_ms=1.0, rtt_bucket=0)
+DOWN = GatewayStatus(phase=ProbePhase.DOWN, up=False)
 
 
-def make_view(**limits: int) -> RegistryView:
-    return RegistryView(StaleConfig(), LimitsConfig(**limits), Locality(region="r1", zone="z1"))
+def make_stream(**limits: int) -> ScriptedStream:
+    return ScriptedStream(
+        RegistryView(StaleConfig(), LimitsConfig(**limits), Locality(region="r1", zone="z1"))
+    )
 
 
-def serving_cluster(view: RegistryView, cluster: str, now: float = 0.0, **beat: object) -> None:
+def serving_cluster(stream: ScriptedStream, cluster: str, now: float = 0.0, **beat: object) -> None:
     """A cluster with a beat whose single gateway is up."""
-    view.apply_beat(cluster_beat(cluster, **beat), now)  # type: ignore[arg-type]
+    view = stream.view
+    stream.apply(cluster_beat(cluster, **beat), now)  # type: ignore[arg-type]
     rec = view.clusters[cluster]
     assert rec.beat is not None
     for g in rec.beat.gateways:
@@ -44,9 +50,10 @@ def instances_of(view: RegistryView, cluster: str, key: ServiceKey = WEB) -> lis
 
 
 def test_newer_revision_replaces_and_names_exactly_its_service() -> None:
-    view = make_view()
-    view.apply_service(service_state("east", "web", revision=1))
-    applied = view.apply_service(
+    stream = make_stream()
+    view = stream.view
+    stream.apply(service_state("east", "web", revision=1))
+    applied = stream.apply(
         service_state("east", "web", revision=2, instances=[instance(address="10.0.0.2")])
     )
     assert applied.outcome == "applied"
@@ -55,14 +62,13 @@ def test_newer_revision_replaces_and_names_exactly_its_service() -> None:
 
 
 def test_older_and_duplicate_revisions_are_dropped() -> None:
-    view = make_view()
-    view.apply_service(
-        service_state("east", "web", revision=5, instances=[instance(address="10.0.0.5")])
-    )
-    older = view.apply_service(
+    stream = make_stream()
+    view = stream.view
+    stream.apply(service_state("east", "web", revision=5, instances=[instance(address="10.0.0.5")]))
+    older = stream.apply(
         service_state("east", "web", revision=4, instances=[instance(address="10.0.0.4")])
     )
-    again = view.apply_service(
+    again = stream.apply(
         service_state("east", "web", revision=5, instances=[instance(address="10.0.0.9")])
     )
     assert (older.outcome, again.outcome) == ("stale-revision", "stale-revision")
@@ -71,70 +77,69 @@ def test_older_and_duplicate_revisions_are_dropped() -> None:
 
 
 def test_a_newer_epoch_supersedes_higher_revisions_of_the_old_agent() -> None:
-    view = make_view()
-    view.apply_service(service_state("east", "web", epoch=100, revision=900))
+    view = make_stream().view
+    view.apply_claim(epoch_claim("east"), 100)
+    view.apply_service(service_state("east", "web", epoch=100, revision=900), 150, now=0.0)
+    view.apply_claim(epoch_claim("east"), 200)
     restarted = view.apply_service(
         service_state(
             "east", "web", epoch=200, revision=1, instances=[instance(address="10.0.0.2")]
-        )
+        ),
+        201,
+        now=0.0,
     )
     assert restarted.outcome == "applied"
     assert instances_of(view, "east") == ["10.0.0.2"]
 
 
-def test_a_message_of_a_superseded_agent_is_dropped_even_for_another_service() -> None:
-    view = make_view()
-    view.apply_beat(cluster_beat("east", epoch=200, revision=1), 0.0)
-    zombie = view.apply_service(service_state("east", "api", epoch=100, revision=50))
-    assert zombie.outcome == "stale-epoch"
-    assert ("default", "api") not in view.clusters["east"].services
-
-
 def test_same_instances_under_a_new_revision_change_no_answer() -> None:
-    view = make_view()
-    view.apply_service(service_state("east", "web", revision=1))
-    applied = view.apply_service(service_state("east", "web", revision=2))
+    stream = make_stream()
+    view = stream.view
+    stream.apply(service_state("east", "web", revision=1))
+    applied = stream.apply(service_state("east", "web", revision=2))
     assert applied.outcome == "same"
     assert not applied.change
     assert view.clusters["east"].services[("default", "web")].state.revision == 2
 
 
 def test_tombstone_removes_and_keeps_older_states_out() -> None:
-    view = make_view()
-    view.apply_service(service_state("east", "web", revision=1))
-    gone = view.apply_service(service_state("east", "web", revision=2, instances=[], deleted=True))
+    stream = make_stream()
+    view = stream.view
+    stream.apply(service_state("east", "web", revision=1))
+    gone = stream.apply(service_state("east", "web", revision=2, instances=[], deleted=True))
     assert gone.outcome == "applied" and gone.change == ViewChange(services=frozenset({WEB}))
     assert view.resolve(WEB, None).known is False
-    late = view.apply_service(service_state("east", "web", revision=1))
+    late = stream.apply(service_state("east", "web", revision=1))
     assert late.outcome == "stale-revision"
-    back = view.apply_service(service_state("east", "web", revision=3))
+    back = stream.apply(service_state("east", "web", revision=3))
     assert back.outcome == "applied"
     assert view.resolve(WEB, None).known is True
 
 
 def test_first_message_of_a_new_cluster_invalidates_everything() -> None:
-    view = make_view()
+    stream = make_stream()
+    view = stream.view
     assert not view.cluster_known("east")
-    applied = view.apply_service(service_state("east", "web"))
+    applied = stream.apply(service_state("east", "web"))
     assert applied.change.everything
     assert view.cluster_known("east")
-    assert not view.apply_service(service_state("east", "web", revision=2)).change.everything
+    assert not stream.apply(service_state("east", "web", revision=2)).change.everything
 
 
 def test_beat_changes_scope() -> None:
-    view = make_view()
-    view.apply_service(service_state("east", "web"))
-    view.apply_service(service_state("east", "api"))
-    first = view.apply_beat(cluster_beat("east", revision=2), 0.0)
+    stream = make_stream()
+    stream.apply(service_state("east", "web"))
+    stream.apply(service_state("east", "api"))
+    first = stream.apply(cluster_beat("east", revision=2), 0.0)
     assert first.change.everything and first.gateways_changed
-    same = view.apply_beat(cluster_beat("east", revision=3), 1.0)
+    same = stream.apply(cluster_beat("east", revision=3), 1.0)
     assert same.outcome == "same" and not same.change
-    moved = view.apply_beat(
+    moved = stream.apply(
         cluster_beat("east", revision=4, gateways=[Gateway(address="192.0.2.9", port=443)]), 2.0
     )
     assert moved.gateways_changed
     assert moved.change == ViewChange(services=frozenset({WEB, ServiceKey("default", "api")}))
-    cidrs = view.apply_beat(
+    cidrs = stream.apply(
         cluster_beat(
             "east",
             revision=5,
@@ -144,7 +149,7 @@ def test_beat_changes_scope() -> None:
         3.0,
     )
     assert cidrs.change.everything
-    locality = view.apply_beat(
+    locality = stream.apply(
         cluster_beat(
             "east",
             revision=6,
@@ -155,44 +160,45 @@ def test_beat_changes_scope() -> None:
         4.0,
     )
     assert locality.change.everything
-    old = view.apply_beat(cluster_beat("east", revision=5), 5.0)
+    old = stream.apply(cluster_beat("east", revision=5), 5.0)
     assert old.outcome == "stale-revision"
 
 
 def test_too_many_services_is_rejected_and_changes_nothing() -> None:
-    view = make_view(max_services_per_cluster=2)
-    view.apply_service(service_state("east", "a"))
-    view.apply_service(service_state("east", "b"))
+    stream = make_stream(max_services_per_cluster=2)
+    view = stream.view
+    stream.apply(service_state("east", "a"))
+    stream.apply(service_state("east", "b"))
     with pytest.raises(Rejected) as caught:
-        view.apply_service(service_state("east", "c"))
+        stream.apply(service_state("east", "c"))
     assert caught.value.reason == "too-many-services"
     assert sorted(view.clusters["east"].services) == [("default", "a"), ("default", "b")]
     # Updating or deleting an existing service still works at the limit.
     assert (
-        view.apply_service(
-            service_state("east", "a", revision=2, deleted=True, instances=[])
-        ).outcome
+        stream.apply(service_state("east", "a", revision=2, deleted=True, instances=[])).outcome
         == "applied"
     )
-    assert view.apply_service(service_state("east", "c", revision=3)).outcome == "applied"
+    assert stream.apply(service_state("east", "c", revision=3)).outcome == "applied"
 
 
 def test_too_many_clusters_is_rejected() -> None:
-    view = make_view(max_clusters=1)
-    view.apply_service(service_state("east", "web"))
+    stream = make_stream(max_clusters=1)
+    view = stream.view
+    stream.apply(service_state("east", "web"))
     with pytest.raises(Rejected) as caught:
-        view.apply_beat(cluster_beat("west"), 0.0)
+        stream.apply(cluster_beat("west"), 0.0)
     assert caught.value.reason == "too-many-clusters"
     assert not view.cluster_known("west")
 
 
 def test_candidates_need_a_healthy_instance_a_beat_and_an_up_gateway() -> None:
-    view = make_view()
-    serving_cluster(view, "east")
-    view.apply_service(service_state("east", "web"))
+    stream = make_stream()
+    view = stream.view
+    serving_cluster(stream, "east")
+    stream.apply(service_state("east", "web"))
     assert [c.cluster for c in view.resolve(WEB, None).clusters] == ["east"]
 
-    view.apply_service(
+    stream.apply(
         service_state(
             "east",
             "web",
@@ -203,24 +209,23 @@ def test_candidates_need_a_healthy_instance_a_beat_and_an_up_gateway() -> None:
     resolution = view.resolve(WEB, None)
     assert resolution.known and resolution.clusters == ()
 
-    view.apply_service(
-        service_state("east", "web", revision=6, instances=[instance(health="warning")])
-    )
+    stream.apply(service_state("east", "web", revision=6, instances=[instance(health="warning")]))
     assert view.resolve(WEB, None).clusters[0].healthy_instances == 1
 
     view.set_gateway_status(GatewayId("east", "192.0.2.1", 443), DOWN)
     assert view.resolve(WEB, None).clusters == ()
 
-    view.apply_service(service_state("west", "web"))
+    stream.apply(service_state("west", "web"))
     assert view.resolve(WEB, None, pinned="west").clusters == ()
     assert view.resolve(WEB, None, pinned="north").known is False
 
 
 def test_only_up_gateways_are_answered() -> None:
-    view = make_view()
+    stream = make_stream()
+    view = stream.view
     gateways = [Gateway(address="192.0.2.1", port=443), Gateway(address="192.0.2.2", port=443)]
-    view.apply_beat(cluster_beat("east", gateways=gateways), 0.0)
-    view.apply_service(service_state("east", "web"))
+    stream.apply(cluster_beat("east", gateways=gateways), 0.0)
+    stream.apply(service_state("east", "web"))
     change = view.set_gateway_status(GatewayId("east", "192.0.2.1", 443), UP)
     assert change == ViewChange(services=frozenset({WEB}))
     assert view.set_gateway_status(GatewayId("east", "192.0.2.2", 443), DOWN) == ViewChange()
@@ -231,9 +236,10 @@ def test_only_up_gateways_are_answered() -> None:
 
 
 def test_client_class_is_the_longest_matching_prefix() -> None:
-    view = make_view()
-    view.apply_beat(cluster_beat("east", client_cidrs=["10.0.0.0/8"]), 0.0)
-    view.apply_beat(cluster_beat("west", client_cidrs=["10.2.0.0/16", "2001:db8::/32"]), 0.0)
+    stream = make_stream()
+    view = stream.view
+    stream.apply(cluster_beat("east", client_cidrs=["10.0.0.0/8"]), 0.0)
+    stream.apply(cluster_beat("west", client_cidrs=["10.2.0.0/16", "2001:db8::/32"]), 0.0)
     assert view.client_class(ipaddress.ip_address("10.1.2.3")) == "east"
     assert view.client_class(ipaddress.ip_address("10.2.2.3")) == "west"
     assert view.client_class(ipaddress.ip_address("::ffff:10.2.0.1")) == "west"
@@ -243,54 +249,33 @@ def test_client_class_is_the_longest_matching_prefix() -> None:
 
 
 def test_the_same_cidr_claimed_twice_goes_to_the_first_name_and_is_reported() -> None:
-    view = make_view()
-    view.apply_beat(cluster_beat("west", client_cidrs=["10.9.0.0/16"]), 0.0)
-    view.apply_beat(cluster_beat("east", client_cidrs=["10.9.0.0/16"]), 0.0)
+    stream = make_stream()
+    view = stream.view
+    stream.apply(cluster_beat("west", client_cidrs=["10.9.0.0/16"]), 0.0)
+    stream.apply(cluster_beat("east", client_cidrs=["10.9.0.0/16"]), 0.0)
     assert view.client_class(ipaddress.ip_address("10.9.1.1")) == "east"
     assert view.cidr_conflicts == [("10.9.0.0/16", "east", "west")]
 
 
 def test_instance_count_follows_updates_and_deletes() -> None:
-    view = make_view()
-    view.apply_service(service_state("east", "web", instances=[instance(id="a"), instance(id="b")]))
-    view.apply_service(service_state("east", "api"))
+    stream = make_stream()
+    view = stream.view
+    stream.apply(service_state("east", "web", instances=[instance(id="a"), instance(id="b")]))
+    stream.apply(service_state("east", "api"))
     assert view.instance_count == 3
-    view.apply_service(service_state("east", "web", revision=2, instances=[instance(id="a")]))
-    view.apply_service(service_state("east", "api", revision=3, deleted=True, instances=[]))
+    stream.apply(service_state("east", "web", revision=2, instances=[instance(id="a")]))
+    stream.apply(service_state("east", "api", revision=3, deleted=True, instances=[]))
     assert view.instance_count == 1
     assert view.service_count() == 1
 
 
 def test_namespace_known_follows_services_in_it() -> None:
-    from global_registry.config import StaleConfig
-    from global_registry.core.view import RegistryView
-    from syncmesh.limits import LimitsConfig
-    from syncmesh.schema import Locality, ServiceState
-
-    view = RegistryView(StaleConfig(), LimitsConfig(), Locality(), probes_required=False)
+    stream = ScriptedStream(
+        RegistryView(StaleConfig(), LimitsConfig(), Locality(), probes_required=False)
+    )
+    view = stream.view
     assert not view.namespace_known("shop")
-    state = ServiceState(
-        schema=1,
-        cluster="east",
-        namespace="shop",
-        service="orders",
-        epoch=1,
-        revision=1,
-        source="file",
-        source_name="orders",
-    )
-    view.apply_service(state, 0.0)
+    stream.apply(service_state("east", "orders", "shop"))
     assert view.namespace_known("shop")
-    tomb = ServiceState(
-        schema=1,
-        cluster="east",
-        namespace="shop",
-        service="orders",
-        epoch=1,
-        revision=2,
-        source="file",
-        source_name="orders",
-        deleted=True,
-    )
-    view.apply_service(tomb, 1.0)
+    stream.apply(service_state("east", "orders", "shop", revision=2, instances=[], deleted=True))
     assert not view.namespace_known("shop")

@@ -17,7 +17,7 @@ from dns_server.config import DnsConfig
 from global_registry.config import IngestConfig, ProbeConfig, ReplicaLocality
 from global_registry.core.snapshot import inventory
 from harness.nats_peer import NatsPeer
-from harness.samples import cluster_beat, instance, publish, service_state
+from harness.samples import claim_epoch, cluster_beat, instance, publish, service_state
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import (
@@ -86,11 +86,14 @@ async def client(peer: NatsPeer):  # type: ignore[no-untyped-def]
     return nc, js
 
 
-async def seed_two_clusters(js, east_port: int, west_port: int) -> None:  # type: ignore[no-untyped-def]
+async def seed_two_clusters(js, east_port: int, west_port: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Two serving clusters; returns their epochs."""
+    epochs = {name: await claim_epoch(js, name) for name in ("east", "west")}
     await publish(
         js,
         cluster_beat(
             "east",
+            epoch=epochs["east"],
             region="us",
             zone="us-1",
             client_cidrs=["10.1.0.0/16"],
@@ -101,14 +104,16 @@ async def seed_two_clusters(js, east_port: int, west_port: int) -> None:  # type
         js,
         cluster_beat(
             "west",
+            epoch=epochs["west"],
             region="us",
             zone="us-2",
             client_cidrs=["10.2.0.0/16"],
             gateways=[Gateway(address="127.0.0.2", port=west_port)],
         ),
     )
-    await publish(js, service_state("east", "web", revision=2))
-    await publish(js, service_state("west", "web", revision=2))
+    await publish(js, service_state("east", "web", epoch=epochs["east"], revision=2))
+    await publish(js, service_state("west", "web", epoch=epochs["west"], revision=2))
+    return epochs
 
 
 async def metric(app: RegistryApp, name: str) -> float:
@@ -127,12 +132,16 @@ async def metric(app: RegistryApp, name: str) -> float:
 async def test_a_message_on_easts_subject_claiming_west_is_rejected(nats_peer: NatsPeer) -> None:
     nc, js = await client(nats_peer)
     async with gateway() as gw:
+        east = await claim_epoch(js, "east")
         await publish(
-            js, cluster_beat("east", gateways=[Gateway(address="127.0.0.1", port=port_of(gw))])
+            js,
+            cluster_beat(
+                "east", epoch=east, gateways=[Gateway(address="127.0.0.1", port=port_of(gw))]
+            ),
         )
-        await publish(js, service_state("east", "web", revision=2))
+        await publish(js, service_state("east", "web", epoch=east, revision=2))
         # On east's subject for api (east's web stays: the stream keeps one message per subject).
-        spoof = service_state("west", "api", revision=77)
+        spoof = service_state("west", "api", epoch=east, revision=77)
         await publish(js, spoof, subject=subjects.service_subject("east", "default", "api"))
         async with running(config(nats_peer)) as app:
             assert not app.view.cluster_known("west")
@@ -141,9 +150,11 @@ async def test_a_message_on_easts_subject_claiming_west_is_rejected(nats_peer: N
             assert await metric(app, name) == 1.0
             # Live, too, and the process keeps serving: a beat claiming west on east's subject.
             await publish(
-                js, cluster_beat("west", revision=78), subject=subjects.cluster_subject("east")
+                js,
+                cluster_beat("west", epoch=east, revision=78),
+                subject=subjects.cluster_subject("east"),
             )
-            await publish(js, service_state("east", "db", revision=79))
+            await publish(js, service_state("east", "db", epoch=east, revision=79))
 
             async def applied() -> bool:
                 return app.view.resolve(ServiceKey("default", "db"), None).known
@@ -158,9 +169,12 @@ async def test_a_restarted_registry_rebuilds_the_same_view_from_nats(nats_peer: 
     nc, js = await client(nats_peer)
     async with gateway() as gw:
         port = port_of(gw)
+        epochs = {}
         for name in ("east", "west", "north"):
+            epochs[name] = epoch = await claim_epoch(js, name)
             await publish(
-                js, cluster_beat(name, gateways=[Gateway(address="127.0.0.1", port=port)])
+                js,
+                cluster_beat(name, epoch=epoch, gateways=[Gateway(address="127.0.0.1", port=port)]),
             )
             for i in range(20):
                 await publish(
@@ -168,27 +182,36 @@ async def test_a_restarted_registry_rebuilds_the_same_view_from_nats(nats_peer: 
                     service_state(
                         name,
                         f"svc-{i}",
+                        epoch=epoch,
                         revision=i + 2,
                         instances=[instance(id=f"{name}-{i}", address=f"10.0.{i}.1")],
                     ),
                 )
-        await publish(js, service_state("east", "svc-3", revision=100, instances=[], deleted=True))
         await publish(
             js,
             service_state(
-                "west", "svc-4", revision=101, instances=[instance(id="new", address="10.9.9.9")]
+                "east", "svc-3", epoch=epochs["east"], revision=100, instances=[], deleted=True
             ),
         )
         await publish(
-            js, service_state("west", "svc-4", revision=50)
-        )  # older: dropped on every rebuild
+            js,
+            service_state(
+                "west",
+                "svc-4",
+                epoch=epochs["west"],
+                revision=101,
+                instances=[instance(id="new", address="10.9.9.9")],
+            ),
+        )
+        # Older: dropped on every rebuild.
+        await publish(js, service_state("west", "svc-4", epoch=epochs["west"], revision=50))
         async with running(config(nats_peer, "first")) as app:
             first = encode(inventory(app.view))
             assert len(inventory(app.view).services) == 59
         async with running(config(nats_peer, "second")) as app:
             assert encode(inventory(app.view)) == first
         async with running(config(nats_peer, "slow", ingest=IngestConfig(fast_path=False))) as app:
-            assert app._consumer is not None and app._consumer.mode == "nats-py-ordered"
+            assert app._reader is not None and app._reader.mode == "nats-py-ordered"
             assert encode(inventory(app.view)) == first
     await nc.close()
 
@@ -196,16 +219,25 @@ async def test_a_restarted_registry_rebuilds_the_same_view_from_nats(nats_peer: 
 async def test_two_replicas_hold_the_same_view(nats_peer: NatsPeer) -> None:
     nc, js = await client(nats_peer)
     async with gateway() as east_gw, gateway("127.0.0.2") as west_gw:
-        await seed_two_clusters(js, port_of(east_gw), port_of(west_gw))
+        epochs = await seed_two_clusters(js, port_of(east_gw), port_of(west_gw))
         async with running(config(nats_peer, "a")) as a, running(config(nats_peer, "b")) as b:
             assert encode(inventory(a.view)) == encode(inventory(b.view))
             await publish(
                 js,
                 service_state(
-                    "west", "web", revision=30, instances=[instance(address="10.2.0.30")]
+                    "west",
+                    "web",
+                    epoch=epochs["west"],
+                    revision=30,
+                    instances=[instance(address="10.2.0.30")],
                 ),
             )
-            await publish(js, service_state("east", "web", revision=31, instances=[], deleted=True))
+            await publish(
+                js,
+                service_state(
+                    "east", "web", epoch=epochs["east"], revision=31, instances=[], deleted=True
+                ),
+            )
 
             async def converged() -> bool:
                 one, two = encode(inventory(a.view)), encode(inventory(b.view))
@@ -231,7 +263,7 @@ async def test_two_replicas_hold_the_same_view(nats_peer: NatsPeer) -> None:
 async def test_nats_api_admin_http_and_dns_answer_from_the_view(nats_peer: NatsPeer) -> None:
     nc, js = await client(nats_peer)
     async with gateway() as east_gw, gateway("127.0.0.2") as west_gw:
-        await seed_two_clusters(js, port_of(east_gw), port_of(west_gw))
+        epochs = await seed_two_clusters(js, port_of(east_gw), port_of(west_gw))
         async with running(config(nats_peer)) as app:
             # NATS request/reply.
             reply = msgspec.json.decode(
@@ -291,7 +323,13 @@ async def test_nats_api_admin_http_and_dns_answer_from_the_view(nats_peer: NatsP
             # ...until east's only instance goes critical: the cached answer is invalidated.
             await publish(
                 js,
-                service_state("east", "web", revision=40, instances=[instance(health="critical")]),
+                service_state(
+                    "east",
+                    "web",
+                    epoch=epochs["east"],
+                    revision=40,
+                    instances=[instance(health="critical")],
+                ),
             )
 
             async def moved() -> bool:
@@ -305,12 +343,16 @@ async def test_nats_api_admin_http_and_dns_answer_from_the_view(nats_peer: NatsP
 async def test_stale_agent_is_flagged_and_fresh_again_on_its_next_beat(nats_peer: NatsPeer) -> None:
     nc, js = await client(nats_peer)
     async with gateway() as gw:
+        east = await claim_epoch(js, "east")
         beat = cluster_beat(
-            "east", interval_s=0.3, gateways=[Gateway(address="127.0.0.1", port=port_of(gw))]
+            "east",
+            epoch=east,
+            interval_s=0.3,
+            gateways=[Gateway(address="127.0.0.1", port=port_of(gw))],
         )
         async with running(config(nats_peer)) as app:
             await publish(js, beat)
-            await publish(js, service_state("east", "web", revision=2))
+            await publish(js, service_state("east", "web", epoch=east, revision=2))
 
             async def serving() -> bool:
                 return bool(app.view.resolve(WEB, None).clusters)
@@ -329,6 +371,7 @@ async def test_stale_agent_is_flagged_and_fresh_again_on_its_next_beat(nats_peer
                 js,
                 cluster_beat(
                     "east",
+                    epoch=east,
                     revision=3,
                     interval_s=0.3,
                     gateways=[Gateway(address="127.0.0.1", port=port_of(gw))],

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from dns_server.config import DnsConfig
 from global_registry.config import ProbeConfig, ReplicaLocality
 from harness.nats_peer import NatsPeer
-from harness.samples import cluster_beat, publish, service_state
+from harness.samples import claim_epoch, cluster_beat, publish, service_state
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Gateway, ProbeReport
@@ -55,10 +55,12 @@ async def test_closed_gateway_leaves_after_fall_and_returns_after_rise(nats_peer
     west_gw = await asyncio.start_server(accept, "127.0.0.2", 0)
     east_port = east_gw.sockets[0].getsockname()[1]
     west_port = west_gw.sockets[0].getsockname()[1]
+    east, west = await claim_epoch(js, "east"), await claim_epoch(js, "west")
     await publish(
         js,
         cluster_beat(
             "east",
+            epoch=east,
             region="us",
             zone="us-1",
             gateways=[Gateway(address="127.0.0.1", port=east_port)],
@@ -68,13 +70,14 @@ async def test_closed_gateway_leaves_after_fall_and_returns_after_rise(nats_peer
         js,
         cluster_beat(
             "west",
+            epoch=west,
             region="eu",
             zone="eu-1",
             gateways=[Gateway(address="127.0.0.2", port=west_port)],
         ),
     )
-    await publish(js, service_state("east", "web", revision=2))
-    await publish(js, service_state("west", "web", revision=2))
+    await publish(js, service_state("east", "web", epoch=east, revision=2))
+    await publish(js, service_state("west", "web", epoch=west, revision=2))
     reports: asyncio.Queue[ProbeReport] = asyncio.Queue()
 
     async def on_report(msg: Msg) -> None:
@@ -144,8 +147,11 @@ async def test_a_gateway_that_never_answers_times_out_and_is_down(nats_peer: Nat
     js = nc.jetstream()
     await ensure_stream(js)
     # 192.0.2.0/24 (TEST-NET-1) is not routed: a connect there never completes.
-    await publish(js, cluster_beat("east", gateways=[Gateway(address="192.0.2.1", port=443)]))
-    await publish(js, service_state("east", "web", revision=2))
+    east = await claim_epoch(js, "east")
+    await publish(
+        js, cluster_beat("east", epoch=east, gateways=[Gateway(address="192.0.2.1", port=443)])
+    )
+    await publish(js, service_state("east", "web", epoch=east, revision=2))
     cfg = RegistryConfig(
         nats=NatsConfig(servers=[nats_peer.url]),
         admin_port=0,

@@ -13,6 +13,7 @@ from dns_server.config import DnsConfig
 from global_registry.config import IngestConfig, ProbeConfig
 from global_registry.core.snapshot import inventory
 from global_registry.io.watch import (
+    ClusterRetired,
     ClusterUpdated,
     InventorySnapshot,
     ServiceRemoved,
@@ -21,7 +22,7 @@ from global_registry.io.watch import (
     watch_inventory,
 )
 from harness.nats_peer import NatsPeer
-from harness.samples import cluster_beat, instance, publish, service_state
+from harness.samples import claim_epoch, cluster_beat, instance, publish, service_state
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
 from syncmesh.view_api import ServiceKey
@@ -62,13 +63,14 @@ async def test_reader_recovers_when_its_consumer_disappears(nats_peer: NatsPeer)
     nc = await nats.connect(nats_peer.url)
     js = nc.jetstream()
     await ensure_stream(js)
-    await publish(js, service_state("east", "before", revision=1))
+    east = await claim_epoch(js, "east")
+    await publish(js, service_state("east", "before", epoch=east, revision=1))
     async with running(config([nats_peer.url])) as app:
         assert knows(app, "before")
         jsm = nc.jsm()
         for consumer in await jsm.consumers_info(subjects.STREAM):
             await jsm.delete_consumer(subjects.STREAM, consumer.name)
-        await publish(js, service_state("east", "after", revision=2))
+        await publish(js, service_state("east", "after", epoch=east, revision=2))
 
         async def recovered() -> bool:
             return knows(app, "after")
@@ -84,14 +86,15 @@ async def test_registry_keeps_up_across_a_nats_restart(nats_peer: NatsPeer) -> N
     nc = await nats.connect(nats_peer.url)
     js = nc.jetstream()
     await ensure_stream(js)
-    await publish(js, service_state("east", "one", revision=1))
+    east = await claim_epoch(js, "east")
+    await publish(js, service_state("east", "one", epoch=east, revision=1))
     await nc.close()
     async with running(config([nats_peer.url])) as app:
         await nats_peer.stop_node(0)
         await nats_peer.start_node(0)
         nc = await nats.connect(nats_peer.url)
         js = nc.jetstream()
-        await publish(js, service_state("east", "two", revision=2))
+        await publish(js, service_state("east", "two", epoch=east, revision=2))
 
         async def caught() -> bool:
             return knows(app, "two")
@@ -108,7 +111,8 @@ async def test_replicated_stream_survives_losing_the_node_the_registry_used(
     nc = await nats.connect(nats_cluster.urls[1])
     js = nc.jetstream()
     await ensure_stream(js, replicas=3)
-    await publish(js, service_state("east", "one", revision=1))
+    east = await claim_epoch(js, "east")
+    await publish(js, service_state("east", "one", epoch=east, revision=1))
     # Only node 1 is configured: the client learns the others from the cluster and must fail over.
     cfg = config(nats_cluster.urls[:1], nats=NatsConfig(servers=nats_cluster.urls[:1], replicas=3))
     async with running(cfg) as app:
@@ -116,7 +120,7 @@ async def test_replicated_stream_survives_losing_the_node_the_registry_used(
         await nats_cluster.stop_node(0, hard=True)
 
         async def published() -> bool:
-            await publish(js, service_state("east", "two", revision=2))
+            await publish(js, service_state("east", "two", epoch=east, revision=2))
             return True
 
         await wait_until(published, 20, interval=0.5, what="stream writable on the remaining nodes")
@@ -138,10 +142,11 @@ async def test_watch_inventory_gives_a_snapshot_then_changes_without_a_registry(
     nc = await nats.connect(nats_peer.url)
     js = nc.jetstream()
     await ensure_stream(js)
-    await publish(js, cluster_beat("east"))
-    await publish(js, service_state("east", "web", revision=2))
-    await publish(js, service_state("east", "api", revision=3))
-    await publish(js, service_state("west", "web", revision=4, namespace="other"))
+    east, west = await claim_epoch(js, "east"), await claim_epoch(js, "west")
+    await publish(js, cluster_beat("east", epoch=east))
+    await publish(js, service_state("east", "web", epoch=east, revision=2))
+    await publish(js, service_state("east", "api", epoch=east, revision=3))
+    await publish(js, service_state("west", "web", epoch=west, revision=4, namespace="other"))
     events = watch_inventory(nc, namespace="default")
     try:
         first = await next_event(events)
@@ -152,32 +157,45 @@ async def test_watch_inventory_gives_a_snapshot_then_changes_without_a_registry(
         ]
         assert not first.inventory.clusters[0].stale
 
-        await publish(js, service_state("west", "ignored", revision=5, namespace="other"))
-        # A spoof yields nothing either.
+        await publish(
+            js, service_state("west", "ignored", epoch=west, revision=5, namespace="other")
+        )
+        # A spoof yields nothing either, nor does a forged epoch.
         await publish(
             js,
-            service_state("west", "web", revision=6),
+            service_state("west", "web", epoch=west, revision=6),
             subject=subjects.service_subject("east", "default", "db"),
         )
+        await publish(js, service_state("east", "db", epoch=10**12, revision=6))
         await publish(
-            js, service_state("east", "web", revision=7, instances=[instance(address="10.0.0.7")])
+            js,
+            service_state(
+                "east", "web", epoch=east, revision=7, instances=[instance(address="10.0.0.7")]
+            ),
         )
         updated = await next_event(events)
         assert isinstance(updated, ServiceUpdated)
         assert (updated.service.service, updated.service.revision) == ("web", 7)
         assert updated.service.instances[0].address == "10.0.0.7"
 
-        await publish(js, service_state("east", "api", revision=8, instances=[], deleted=True))
+        await publish(
+            js, service_state("east", "api", epoch=east, revision=8, instances=[], deleted=True)
+        )
         removed = await next_event(events)
         assert removed == ServiceRemoved("east", "default", "api")
 
-        await publish(js, cluster_beat("east", revision=9, interval_s=0.2))
+        await publish(js, cluster_beat("east", epoch=east, revision=9, interval_s=0.2))
         beat = await next_event(events)
         assert isinstance(beat, ClusterUpdated) and beat.cluster.beat is not None
         assert beat.cluster.beat.revision == 9
         # Then no beat for 3 intervals: the watcher reports the agent stale.
         stale = await next_event(events)
         assert isinstance(stale, ClusterUpdated) and stale.cluster.stale
+
+        # Decommissioned: one event for the cluster and everything of it.
+        retirer = await claim_epoch(js, "east")
+        await publish(js, cluster_beat("east", epoch=retirer, revision=1, retired=True))
+        assert await next_event(events) == ClusterRetired("east")
     finally:
         await events.aclose()  # type: ignore[attr-defined]
         await nc.close()
@@ -187,9 +205,13 @@ async def test_watch_and_registry_agree(nats_peer: NatsPeer) -> None:
     nc = await nats.connect(nats_peer.url)
     js = nc.jetstream()
     await ensure_stream(js)
+    epochs = {f"c{i}": await claim_epoch(js, f"c{i}") for i in range(3)}
     for i in range(30):
-        await publish(js, service_state(f"c{i % 3}", f"s{i}", revision=i + 1))
-    await publish(js, service_state("c0", "s0", revision=100, instances=[], deleted=True))
+        cluster = f"c{i % 3}"
+        await publish(js, service_state(cluster, f"s{i}", epoch=epochs[cluster], revision=i + 1))
+    await publish(
+        js, service_state("c0", "s0", epoch=epochs["c0"], revision=100, instances=[], deleted=True)
+    )
     events = watch_inventory(nc)
     try:
         snapshot = await next_event(events)

@@ -1,0 +1,99 @@
+"""What the view keeps per cluster and per service, and what applying a message did (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+from syncmesh.schema import ClusterBeat, ServiceState, decode_service_state
+from syncmesh.validate import Network
+from syncmesh.view_api import ServiceKey, ViewChange
+
+__all__ = ["Key", "Outcome", "Applied", "ServiceEntry", "Tombstone", "ClusterRecord"]
+
+_NO_CHANGE = ViewChange()
+
+# (namespace, service): a plain tuple inside the view because it hashes in C;
+# ServiceKey (a dataclass) is built only for what leaves the view.
+Key = tuple[str, str]
+
+
+class Outcome(StrEnum):
+    """What became of one stream message; the ``outcome`` label of the messages metric."""
+
+    # Accepted, and answers may differ.
+    APPLIED = "applied"
+    # Accepted (or already known), and no answer can differ.
+    SAME = "same"
+    # Not newer than what the view holds for its key: a replay or a duplicate.
+    STALE_REVISION = "stale-revision"
+    # Invalid or fenced; changed nothing (only ``Ingest`` reports it: the view raises).
+    REJECTED = "rejected"
+
+
+class Applied(NamedTuple):
+    outcome: Outcome
+    # What changed beyond ``key`` (a cluster's services, or everything).
+    wide: ViewChange = _NO_CHANGE
+    gateways_changed: bool = False
+    # The one service an applied service message changed; kept as a tuple and
+    # turned into a ViewChange only when asked, so catching up builds none.
+    key: Key | None = None
+
+    @property
+    def change(self) -> ViewChange:
+        if self.key is None:
+            return self.wide
+        return self.wide.merge(ViewChange(services=frozenset((ServiceKey(*self.key),))))
+
+
+class ServiceEntry:
+    """One service's state in one cluster.
+
+    Kept as the validated message bytes as received, plus what ranking needs
+    (the healthy count): a decoded state is about five times larger, and
+    allocating it for every service made cold starts slower. ``state``
+    decodes on demand (inventory, comparisons).
+    """
+
+    __slots__ = ("raw", "epoch", "revision", "healthy", "instances")
+
+    def __init__(self, raw: bytes, state: ServiceState) -> None:
+        self.raw = raw
+        self.epoch = state.epoch
+        self.revision = state.revision
+        healthy = 0
+        for instance in state.instances:
+            if instance.health != "critical" and instance.weight > 0:
+                healthy += 1
+        self.healthy = healthy
+        self.instances = len(state.instances)
+
+    @property
+    def state(self) -> ServiceState:
+        return decode_service_state(self.raw)
+
+
+class Tombstone(NamedTuple):
+    """A deleted service's ``(epoch, revision)``, so an older state of it stays deleted,
+    until ``expires_at`` (view clock): by then the tombstone has left the stream too."""
+
+    epoch: int
+    revision: int
+    expires_at: float
+
+
+@dataclass(slots=True)
+class ClusterRecord:
+    name: str
+    beat: ClusterBeat | None = None
+    # Local-clock time the last beat was sent (arrival minus its age in the stream).
+    beat_at: float = 0.0
+    stale: bool = True
+    networks: tuple[Network, ...] = ()
+    services: dict[Key, ServiceEntry] = field(default_factory=dict)
+    tombstones: dict[Key, Tombstone] = field(default_factory=dict)
+
+    def service_keys(self) -> frozenset[ServiceKey]:
+        return frozenset(ServiceKey(ns, svc) for ns, svc in self.services)
