@@ -9,13 +9,13 @@ import msgspec
 import pytest
 
 from global_registry.config import StaleConfig
-from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.snapshot import inventory, resolve_reply, status
 from global_registry.core.view import RegistryView
 from global_registry.io.status_api import status_reply
 from global_registry.io.status_page import page_data
-from harness.samples import cluster_beat, instance, service_state
+from harness.samples import ScriptedStream, cluster_beat, instance, service_state
 from syncmesh.configfile import ConfigError
 from syncmesh.limits import LimitsConfig
 from syncmesh.schema import Gateway, Locality, ResolveRequest, StatusReply, encode
@@ -24,12 +24,13 @@ from syncmesh_app.ops.target import nats_settings
 
 pytestmark = pytest.mark.core
 
-UP = GatewayStatus(state=GatewayState.UP, up=True, rtt_ms=1.5, rtt_bucket=1)
+UP = GatewayStatus(phase=ProbePhase.UP, up=True, rtt_ms=1.5, rtt_bucket=1)
 
 
 def two_clusters() -> RegistryView:
     """payments: 2 of 3 healthy in east, 1 in west; west's client CIDR 10.20.0.0/16."""
     view = RegistryView(StaleConfig(), LimitsConfig(), Locality(region="us", zone="us-1"))
+    stream = ScriptedStream(view)
     for name, region, cidrs, address in (
         ("east", "us", [], "192.0.2.1"),
         ("west", "eu", ["10.20.0.0/16"], "192.0.2.2"),
@@ -40,16 +41,16 @@ def two_clusters() -> RegistryView:
             locality=Locality(region=region, zone=f"{region}-1"),
             client_cidrs=cidrs,
         )
-        view.apply_beat(beat, 0.0)
+        stream.apply(beat, 0.0)
         view.set_gateway_status(GatewayId(name, address, 443), UP)
     east = [
         instance("a", "10.1.0.1"),
         instance("b", "10.1.0.2", health="warning"),
         instance("c", "10.1.0.3", health="critical"),
     ]
-    view.apply_service(service_state("east", "payments", instances=east))
-    view.apply_service(service_state("west", "payments", instances=[instance("w", "10.2.0.1")]))
-    view.apply_service(service_state("west", "orders", "shop"))
+    stream.apply(service_state("east", "payments", instances=east))
+    stream.apply(service_state("west", "payments", instances=[instance("w", "10.2.0.1")]))
+    stream.apply(service_state("west", "orders", "shop"))
     return view
 
 
@@ -143,7 +144,9 @@ def test_resolve_text_unknown_and_no_candidate() -> None:
     view = two_clusters()
     unknown = resolve_reply(view, ResolveRequest(service="nope"))
     assert "unknown service (DNS: NXDOMAIN)" in render.resolve_text(unknown, None)
-    view.apply_service(service_state("east", "down", instances=[instance(health="critical")]))
+    ScriptedStream(view, epoch=1).apply(
+        service_state("east", "down", instances=[instance(health="critical")]), seq=10_000
+    )
     none = resolve_reply(view, ResolveRequest(service="down"))
     assert none.known and "no candidate cluster" in render.resolve_text(none, None)
 

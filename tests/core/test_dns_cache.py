@@ -18,7 +18,7 @@ from dns_server.core.cache import packet_key
 from dns_server.core.engine import AnswerEngine
 from dns_server.core.wire import Reject
 from dns_server.io.metrics import DnsMetrics
-from global_registry.core.probe_fsm import GatewayState
+from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayStatus
 from harness.view_feed import ViewFeed
 from syncmesh.schema import Gateway
@@ -248,7 +248,7 @@ def test_a_gateway_going_down_changes_the_answer_once_invalidated() -> None:
     feed = make_feed()
     engine = make_engine(feed)
     assert sorted(answer_values(ask(engine, f"web.svc.{ZONE}"))) == ["10.0.0.1", "10.0.0.2"]
-    down = GatewayStatus(state=GatewayState.DOWN, up=False)
+    down = GatewayStatus(phase=ProbePhase.DOWN, up=False)
     engine.invalidate(feed.probe("east", EAST_GATEWAYS[0], down))
     assert answer_values(ask(engine, f"web.svc.{ZONE}")) == ["10.0.0.2"]
 

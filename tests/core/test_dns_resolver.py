@@ -133,9 +133,19 @@ def test_pinned_unknown_cluster_or_service_not_there_is_nxdomain() -> None:
 def test_ranking_follows_client_class() -> None:
     engine = make_engine()
     assert answer_values(ask(engine, f"web.svc.{ZONE}", host=WEST_CLIENT)) == ["10.9.0.1"]
-    assert answer_values(ask(engine, f"web.svc.{ZONE}", "AAAA", host=SOUTH_CLIENT)) == ["fd00::5"]
-    # South's gateway is IPv6 only: the top cluster has no A data.
-    south_a = ask(engine, f"web.svc.{ZONE}", host=SOUTH_CLIENT)
+    # South's agent is stale: under the serve policy it ranks after every fresh cluster,
+    # even for its own clients, so they get west (same region as no one, 3 ms).
+    assert answer_values(ask(engine, f"web.svc.{ZONE}", "AAAA", host=SOUTH_CLIENT)) == ["fd00::9"]
+    assert answer_values(ask(engine, f"web.svc.{ZONE}", host=SOUTH_CLIENT)) == ["10.9.0.1"]
+    # Fresh again, south is first for its clients; its gateway is IPv6 only, so the
+    # top cluster has no A data.
+    feed = make_feed()
+    feed.cluster(
+        "south", [Gateway(address="fd00::5", port=443)], ["10.3.0.0/16"], region="us", rtt_ms=50.0
+    )
+    fresh = make_engine(feed)
+    assert answer_values(ask(fresh, f"web.svc.{ZONE}", "AAAA", host=SOUTH_CLIENT)) == ["fd00::5"]
+    south_a = ask(fresh, f"web.svc.{ZONE}", host=SOUTH_CLIENT)
     assert south_a.rcode() == dns.rcode.NOERROR and not south_a.answer
     # No class: RTT decides (west 3 ms before south 50 ms, east unmeasured last).
     assert answer_values(ask(engine, f"web.svc.{ZONE}", host=NOWHERE)) == ["10.9.0.1"]
