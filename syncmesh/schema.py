@@ -80,6 +80,11 @@ class Instance(Struct, frozen=True, kw_only=True, omit_defaults=True):
     weight: Weight = 100
     zone: str | None = None
     meta: dict[str, str] = {}
+    # The release this instance runs (Consul meta/tag ``version``, Nacos metadata
+    # ``version``, the service file); DNS subsets ``<version>.<service>...`` match it.
+    version: Annotated[str, Meta(max_length=63)] = ""
+    # Source tags (Consul tags, Nacos metadata ``tags``); DNS tag subsets match them.
+    tags: Annotated[list[Annotated[str, Meta(max_length=63)]], Meta(max_length=64)] = []
 
 
 class ServiceState(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -107,6 +112,8 @@ class Gateway(Struct, frozen=True, kw_only=True, omit_defaults=True):
     address: Annotated[str, Meta(min_length=1, max_length=64)]
     port: Port
     weight: Weight = 100
+    # Current load in percent as the agent last learned it; None = unknown (never 0).
+    load: Annotated[int, Meta(ge=0, le=100)] | None = None
 
 
 class Locality(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -141,6 +148,10 @@ class ClusterBeat(Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Wall-clock send time (Unix seconds), for operators; ordering never uses it.
     sent_at: float = 0.0
     retired: bool = False
+    # Which agent publishes (host:pid of the epoch's claimant) and how many standby
+    # agents of this cluster it knows are waiting to take over.
+    leader: str = ""
+    standbys: NonNegative = 0
 
 
 class EpochClaim(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -204,6 +215,9 @@ class ResolveRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
     service: str
     client: str | None = None
     cluster: str | None = None
+    # Subsets: only instances of this version / carrying every one of these tags count.
+    version: str | None = None
+    tags: list[str] = []
 
 
 class ResolveReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
