@@ -2,15 +2,15 @@
 
 An agent's epoch is the stream sequence at which its ``EpochClaim`` was stored
 (``syncmesh.v2.epoch.<cluster>``, a compare-and-set publish). Claims and the
-messages they order live in one stream, so every consumer sees a claim before
-any message that carries its epoch, and three rules follow, none of which reads
-a clock:
+messages they order live in one stream that keeps only the newest claim per
+cluster, so a consumer reads every stored claim first (``Ingest.prime``) and then
+judges each message by three rules, none of which reads a clock:
 
 - ``epoch >= seq`` (the message's own stream sequence): ``future-epoch``. No
   real agent can carry an epoch claimed at or after the point its message was
   stored; a forged or corrupted epoch "a year ahead" is caught here, without
   poisoning the cluster for everyone after it.
-- ``epoch > latest claim seen``: ``unclaimed-epoch``. Nobody claimed it.
+- ``epoch > latest claim seen``, or 0: ``unclaimed-epoch``. Nobody claimed it.
 - ``epoch < latest claim`` and ``seq > latest claim``: ``deposed``. Written by an
   agent after a newer one took over (a frozen process resumed, a partitioned
   twin); older messages stored *before* the takeover remain valid.
@@ -57,7 +57,7 @@ class EpochFence:
         if epoch >= seq:
             return EpochVerdict.FUTURE
         claimed = self._claims.get(cluster, 0)
-        if epoch > claimed:
+        if epoch > claimed or epoch == 0:
             return EpochVerdict.UNCLAIMED
         if epoch < claimed < seq:
             return EpochVerdict.DEPOSED

@@ -1,7 +1,7 @@
 """The root error type: every rejection and failure carries a machine reason and a detail.
 
 ``reason`` is a short, stable token (a metric label and a log key, such as
-``stale-epoch`` or ``cidr``); ``detail`` says what exactly was wrong, for people.
+``future-epoch`` or ``cidr``); ``detail`` says what exactly was wrong, for people.
 """
 
 from __future__ import annotations

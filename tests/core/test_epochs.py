@@ -53,3 +53,10 @@ def test_clusters_are_fenced_independently() -> None:
     assert fence.judge("west", 10, 20) is EpochVerdict.UNCLAIMED
     fence.forget("east")
     assert fence.current("east") == 0 and len(fence) == 0
+
+
+def test_epoch_zero_is_never_claimed() -> None:
+    fence = EpochFence()
+    assert fence.judge("east", 0, 5) is EpochVerdict.UNCLAIMED
+    fence.claim("east", 3)
+    assert fence.judge("east", 0, 5) is EpochVerdict.UNCLAIMED
