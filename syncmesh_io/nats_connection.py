@@ -233,7 +233,9 @@ async def check_stream(js: Any) -> None:
         raise StreamSettingsError(
             "stream-missing", f"stream {subjects.STREAM} does not exist yet (a registry creates it)"
         ) from exc
-    problems = stream_problems(info.config)
+    # A stream from before per-message TTLs still works (tombstones then do not
+    # expire); the owner upgrades it, and the agent publishes tombstones without TTL.
+    problems = [p for p in stream_problems(info.config) if not p.startswith("allow_msg_ttl")]
     if problems:
         raise StreamSettingsError(
             "stream-settings", f"stream {subjects.STREAM}: {'; '.join(problems)}"

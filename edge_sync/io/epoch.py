@@ -35,8 +35,15 @@ async def read_last_claim(js: Any, cluster: str) -> LastClaim:
     """The last claim of ``cluster`` (sequence 0 when there is none)."""
     import nats.js.errors
 
+    import nats.errors
+
+    subject = subjects.epoch_subject(cluster)
     try:
-        raw = await js.get_last_msg(subjects.STREAM, subjects.epoch_subject(cluster), direct=True)
+        try:
+            raw = await js.get_last_msg(subjects.STREAM, subject, direct=True)
+        except nats.errors.NoRespondersError:
+            # A stream made without allow_direct (older versions): ask the leader.
+            raw = await js.get_last_msg(subjects.STREAM, subject)
     except nats.js.errors.NotFoundError:
         return LastClaim(0)
     try:
