@@ -33,9 +33,8 @@ def is_wrong_last_sequence(exc: BaseException) -> bool:
 
 async def read_last_claim(js: Any, cluster: str) -> LastClaim:
     """The last claim of ``cluster`` (sequence 0 when there is none)."""
-    import nats.js.errors
-
     import nats.errors
+    import nats.js.errors
 
     subject = subjects.epoch_subject(cluster)
     try:
