@@ -280,7 +280,7 @@ async def check_once(system: NemesisSystem, churn: Churn) -> list[str]:
 
 
 async def converge(system: NemesisSystem, churn: Churn, timeout: float) -> tuple[float, list[str]]:
-    started = time.monotonic()
+    started = last_report = time.monotonic()
     problems: list[str] = ["not checked"]
     while time.monotonic() - started < timeout:
         try:
@@ -289,6 +289,10 @@ async def converge(system: NemesisSystem, churn: Churn, timeout: float) -> tuple
             problems = [f"check failed: {type(exc).__name__}: {exc}"]
         if not problems:
             return time.monotonic() - started, []
+        now = time.monotonic()
+        if now - last_report >= 5.0:
+            last_report = now
+            log.info("  not converged after %.0fs: %s", now - started, problems[:3])
         await asyncio.sleep(0.5)
     return time.monotonic() - started, problems
 
