@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from dns_server.config import DnsConfig
 from dns_server.io.server import start_dns
 from harness.nats_peer import NatsPeer
-from harness.samples import cluster_beat, instance, publish, service_state
+from harness.samples import claim_epoch, cluster_beat, instance, publish, service_state
 from harness.system import FAST_PROBES, Listener
 from harness.view_feed import ViewFeed
 from syncmesh.nats_config import NatsConfig
@@ -64,6 +64,7 @@ class Served:
     app: RegistryApp
     js: Any
     gateways: dict[str, Listener]
+    epoch: dict[str, int]
 
     @property
     def port(self) -> int:
@@ -72,7 +73,7 @@ class Served:
         return port
 
     def metric(self, name: str, **labels: str) -> float:
-        return self.app.registry.get_sample_value(name, labels) or 0.0
+        return self.app.collector_registry.get_sample_value(name, labels) or 0.0
 
 
 @contextlib.asynccontextmanager
@@ -88,6 +89,8 @@ async def registry_serving(nats_peer: NatsPeer, udp_mode: str) -> AsyncIterator[
             await listeners[address].open()
         js = nc.jetstream()
         await ensure_stream(js)
+        # Every cluster's messages carry an epoch it claimed (the registry fences the rest).
+        epoch = {c: await claim_epoch(js, c) for c in ("east", "west", "big")}
 
         def gateways(addresses: tuple[str, ...], weight: int = 100) -> list[Gateway]:
             return [Gateway(address=a, port=listeners[a].port, weight=weight) for a in addresses]
@@ -97,15 +100,37 @@ async def registry_serving(nats_peer: NatsPeer, udp_mode: str) -> AsyncIterator[
         await publish(
             js,
             cluster_beat(
-                "east", revision=1, gateways=east, region="eu", client_cidrs=[HOST + "/32"]
+                "east",
+                epoch=epoch["east"],
+                revision=1,
+                gateways=east,
+                region="eu",
+                client_cidrs=[HOST + "/32"],
             ),
         )
-        await publish(js, cluster_beat("west", revision=1, gateways=gateways(WEST), region="eu"))
-        await publish(js, cluster_beat("big", revision=1, gateways=gateways(BIG)))
+        await publish(
+            js,
+            cluster_beat(
+                "west", epoch=epoch["west"], revision=1, gateways=gateways(WEST), region="eu"
+            ),
+        )
+        await publish(
+            js, cluster_beat("big", epoch=epoch["big"], revision=1, gateways=gateways(BIG))
+        )
         for cluster, key in (("east", WEB), ("west", WEB), ("big", WIDE)):
-            await publish(js, service_state(cluster, key.service, key.namespace, revision=2))
+            await publish(
+                js,
+                service_state(
+                    cluster, key.service, key.namespace, epoch=epoch[cluster], revision=2
+                ),
+            )
         critical = [instance(health="critical")]
-        await publish(js, service_state("east", "db", "shop", revision=3, instances=critical))
+        await publish(
+            js,
+            service_state(
+                "east", "db", "shop", epoch=epoch["east"], revision=3, instances=critical
+            ),
+        )
         config = RegistryConfig(
             nats=NatsConfig(servers=[nats_peer.url]),
             admin_port=0,
@@ -117,7 +142,7 @@ async def registry_serving(nats_peer: NatsPeer, udp_mode: str) -> AsyncIterator[
         async with RegistryApp(config) as app:
             async with asyncio.timeout(20):
                 await app.wait_ready()
-            yield Served(app, js, listeners)
+            yield Served(app, js, listeners, epoch)
     finally:
         for listener in listeners.values():
             await listener.close()
@@ -263,9 +288,16 @@ async def test_a_tombstone_on_the_stream_changes_the_answer(served: Served) -> N
     async def answer_is(expected: list[str]) -> bool:
         return sorted(values(await udp(port, f"web.svc.{ZONE}"))) == expected
 
-    await publish(served.js, service_state("east", "web", revision=4, instances=[], deleted=True))
+    east, west = served.epoch["east"], served.epoch["west"]
+    await publish(
+        served.js,
+        service_state("east", "web", epoch=east, revision=4, instances=[], deleted=True),
+    )
     await wait_until(lambda: answer_is(["127.0.0.21"]), 10, interval=0.05)
-    await publish(served.js, service_state("west", "web", revision=4, instances=[], deleted=True))
+    await publish(
+        served.js,
+        service_state("west", "web", epoch=west, revision=4, instances=[], deleted=True),
+    )
 
     async def nxdomain() -> bool:
         return (await udp(port, f"web.svc.{ZONE}")).rcode() == dns.rcode.NXDOMAIN
@@ -313,7 +345,7 @@ async def test_udp_fuzz_then_still_answers(
     message = await udp(port, f"web.svc.{ZONE}")
     assert sorted(values(message)) == sorted(EAST)
     assert served.metric("syncmesh_dns_rejected_total", reason="internal_error") == 0
-    rejected = served.app.registry.get_sample_value
+    rejected = served.app.collector_registry.get_sample_value
     total = sum(
         rejected("syncmesh_dns_rejected_total", {"reason": r}) or 0.0
         for r in ("short_header", "not_a_query", "question_count", "trailing_bytes", "opcode")
