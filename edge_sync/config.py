@@ -6,6 +6,7 @@ an unknown key or a bad value is rejected with the key's path and the reason.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 import msgspec
@@ -13,7 +14,7 @@ from msgspec import Meta, Struct
 
 from syncmesh.limits import LimitsConfig
 from syncmesh.nats_config import NatsConfig
-from syncmesh.schema import Gateway, Label, Locality
+from syncmesh.schema import Gateway, Label, Locality, Port
 from syncmesh.validate import is_ip, parse_cidr
 
 __all__ = [
@@ -22,7 +23,10 @@ __all__ = [
     "NacosSourceConfig",
     "SourceConfig",
     "FilterConfig",
+    "LoadSourceConfig",
+    "GatewayLoadConfig",
     "EdgeConfig",
+    "RESERVED_CLUSTER_NAMES",
     "SourceKind",
     "DEFAULT_METRICS_PORT",
 ]
@@ -32,6 +36,10 @@ SourceKind = Literal["file", "consul", "nacos"]
 # prometheus exporter's customary port).
 DEFAULT_METRICS_PORT = 9464
 PositiveSeconds = Annotated[float, Meta(gt=0, le=86400)]
+# DNS subset names (``<version>.version.<service>.<namespace>.svc``) put these words
+# where a gateway target name has its cluster: a cluster of that name would make
+# its SRV target names read as subset names.
+RESERVED_CLUSTER_NAMES = frozenset({"version", "tag"})
 
 
 class FileSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -126,6 +134,76 @@ class FilterConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     exclude: list[str] = []
 
 
+LoadSourceKind = Literal["file", "http", "consul", "nacos"]
+_LOAD_REQUIRED: dict[str, tuple[str, ...]] = {
+    "file": ("path",),
+    "http": ("url",),
+    "consul": ("service",),
+    "nacos": ("service", "metadata_key"),
+}
+
+
+class LoadSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where one gateway's load comes from: a number from 0 to 100 (``42``, ``42.4``
+    and ``42%`` all read as 42). A source that fails or says anything else makes the
+    load unknown, never 0."""
+
+    # The gateway it describes, as listed in [[gateways]].
+    address: str
+    port: Port
+    kind: LoadSourceKind
+    # file: a file holding the number.
+    path: str = ""
+    # http: GET this URL (2xx); the body is the number.
+    url: str = ""
+    # consul, nacos: the service one of whose instances is this gateway (same address
+    # and port; Consul also any tagged address, or the instance with service_id).
+    service: str = ""
+    # consul: the instance's Service.ID, when no address of it is the gateway's.
+    service_id: str = ""
+    # consul: the service meta key holding the number (unless check_id is set).
+    meta_key: str = "load"
+    # consul: read the output of the instance's check with this CheckID instead
+    # (a TTL or script check; an HTTP check's "... Output: 42" reads as 42).
+    check_id: str = ""
+    # nacos: the group and namespace id of service, and the instance metadata key.
+    group: str = "DEFAULT_GROUP"
+    namespace: str = "public"
+    metadata_key: str = "load"
+
+    def __post_init__(self) -> None:
+        for name in _LOAD_REQUIRED[self.kind]:
+            if not getattr(self, name):
+                raise ValueError(
+                    f"load source {self.address}:{self.port}: kind {self.kind!r} needs {name}"
+                )
+        if self.kind == "consul" and not (self.meta_key or self.check_id):
+            raise ValueError(
+                f"load source {self.address}:{self.port}: kind 'consul' needs meta_key or check_id"
+            )
+
+
+class GatewayLoadConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Gateway loads for the beat (``Gateway.load``): registries rank an overloaded
+    cluster last and weigh SRV records by headroom. A gateway without a source has an
+    unknown load. Consul and Nacos sources use the connection settings of
+    [source.consul] / [source.nacos], whatever source.kind is."""
+
+    # Every source is read this often; the beat after a read carries the value.
+    interval_s: Annotated[float, Meta(ge=0.1, le=3600)] = 2.0
+    # A read that takes longer fails (the load turns unknown).
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    sources: list[LoadSourceConfig] = []
+
+
+def _gateway_key(address: str, port: int) -> tuple[str, int]:
+    """Addresses compared in canonical form (``FD00::9`` is ``fd00::9``)."""
+    try:
+        return str(ipaddress.ip_address(address)), port
+    except ValueError:
+        return address, port
+
+
 class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     cluster: Label
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
@@ -150,8 +228,14 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # What the registry accepts (syncmesh.limits); set it like the registry's `limits`
     # so that the agent refuses what the registry would reject.
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    load: GatewayLoadConfig = msgspec.field(default_factory=GatewayLoadConfig)
 
     def __post_init__(self) -> None:
+        if self.cluster in RESERVED_CLUSTER_NAMES:
+            raise ValueError(
+                f"cluster: {self.cluster!r} is reserved (DNS subset names use it as a marker: "
+                f"<version>.version.<service>.<namespace>.svc); choose another name"
+            )
         # The registry's own checks (syncmesh.validate) on what goes into every beat:
         # a config it would reject is refused here, naming the key.
         for i, cidr in enumerate(self.client_cidrs):
@@ -163,8 +247,17 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
                 ) from None
         for i, gateway in enumerate(self.gateways):
             if not is_ip(gateway.address):
-                # Gateways become A/AAAA records: a host name cannot be one.
-                raise ValueError(f"gateways[{i}].address: {gateway.address!r} is not an IP address")
+                # Gateways become A/AAAA records and are probed by every replica: a host
+                # name would need CNAME chasing by resolvers and a lookup on each replica
+                # per probe (docs/decisions.md, "Gateways are IP addresses").
+                raise ValueError(
+                    f"gateways[{i}].address: {gateway.address!r} is not an IP address "
+                    "(gateways are answered as A/AAAA records; host names are not supported)"
+                )
+            if gateway.load is not None:
+                raise ValueError(
+                    f"gateways[{i}].load: set by the agent from [load] sources, not in the config"
+                )
         if len(self.gateways) > self.limits.max_gateways_per_cluster:
             raise ValueError(
                 f"gateways: {len(self.gateways)} > limits.max_gateways_per_cluster "
@@ -175,3 +268,16 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
                 f"client_cidrs: {len(self.client_cidrs)} > limits.max_client_cidrs "
                 f"({self.limits.max_client_cidrs})"
             )
+        gateways = {_gateway_key(g.address, g.port) for g in self.gateways}
+        seen: set[tuple[str, int]] = set()
+        for i, source in enumerate(self.load.sources):
+            key = _gateway_key(source.address, source.port)
+            if key not in gateways:
+                raise ValueError(
+                    f"load.sources[{i}]: {source.address}:{source.port} is not one of [[gateways]]"
+                )
+            if key in seen:
+                raise ValueError(
+                    f"load.sources[{i}]: a second source for {source.address}:{source.port}"
+                )
+            seen.add(key)

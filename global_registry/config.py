@@ -13,6 +13,7 @@ __all__ = [
     "ProbeConfig",
     "ApiConfig",
     "IngestConfig",
+    "LoadConfig",
     "ReplicaLocality",
 ]
 
@@ -58,6 +59,35 @@ class ProbeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     rtt_floor_ms: Annotated[float, Meta(gt=0, le=10_000)] = 1.0
     # How often this replica publishes its ProbeReport for observers.
     report_interval_s: PositiveSeconds = 10.0
+
+
+Percent = Annotated[int, Meta(ge=0, le=100)]
+
+
+class LoadConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What gateway loads (0-100, sent by the agents in their beats) do to answers.
+
+    A cluster whose load rises above ``overloaded_above_pct`` is ranked after
+    every cluster that is not overloaded, and stays there until its load is
+    below ``recovered_below_pct``: the gap keeps answers from flapping around
+    one threshold. An unknown load never counts as overloaded.
+    """
+
+    # False: loads are shown on the status page but change no answer.
+    enabled: bool = True
+    overloaded_above_pct: Percent = 75
+    recovered_below_pct: Percent = 65
+    # The load answers use (SRV weights, TXT, /v1/resolve) follows a gateway's
+    # load only once it moved this many points, so a load that wobbles by a point
+    # every beat does not flush every cached answer of its cluster each time.
+    step_pct: Annotated[int, Meta(ge=1, le=100)] = 5
+
+    def __post_init__(self) -> None:
+        if self.recovered_below_pct > self.overloaded_above_pct:
+            raise ValueError(
+                f"load: recovered_below_pct ({self.recovered_below_pct}) must not exceed "
+                f"overloaded_above_pct ({self.overloaded_above_pct})"
+            )
 
 
 class ApiConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import itertools
 
-from global_registry.config import StaleConfig
+import msgspec
+
+from global_registry.config import LoadConfig, StaleConfig
 from global_registry.core.ingest import Ingest
 from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayId, GatewayStatus
@@ -22,7 +24,7 @@ from global_registry.core.view import RegistryView
 from harness.samples import cluster_beat, epoch_claim, instance, service_state, subject_of
 from syncmesh import subjects
 from syncmesh.limits import LimitsConfig
-from syncmesh.schema import ClusterBeat, Gateway, Locality, ServiceState, encode
+from syncmesh.schema import ClusterBeat, Gateway, Instance, Locality, ServiceState, encode
 from syncmesh.view_api import ServiceKey, ViewChange
 
 __all__ = ["ViewFeed", "up_status"]
@@ -47,9 +49,11 @@ class ViewFeed:
     message supersedes the one before it on its subject.
     """
 
-    def __init__(self, locality: Locality | None = None, now: float = 0.0) -> None:
+    def __init__(
+        self, locality: Locality | None = None, now: float = 0.0, load: LoadConfig | None = None
+    ) -> None:
         limits = LimitsConfig()
-        self.view = RegistryView(StaleConfig(), limits, locality or Locality())
+        self.view = RegistryView(StaleConfig(), limits, locality or Locality(), load=load)
         self.now = now
         self._ingest = Ingest(self.view, limits)
         # An empty stream: caught up at once, so every message reports its change.
@@ -59,6 +63,7 @@ class ViewFeed:
         # sequence 1; messages follow from 2, as in a real stream.
         self._seq = 1
         self._claimed: set[str] = set()
+        self._beats: dict[str, ClusterBeat] = {}
 
     def _send(self, message: ClusterBeat | ServiceState, age_s: float = 0.0) -> ViewChange:
         if message.cluster not in self._claimed:
@@ -93,6 +98,7 @@ class ViewFeed:
             zone=zone,
             client_cidrs=client_cidrs or [],
         )
+        self._beats[name] = beat
         change = self._send(beat, _STALE_AGE_S if stale else 0.0)
         for gateway in gateways:
             change = change.merge(self.probe(name, gateway, up_status(rtt_ms)))
@@ -103,11 +109,25 @@ class ViewFeed:
             GatewayId(cluster, gateway.address, gateway.port), status
         )
 
+    def beat(self, name: str, gateways: list[Gateway]) -> ViewChange:
+        """A newer beat for ``name`` with other gateways (e.g. the same ones with other
+        loads) and everything else as before; no probes."""
+        last = self._beats[name]
+        beat = msgspec.structs.replace(last, revision=next(self._revisions), gateways=gateways)
+        self._beats[name] = beat
+        return self._send(beat)
+
     def service(
-        self, key: ServiceKey, cluster: str, healthy: int = 1, critical: int = 0
+        self,
+        key: ServiceKey,
+        cluster: str,
+        healthy: int = 1,
+        critical: int = 0,
+        instances: list[Instance] | None = None,
     ) -> ViewChange:
-        """``key`` in ``cluster`` with ``healthy`` passing and ``critical`` failing instances."""
-        instances = [
+        """``key`` in ``cluster`` with ``healthy`` passing and ``critical`` failing instances
+        (or exactly ``instances``)."""
+        instances = instances or [
             instance(id=f"i{i}", address=f"192.0.2.{i + 1}", health="passing")
             for i in range(healthy)
         ] + [

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["is_label", "to_label", "assign_labels", "LabelCollision"]
+__all__ = ["is_label", "to_label", "subset_label", "assign_labels", "LabelCollision"]
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _NOT_LABEL_CHARS = re.compile(r"[^a-z0-9]+")
@@ -41,6 +41,22 @@ def to_label(name: str) -> str:
     base = _NOT_LABEL_CHARS.sub("-", name.lower()).strip("-")[:56].strip("-")
     suffix = _suffix(name)
     return f"{base}-{suffix}" if base else f"x-{suffix}"
+
+
+def subset_label(value: str) -> str | None:
+    """How an instance version or tag is named in DNS and matched everywhere.
+
+    Lower case, every run of characters outside ``[a-z0-9]`` becomes one ``-``,
+    leading and trailing ``-`` stripped: ``1.2.3`` -> ``1-2-3``, ``Canary`` ->
+    ``canary``. Unlike ``to_label`` there is no hash suffix: a person types these
+    names (``1-2-3.version.payments.default.svc...``), so ``1.2.3`` and ``1_2_3``
+    are one subset. None when nothing is left or it is longer than a label
+    (never cut: a cut would make two long values one).
+    """
+    label = _NOT_LABEL_CHARS.sub("-", value.lower()).strip("-")
+    if not label or len(label) > 63:
+        return None
+    return label
 
 
 class LabelCollision(Exception):

@@ -206,6 +206,10 @@ class RankedCluster(Struct, frozen=True, kw_only=True, omit_defaults=True):
     healthy_instances: int = 0
     rtt_ms: float | None = None
     stale: bool = False
+    # The cluster's load in percent as ranking used it (its up gateways' loads,
+    # weighted by gateway weight); None = unknown. ``reason`` is ``overloaded``
+    # for a cluster demoted for it.
+    load: Annotated[int, Meta(ge=0, le=100)] | None = None
 
 
 class ResolveRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):

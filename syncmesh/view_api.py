@@ -18,7 +18,15 @@ from typing import Protocol
 
 from syncmesh.schema import RankedCluster
 
-__all__ = ["ServiceKey", "Resolution", "ViewChange", "ViewReader", "IPAddress"]
+__all__ = [
+    "ServiceKey",
+    "Subset",
+    "SubsetCounts",
+    "Resolution",
+    "ViewChange",
+    "ViewReader",
+    "IPAddress",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -27,6 +35,32 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 class ServiceKey:
     namespace: str
     service: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    """Only instances of ``version`` that carry every tag of ``tags`` count.
+
+    Values are in their DNS label form (``syncmesh.labels.subset_label``:
+    ``1.2.3`` is ``1-2-3``), the form the view indexes them by, so a DNS name,
+    the NATS API and the CLI all match the same instances. An empty subset is
+    the whole service.
+    """
+
+    version: str | None = None
+    tags: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.version is not None or bool(self.tags)
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetCounts:
+    """Healthy instances of one service in one cluster, per version and per tag
+    (label forms); an instance with a version and two tags counts in three places."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +106,24 @@ class ViewReader(Protocol):
         ...
 
     def resolve(
-        self, key: ServiceKey, client_class: str | None, pinned: str | None = None
+        self,
+        key: ServiceKey,
+        client_class: str | None,
+        pinned: str | None = None,
+        subset: Subset | None = None,
     ) -> Resolution:
         """Candidates for ``key`` ranked for clients of ``client_class``.
 
         With ``pinned``, only that cluster is considered (``known`` still tells
-        whether the service exists in that cluster).
+        whether the service exists in that cluster). With ``subset``, a cluster is
+        a candidate only with a healthy instance in the subset, and
+        ``healthy_instances`` counts those (``known`` is still about the service).
         """
+        ...
+
+    def subset_counts(self, key: ServiceKey, cluster: str) -> SubsetCounts | None:
+        """Healthy instances of ``key`` in ``cluster`` per version and tag; None when the
+        cluster does not have the service."""
         ...
 
     def cluster_known(self, cluster: str) -> bool: ...

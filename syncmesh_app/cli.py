@@ -171,7 +171,16 @@ def _resolve(args: argparse.Namespace) -> int:
     from syncmesh_app.ops import commands
 
     opts = _options(args)
-    coro = commands.resolve(opts, args.name, args.namespace, args.client, args.cluster, args.zone)
+    coro = commands.resolve(
+        opts,
+        args.name,
+        args.namespace,
+        args.client,
+        args.cluster,
+        args.zone,
+        version=args.version,
+        tags=args.tag,
+    )
     return _run(coro, "resolve")
 
 
@@ -252,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--client", metavar="IP", help="the client address (default: none)")
     res.add_argument("--namespace", help="namespace of a bare service name (default: default)")
     res.add_argument("--cluster", help="pin to one cluster")
+    res.add_argument("--version", help="only instances of this version (as DNS <v>.version.<svc>)")
+    res.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        help="only instances carrying this tag (repeatable: every one of them)",
+    )
     res.add_argument("--zone", default="syncmesh.internal", help="DNS zone, for display")
     res.set_defaults(func=_resolve)
 

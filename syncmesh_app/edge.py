@@ -21,6 +21,7 @@ from edge_sync.core.epoch_claim import EpochClaimer
 from edge_sync.core.filters import ServiceFilter
 from edge_sync.core.model import ServiceRef, SourceService
 from edge_sync.core.source_api import Source, SourceSink
+from edge_sync.io.load import LoadMetrics, LoadPoller
 from edge_sync.io.metrics import EdgeMetrics
 from edge_sync.io.publisher import Deposed, NatsPublisher
 from syncmesh.configfile import ConfigError
@@ -152,6 +153,7 @@ class EdgeAgent:
         self.core: EdgeCore | None = None
         self.publisher: NatsPublisher | None = None
         self.source: Source | None = None
+        self.load: LoadPoller | None = None
         self.http: HttpServer | None = None
         self.stopped = asyncio.Event()
         self.deposed: Deposed | None = None
@@ -200,6 +202,13 @@ class EdgeAgent:
             ),
             "nats": asyncio.create_task(self._supervise("nats", publisher.run), name="edge-nats"),
         }
+        if self.config.load.sources:
+            self.load = LoadPoller(
+                self.config, self.core.loads, LoadMetrics(self.collector_registry)
+            )
+            self._tasks["load"] = asyncio.create_task(
+                self._supervise("load", self.load.run), name="edge-load"
+            )
         log.info(
             "edge agent for cluster %s started (source %s)",
             self.config.cluster,

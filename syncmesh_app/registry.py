@@ -66,6 +66,7 @@ class RegistryApp:
             config.limits,
             config.locality.to_locality(),
             probes_required=config.probe.enabled,
+            load=config.load,
         )
         self._ingest = Ingest(self._view, config.limits)
         self.collector_registry.register(ViewCollector(lambda: self._view, lambda: self._ingest))

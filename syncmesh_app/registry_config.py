@@ -11,6 +11,7 @@ from dns_server.config import DnsConfig
 from global_registry.config import (
     ApiConfig,
     IngestConfig,
+    LoadConfig,
     ProbeConfig,
     ReplicaLocality,
     StaleConfig,
@@ -36,3 +37,5 @@ class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    # Gateway loads from the beats: overloaded clusters demoted, SRV weights by headroom.
+    load: LoadConfig = msgspec.field(default_factory=LoadConfig)

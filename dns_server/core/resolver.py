@@ -19,7 +19,7 @@ from dns_server.core.wire import Rcode, name_text
 from syncmesh.schema import Gateway, RankedCluster
 from syncmesh.view_api import ServiceKey, ViewReader
 
-__all__ = ["Answer", "Resolver", "NamespaceTag", "Tag"]
+__all__ = ["Answer", "Resolver", "NamespaceTag", "Tag", "srv_weight"]
 
 _A, _AAAA, _SRV, _TXT, _SOA, _NS, _ANY = (
     QTYPE.A,
@@ -64,11 +64,27 @@ def _txt(text: str) -> TXT:
 
 def _explain(cluster: RankedCluster) -> str:
     rtt = "none" if cluster.rtt_ms is None else f"{cluster.rtt_ms:.1f}"
+    load = "unknown" if cluster.load is None else str(cluster.load)
     return (
         f"rank={cluster.rank} cluster={cluster.cluster} reason={cluster.reason} "
         f"healthy={cluster.healthy_instances} gateways={len(cluster.gateways)} "
-        f"rtt_ms={rtt} stale={'yes' if cluster.stale else 'no'}"
+        f"rtt_ms={rtt} load={load} stale={'yes' if cluster.stale else 'no'}"
     )
+
+
+def srv_weight(gateway: Gateway) -> int:
+    """SRV weight: the gateway's weight scaled by its headroom (100 - load).
+
+    An unknown load leaves the weight as configured. A loaded gateway keeps at
+    least 1 (RFC 2782 gives weight 0 "a very small chance"); only a gateway at
+    100 % or configured with weight 0 gets 0.
+    """
+    weight, load = gateway.weight, gateway.load
+    if load is None or weight == 0:
+        return weight
+    if load >= 100:
+        return 0
+    return max(1, round(weight * (100 - load) / 100))
 
 
 def _family(address: str) -> int | None:
@@ -175,7 +191,10 @@ class Resolver:
             tags = tags | {NamespaceTag(key.service)}
         if ref.cluster is not None and not view.cluster_known(ref.cluster):
             return self._nxdomain(tags)
-        resolution = view.resolve(key, client_class, ref.cluster)
+        resolution = view.resolve(key, client_class, ref.cluster, ref.subset)
+        if ref.kind is NameKind.SUBSET_PARENT:
+            # Exists while the service does (RFC 8020: not NXDOMAIN above subset names).
+            return self._nodata(tags) if resolution.known else self._nxdomain(tags)
         if not resolution.known:
             if ref.short_form and view.namespace_known(key.service):
                 return self._nodata(tags)
@@ -239,7 +258,7 @@ class Resolver:
                 # and clients spread over them by weight (RFC 2782).
                 rdata = SRV(
                     priority=max(0, min(cluster.rank, 65535)),
-                    weight=gateway.weight,
+                    weight=srv_weight(gateway),
                     port=gateway.port,
                     target=DNSLabel(target),
                 )

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from edge_sync.config import EdgeConfig
 from edge_sync.core.filters import ServiceFilter
 from edge_sync.core.labeling import LabelBook
+from edge_sync.core.load import GatewayLoads
 from edge_sync.core.model import ServiceRef, SourceService
 from edge_sync.core.publish_state import Key, Outgoing, PublishState
 from edge_sync.core.ratelimit import TokenBucket
@@ -81,6 +82,8 @@ class EdgeCore:
         # A flood of resync requests must not turn into a flood of full republishes.
         self._resync_bucket = TokenBucket(rate=0.2, burst=2, now=now)
         self._resync_pending = False
+        # Each gateway's current load (edge_sync.io.load keeps it fresh); beats carry it.
+        self.loads = GatewayLoads(config.load.sources)
 
     # -- source events -------------------------------------------------
     def apply(
@@ -238,7 +241,7 @@ class EdgeCore:
             epoch=self.epoch,
             revision=self.state.next_revision() if revision is None else revision,
             interval_s=cfg.beat_interval_s,
-            gateways=list(cfg.gateways),
+            gateways=self.loads.apply(cfg.gateways),
             locality=cfg.locality,
             client_cidrs=list(cfg.client_cidrs),
             agent_version=self.agent_version,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -18,6 +19,7 @@ from edge_sync.core.model import (
     InvalidInstance,
     ServiceRef,
     SourceService,
+    carried_subset,
     map_instances,
 )
 from syncmesh.labels import to_label
@@ -29,6 +31,7 @@ __all__ = [
     "BlockingIndex",
     "aggregate_health",
     "namespace_of",
+    "version_of",
     "map_health_entries",
     "Plan",
     "HealthResult",
@@ -41,6 +44,11 @@ __all__ = [
 # Service meta key (or tag "syncmesh-namespace=<ns>") that puts an instance in a
 # syncmesh namespace; Consul namespaces are an enterprise feature.
 NAMESPACE_KEY = "syncmesh-namespace"
+# Where an instance's release comes from: service meta ``version``, else a tag
+# ``version=<x>``, else the first tag that looks like ``v<semver>`` (``v1``,
+# ``v1.2.3``, ``v2.0.0-rc.1``), taken as written.
+VERSION_KEY = "version"
+_VERSION_TAG = re.compile(r"^v[0-9]+(\.[0-9]+){0,2}([-+][0-9A-Za-z.+-]+)?$")
 
 
 class ConsulFormatError(ValueError):
@@ -99,6 +107,21 @@ def namespace_of(service: dict[str, Any]) -> str:
     return to_label(value)
 
 
+def version_of(meta: Any, tags: list[str]) -> str:
+    """An instance's version from its service meta and tags (see ``VERSION_KEY``)."""
+    value = meta.get(VERSION_KEY) if isinstance(meta, dict) else None
+    if value:
+        return str(value)
+    prefix = VERSION_KEY + "="
+    for tag in tags:
+        if tag.startswith(prefix) and len(tag) > len(prefix):
+            return tag[len(prefix) :]
+    for tag in tags:
+        if _VERSION_TAG.match(tag):
+            return tag
+    return ""
+
+
 def _instance_fields(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     """(node, syncmesh namespace, Instance fields) of one health entry."""
     node = entry.get("Node")
@@ -112,6 +135,8 @@ def _instance_fields(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     weight = weights.get("Warning" if status == "warning" else "Passing", 1)
     meta = svc.get("Meta") or {}
     node_meta = node.get("Meta") or {}
+    raw_tags = svc.get("Tags")
+    tags = [t for t in raw_tags if isinstance(t, str)] if isinstance(raw_tags, list) else []
     fields: dict[str, Any] = {
         "id": f"{node_name}/{svc.get('ID', '')}",
         "address": str(svc.get("Address") or node.get("Address") or ""),
@@ -119,6 +144,7 @@ def _instance_fields(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         "health": status,
         "weight": max(0, min(65535, int(weight))) if isinstance(weight, int | float) else 1,
         "meta": {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
+        **carried_subset(version_of(meta, tags), tags),
     }
     zone = (meta.get("zone") if isinstance(meta, dict) else None) or (
         node_meta.get("zone") if isinstance(node_meta, dict) else None

@@ -18,7 +18,14 @@ __all__ = [
     "ServiceRef",
     "InvalidInstance",
     "map_instances",
+    "carried_subset",
+    "MAX_SUBSET_VALUE",
+    "MAX_TAGS",
 ]
+
+# What ``Instance.version`` and each of ``Instance.tags`` can carry (schema limits).
+MAX_SUBSET_VALUE = 63
+MAX_TAGS = 64
 
 DEFAULT_NAMESPACE = "default"
 
@@ -54,6 +61,33 @@ class InvalidInstance(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def carried_subset(version: str, tags: Iterable[str]) -> dict[str, Any]:
+    """The ``version`` and ``tags`` fields of a registry-sourced instance, as far as the
+    wire can carry them.
+
+    Consul and Nacos hold values no schema limit was made for (Consul tags such
+    as Traefik routing rules run past 100 characters). Such a value can never
+    be a DNS label either, so it is left out rather than costing the instance:
+    a version longer than 63 characters is dropped, so are longer or empty
+    tags, repeats, and tags past the 64th. (The service file is written by
+    people and refused instead: ``map_instances`` enforces the schema.)
+    """
+    fields: dict[str, Any] = {}
+    version = version.strip()
+    if version and len(version) <= MAX_SUBSET_VALUE:
+        fields["version"] = version
+    kept: dict[str, None] = {}
+    for tag in tags:
+        tag = tag.strip()
+        if tag and len(tag) <= MAX_SUBSET_VALUE:
+            kept[tag] = None
+            if len(kept) == MAX_TAGS:
+                break
+    if kept:
+        fields["tags"] = list(kept)
+    return fields
 
 
 def _checked_instance(fields: dict[str, Any]) -> Instance:

@@ -8,7 +8,9 @@ Mapping (documented in docs/edge.md):
   ``source_name`` is Nacos's own ``G@@S``;
 - instance id ``<ip>#<port>#<clusterName>``; health ``passing`` when healthy
   and enabled, else ``critical``; weight ``round(weight * 100)`` (Nacos 1.0 =
-  syncmesh's default 100), so weight 0 stays 0 (never routed).
+  syncmesh's default 100), so weight 0 stays 0 (never routed);
+- version from metadata ``version``, tags from metadata ``tags``
+  (comma-separated: ``"canary, eu"`` is ``canary`` and ``eu``).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def _fields(inst: Any) -> dict[str, Any]:
         "health": "passing" if healthy and enabled else "critical",
         "weight": _weight(getattr(inst, "weight", 1.0)),
         "meta": meta,
+        **model.carried_subset(meta.get("version", ""), meta.get("tags", "").split(",")),
     }
     if meta.get("zone"):
         fields["zone"] = meta["zone"]

@@ -12,7 +12,9 @@ Format (TOML; YAML has the same shape)::
     health = "passing"         # passing | warning | critical
     weight = 100
     zone = "eu-1a"
-    meta = { version = "2" }
+    version = "2.1.0"          # DNS: 2-1-0.version.orders.default.svc.<zone>
+    tags = ["canary", "eu"]    # DNS: canary.tag.orders.default.svc.<zone>
+    meta = { team = "pay" }
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class _FileInstance(Struct, kw_only=True, forbid_unknown_fields=True):
     weight: int = 100
     zone: str | None = None
     meta: dict[str, str] = {}
+    version: str = ""
+    tags: list[str] = []
 
 
 class _FileService(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -110,6 +114,8 @@ def parse_service_file(data: bytes, fmt: str) -> list[SourceService]:
                 "health": inst.health,
                 "weight": inst.weight,
                 "meta": inst.meta,
+                "version": inst.version,
+                "tags": inst.tags,
             }
             if inst.zone:
                 fields["zone"] = inst.zone

@@ -3,6 +3,8 @@
 Order, most significant first:
 0. a fresh agent before a stale one (stale candidates exist only under the
    ``serve`` stale policy; each of them gets the reason ``stale``);
+   then a cluster that is not overloaded before one that is (``overloaded``:
+   its gateways' load crossed the threshold, ``global_registry.core.load``);
 1. the cluster whose client CIDRs contain the client (``client-cidr``);
 2. same zone as the reference locality (``same-zone``; zone and region equal);
 3. same region (``same-region``);
@@ -10,10 +12,12 @@ Order, most significant first:
 5. cluster name (``order``).
 
 The reference locality is the client's cluster's, or this replica's own when
-the client is in no cluster's CIDRs. A fresh cluster's ``reason`` is the first
-criterion that places it: its tier (1-3) when it has one; otherwise ``rtt``
-when its RTT bucket is known and no other tier-less fresh candidate shares it,
-else ``order`` (its place among equals was decided by name alone).
+the client is in no cluster's CIDRs. An overloaded fresh cluster's ``reason``
+is ``overloaded`` whatever else places it among the overloaded. Any other
+fresh cluster's ``reason`` is the first criterion that places it: its tier
+(1-3) when it has one; otherwise ``rtt`` when its RTT bucket is known and no
+other tier-less fresh candidate shares it, else ``order`` (its place among
+equals was decided by name alone).
 
 ``rank`` numbers the places, but clusters that tie on criteria 0-4 (and differ
 only by name) share one: the DNS server uses it as SRV priority, so resolvers
@@ -30,7 +34,7 @@ from syncmesh.schema import Gateway, Locality, RankedCluster
 
 __all__ = ["Candidate", "REASONS", "rank"]
 
-REASONS = ("client-cidr", "same-zone", "same-region", "rtt", "order", "stale")
+REASONS = ("client-cidr", "same-zone", "same-region", "rtt", "order", "stale", "overloaded")
 _NO_RTT = 1 << 30
 _NO_TIER = 3
 
@@ -46,6 +50,10 @@ class Candidate:
     rtt_bucket: int | None = None
     rtt_ms: float | None = None
     stale: bool = False
+    # Over the load threshold (with hysteresis): ranked after every cluster that is not.
+    overloaded: bool = False
+    # The cluster's load as answers show it (None: unknown).
+    load: int | None = None
 
 
 def _tier(candidate: Candidate, client_cluster: str | None, reference: Locality) -> int:
@@ -66,7 +74,7 @@ def rank(
     keyed = []
     for c in candidates:
         bucket = c.rtt_bucket if c.rtt_bucket is not None else _NO_RTT
-        keyed.append(((c.stale, _tier(c, client_cluster, reference), bucket), c))
+        keyed.append(((c.stale, c.overloaded, _tier(c, client_cluster, reference), bucket), c))
     keyed.sort(key=lambda item: (item[0], item[1].cluster))
     shared = Counter(place for place, _c in keyed)
     ranked = []
@@ -76,9 +84,11 @@ def rank(
         if place != previous:
             position += 1
             previous = place
-        stale, tier, _bucket = place
+        stale, overloaded, tier, _bucket = place
         if stale:
             reason = "stale"
+        elif overloaded:
+            reason = "overloaded"
         elif tier < _NO_TIER:
             reason = REASONS[tier]
         elif c.rtt_bucket is not None and shared[place] == 1:
@@ -94,6 +104,7 @@ def rank(
                 healthy_instances=c.healthy_instances,
                 rtt_ms=None if c.rtt_ms is None else round(c.rtt_ms, 3),
                 stale=c.stale,
+                load=c.load,
             )
         )
     return tuple(ranked)

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
+from syncmesh.labels import subset_label
 from syncmesh.schema import ClusterBeat, ServiceState, decode_service_state
 from syncmesh.validate import Network
-from syncmesh.view_api import ServiceKey, ViewChange
+from syncmesh.view_api import ServiceKey, Subset, SubsetCounts, ViewChange
 
 __all__ = ["Key", "Outcome", "Applied", "ServiceEntry", "Tombstone", "ClusterRecord"]
 
@@ -48,27 +49,71 @@ class Applied(NamedTuple):
         return self.wide.merge(ViewChange(services=frozenset((ServiceKey(*self.key),))))
 
 
+# (version, tags) of healthy instances, in label form (``subset_label``).
+Profile = tuple[str, frozenset[str]]
+
+
+def _profile(version: str, tags: list[str]) -> Profile:
+    labels = frozenset(label for label in map(subset_label, tags) if label is not None)
+    return (subset_label(version) or "") if version else "", labels
+
+
 class ServiceEntry:
     """One service's state in one cluster.
 
     Kept as the validated message bytes as received, plus what ranking needs
-    (the healthy count): a decoded state is about five times larger, and
-    allocating it for every service made cold starts slower. ``state``
-    decodes on demand (inventory, comparisons).
+    (the healthy count, and per (version, tag set) the healthy count when any
+    instance has a version or tags): a decoded state is about five times
+    larger, and allocating it for every service made cold starts slower.
+    ``state`` decodes on demand (inventory, comparisons).
+
+    A service has few distinct (version, tag set) pairs, however many
+    instances, so a subset's healthy count is a sum over a handful of profiles
+    (any version/tag combination, as the resolve API asks) and services without
+    versions or tags carry nothing extra.
     """
 
-    __slots__ = ("raw", "epoch", "revision", "healthy", "instances")
+    __slots__ = ("raw", "epoch", "revision", "healthy", "instances", "profiles")
 
     def __init__(self, raw: bytes, state: ServiceState) -> None:
         self.raw = raw
         self.epoch = state.epoch
         self.revision = state.revision
         healthy = 0
+        profiles: dict[Profile, int] | None = None
         for instance in state.instances:
             if instance.health != "critical" and instance.weight > 0:
                 healthy += 1
+                if instance.version or instance.tags:
+                    if profiles is None:
+                        profiles = {}
+                    profile = _profile(instance.version, instance.tags)
+                    profiles[profile] = profiles.get(profile, 0) + 1
         self.healthy = healthy
         self.instances = len(state.instances)
+        self.profiles = profiles
+
+    def healthy_in(self, subset: Subset) -> int:
+        """Healthy instances of ``subset`` (labels); the whole service for an empty one."""
+        if not subset:
+            return self.healthy
+        if self.profiles is None:
+            return 0
+        version, tags = subset.version, subset.tags
+        return sum(
+            count
+            for (v, t), count in self.profiles.items()
+            if (version is None or v == version) and tags <= t
+        )
+
+    def subset_counts(self) -> SubsetCounts:
+        counts = SubsetCounts()
+        for (version, tags), count in (self.profiles or {}).items():
+            if version:
+                counts.versions[version] = counts.versions.get(version, 0) + count
+            for tag in tags:
+                counts.tags[tag] = counts.tags.get(tag, 0) + count
+        return counts
 
     @property
     def state(self) -> ServiceState:

@@ -9,7 +9,7 @@ from msgspec import Struct
 
 from global_registry.core.probes import GatewayId, ProbeDetail
 from global_registry.core.view import RegistryView
-from syncmesh.labels import is_label, to_label
+from syncmesh.labels import is_label, subset_label, to_label
 from syncmesh.schema import (
     Inventory,
     InventoryCluster,
@@ -17,7 +17,7 @@ from syncmesh.schema import (
     ResolveReply,
     ResolveRequest,
 )
-from syncmesh.view_api import ServiceKey
+from syncmesh.view_api import ServiceKey, Subset
 
 __all__ = [
     "GatewayState",
@@ -26,6 +26,7 @@ __all__ = [
     "inventory",
     "status",
     "resolve_reply",
+    "request_subset",
 ]
 
 
@@ -40,6 +41,9 @@ class GatewayState(Struct, kw_only=True, omit_defaults=True):
     up: bool
     rtt_ms: float | None = None
     rtt_bucket: int | None = None
+    # Load in percent as the agent announced it (None: unknown) and as answers use it.
+    load: int | None = None
+    served_load: int | None = None
     # Probes run so far, the same outcome in a row, and how the last one ended.
     probes: int = 0
     consecutive: int = 0
@@ -63,6 +67,9 @@ class ClusterStatus(Struct, kw_only=True, omit_defaults=True):
     agent_version: str = ""
     epoch: int = 0
     services: int = 0
+    # The cluster's load as ranking uses it, and whether it is demoted for it.
+    load: int | None = None
+    overloaded: bool = False
     gateways: list[GatewayState] = []
 
 
@@ -116,12 +123,16 @@ def status(
         rec = view.clusters[name]
         beat = rec.beat
         up = view.up_gateways(name)
+        served = {(g.address, g.port): g.load for g in up}
+        load = view.cluster_load(name)
         entry = ClusterStatus(
             cluster=name,
             stale=rec.stale,
             served_stale=rec.stale and view.stale_policy == "serve" and bool(up),
             services=len(rec.services),
             epoch=view.epoch(name),
+            load=None if load is None else load.load,
+            overloaded=load is not None and load.overloaded,
         )
         if beat is not None:
             entry.beat_age_s = round(now - rec.beat_at, 3)
@@ -136,12 +147,15 @@ def status(
             for g in beat.gateways:
                 gw = GatewayId(name, g.address, g.port)
                 probe = view.gateway_status(gw)
+                is_up = (g.address, g.port) in served
                 gateway = GatewayState(
                     address=g.address,
                     port=g.port,
                     weight=g.weight,
-                    state=str(probe.phase) if probe else ("unprobed" if g in up else "unknown"),
-                    up=g in up,
+                    state=str(probe.phase) if probe else ("unprobed" if is_up else "unknown"),
+                    up=is_up,
+                    load=g.load,
+                    served_load=served.get((g.address, g.port)),
                     rtt_ms=None
                     if probe is None or probe.rtt_ms is None
                     else round(probe.rtt_ms, 3),
@@ -164,6 +178,26 @@ def status(
     )
 
 
+def request_subset(version: str | None, tags: list[str]) -> Subset | str:
+    """The subset a request asks for, in label form (as DNS names spell it), or an error.
+
+    ``1.2.3`` asks for the instances DNS calls ``1-2-3``: one matching rule for
+    DNS, the API and the CLI (``syncmesh.labels.subset_label``).
+    """
+    version_label = None
+    if version is not None:
+        version_label = subset_label(version)
+        if version_label is None:
+            return f"version {version!r} has no label form (nothing of [a-z0-9], or too long)"
+    tag_labels = set()
+    for tag in tags:
+        label = subset_label(tag)
+        if label is None:
+            return f"tag {tag!r} has no label form (nothing of [a-z0-9], or too long)"
+        tag_labels.add(label)
+    return Subset(version=version_label, tags=frozenset(tag_labels))
+
+
 def resolve_reply(view: RegistryView, request: ResolveRequest) -> ResolveReply:
     """Answer a resolve request; a bad client address is an error in the reply, not an exception."""
     # Callers may name the service as the source spells it; map it like the agents do.
@@ -181,7 +215,12 @@ def resolve_reply(view: RegistryView, request: ResolveRequest) -> ResolveReply:
                 error=f"client {request.client!r} is not an IP address",
             )
         client_class = view.client_class(address)
-    resolution = view.resolve(ServiceKey(namespace, service), client_class, request.cluster)
+    subset = request_subset(request.version, request.tags)
+    if isinstance(subset, str):
+        return ResolveReply(namespace=namespace, service=service, known=False, error=subset)
+    resolution = view.resolve(
+        ServiceKey(namespace, service), client_class, request.cluster, subset or None
+    )
     return ResolveReply(
         namespace=namespace,
         service=service,

@@ -19,6 +19,11 @@ What a message must pass before it changes anything:
 A beat with ``retired: true`` removes its cluster and every service of it; the
 cluster's claim stays, so messages of older epochs stay fenced. The view
 remembers a tombstone for ``stale.tombstone_ttl_s`` (``tick`` forgets it).
+
+Gateway loads in beats feed each cluster's ``ClusterLoad``
+(``global_registry.core.load``): a beat whose gateways differ only in load
+keeps the probes as they are and changes answers only when the overload flag
+flips or a served load moves.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 
-from global_registry.config import StaleConfig
+from global_registry.config import LoadConfig, StaleConfig
 from global_registry.core.cidr_index import CidrIndex
+from global_registry.core.load import ClusterLoad
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.ranking import Candidate, rank
 from global_registry.core.records import (
@@ -49,7 +55,14 @@ from syncmesh.schema import (
     encode,
 )
 from syncmesh.validate import Rejected, StreamMessage, parse_cidr
-from syncmesh.view_api import IPAddress, Resolution, ServiceKey, ViewChange
+from syncmesh.view_api import (
+    IPAddress,
+    Resolution,
+    ServiceKey,
+    Subset,
+    SubsetCounts,
+    ViewChange,
+)
 
 __all__ = ["RegistryView"]
 
@@ -61,6 +74,11 @@ _MAX_NAMED_CLUSTERS = 8
 # Looked up once: this runs for every message.
 _OK = EpochVerdict.OK
 _APPLIED, _SAME, _STALE = Outcome.APPLIED, Outcome.SAME, Outcome.STALE_REVISION
+
+
+def _topology(gateways: Iterable[Gateway]) -> list[tuple[str, int, int]]:
+    """What of the gateways the probes and SRV targets depend on: all but the load."""
+    return [(g.address, g.port, g.weight) for g in gateways]
 
 
 def _fence_detail(verdict: EpochVerdict, epoch: int, seq: int, claimed: int) -> str:
@@ -78,8 +96,10 @@ class RegistryView:
         limits: LimitsConfig,
         locality: Locality,
         probes_required: bool = True,
+        load: LoadConfig | None = None,
     ) -> None:
         self._stale = stale
+        self._load_policy = load or LoadConfig()
         self._limits = limits
         self._locality = locality
         # Without probes every announced gateway counts as up.
@@ -94,6 +114,7 @@ class RegistryView:
         self._gw_status: dict[GatewayId, GatewayStatus] = {}
         self._up: dict[str, tuple[Gateway, ...]] = {}
         self._rtt: dict[str, tuple[int | None, float | None]] = {}
+        self._load: dict[str, ClusterLoad] = {}
         # (expires_at, cluster, key) of every tombstone recorded, earliest first. An
         # entry whose tombstone was replaced meanwhile is skipped when it comes up.
         self._tombstone_expiry: list[tuple[float, str, Key]] = []
@@ -114,7 +135,11 @@ class RegistryView:
         return namespace in self._namespace_services
 
     def resolve(
-        self, key: ServiceKey, client_class: str | None, pinned: str | None = None
+        self,
+        key: ServiceKey,
+        client_class: str | None,
+        pinned: str | None = None,
+        subset: Subset | None = None,
     ) -> Resolution:
         entries = self._by_key.get((key.namespace, key.service))
         if not entries:
@@ -129,7 +154,8 @@ class RegistryView:
         drop_stale = self._stale.policy == "drop"
         candidates = []
         for cluster, entry in items:
-            if entry.healthy == 0:
+            healthy = entry.healthy if not subset else entry.healthy_in(subset)
+            if healthy == 0:
                 continue
             rec = self._clusters[cluster]
             if rec.beat is None or (rec.stale and drop_stale):
@@ -138,15 +164,18 @@ class RegistryView:
             if not up:
                 continue
             bucket, rtt_ms = self._rtt.get(cluster, (None, None))
+            load = self._load.get(cluster)
             candidates.append(
                 Candidate(
                     cluster=cluster,
                     locality=rec.beat.locality,
                     gateways=up,
-                    healthy_instances=entry.healthy,
+                    healthy_instances=healthy,
                     rtt_bucket=bucket,
                     rtt_ms=rtt_ms,
                     stale=rec.stale,
+                    overloaded=load is not None and load.overloaded,
+                    load=None if load is None else load.load,
                 )
             )
         return Resolution(
@@ -154,6 +183,10 @@ class RegistryView:
             known=True,
             clusters=rank(candidates, client_class, self.reference(client_class)),
         )
+
+    def subset_counts(self, key: ServiceKey, cluster: str) -> SubsetCounts | None:
+        entry = self._by_key.get((key.namespace, key.service), {}).get(cluster)
+        return None if entry is None else entry.subset_counts()
 
     def reference(self, client_class: str | None) -> Locality:
         """The locality ranking compares against for clients of ``client_class``."""
@@ -300,15 +333,19 @@ class RegistryView:
             rec.networks = tuple(parse_cidr(c) for c in beat.client_cidrs)
             self._rebuild_cidrs()
             everything = True
-        gateways_changed = old is None or old.gateways != beat.gateways
+        gateways_changed = old is None or _topology(old.gateways) != _topology(beat.gateways)
+        served_changed = False
         if gateways_changed:
             wanted = {GatewayId(beat.cluster, g.address, g.port) for g in beat.gateways}
             for gw in [g for g in self._gw_status if g.cluster == beat.cluster and g not in wanted]:
                 del self._gw_status[gw]
             self._refresh_cluster(beat.cluster)
+        elif old is not None and old.gateways != beat.gateways:
+            # Only loads moved: the probes stay; answers change if what they use did.
+            served_changed = self._refresh_cluster(beat.cluster)
         if everything:
             return Applied(_APPLIED, _EVERYTHING, gateways_changed)
-        if gateways_changed or was_stale != rec.stale:
+        if gateways_changed or served_changed or was_stale != rec.stale:
             return Applied(_APPLIED, self._cluster_change(rec), gateways_changed)
         return Applied(_SAME)
 
@@ -328,6 +365,7 @@ class RegistryView:
             del self._gw_status[gw]
         self._up.pop(name, None)
         self._rtt.pop(name, None)
+        self._load.pop(name, None)
         if rec.networks:
             self._rebuild_cidrs()
         # cluster_known() and the CIDR classes change: every cached answer may.
@@ -340,13 +378,12 @@ class RegistryView:
             return _NO_CHANGE
         if not any(g.address == gw.address and g.port == gw.port for g in rec.beat.gateways):
             return _NO_CHANGE
-        up_before = self._up.get(gw.cluster, ())
         bucket_before = self._rtt.get(gw.cluster, (None, None))[0]
         self._gw_status[gw] = status
-        self._refresh_cluster(gw.cluster)
+        served_changed = self._refresh_cluster(gw.cluster)
         bucket_after = self._rtt[gw.cluster][0]
         change = _NO_CHANGE
-        if self._up[gw.cluster] != up_before:
+        if served_changed:
             change = self._cluster_change(rec)
         if bucket_after != bucket_before:
             change = change.merge(self._reorder_change(gw.cluster, bucket_before, bucket_after))
@@ -424,7 +461,11 @@ class RegistryView:
         return self._gw_status.get(gw)
 
     def up_gateways(self, cluster: str) -> tuple[Gateway, ...]:
+        """The cluster's gateways that pass their probes, with the loads answers use."""
         return self._up.get(cluster, ())
+
+    def cluster_load(self, cluster: str) -> ClusterLoad | None:
+        return self._load.get(cluster)
 
     def service_count(self) -> int:
         return sum(len(rec.services) for rec in self._clusters.values())
@@ -444,8 +485,10 @@ class RegistryView:
             return _NO_CHANGE
         return ViewChange(services=rec.service_keys())
 
-    def _refresh_cluster(self, cluster: str) -> None:
-        """Recompute the cluster's up gateways and its RTT (best of its up gateways)."""
+    def _refresh_cluster(self, cluster: str) -> bool:
+        """Recompute the cluster's up gateways, its RTT (best of its up gateways) and
+        its load; True when the up gateways as answers use them, or the overload
+        flag, changed."""
         rec = self._clusters[cluster]
         up: list[Gateway] = []
         best: tuple[int | None, float | None] = (None, None)
@@ -463,8 +506,16 @@ class RegistryView:
                     best[1] or 0.0,
                 ):
                     best = (status.rtt_bucket, status.rtt_ms)
-        self._up[cluster] = tuple(up)
+        load = self._load.get(cluster)
+        if load is None:
+            load = self._load[cluster] = ClusterLoad()
+        served, flipped = load.refresh(
+            rec.beat.gateways if rec.beat is not None else (), up, self._load_policy
+        )
+        changed = flipped or served != self._up.get(cluster, ())
+        self._up[cluster] = served
         self._rtt[cluster] = best
+        return changed
 
     def _reorder_change(self, cluster: str, before: int | None, after: int | None) -> ViewChange:
         """Services whose RTT order or RTT ties may differ after ``cluster`` moved buckets.

@@ -104,6 +104,8 @@ class AdminServer:
                 service=service,
                 client=query.get("client") or None,
                 cluster=query.get("cluster") or None,
+                version=query.get("version") or None,
+                tags=query.getall("tag", []),
             ),
         )
         return web.Response(body=encode(reply), content_type=_JSON)

@@ -127,7 +127,23 @@ class ViewCollector(Collector):
             "Moving average of the gateway's TCP connect time from this replica.",
             labels=["cluster", "address", "port"],
         )
+        gw_load = GaugeMetricFamily(
+            "syncmesh_registry_gateway_load_percent",
+            "Gateway load as its agent last announced it (absent: unknown).",
+            labels=["cluster", "address", "port"],
+        )
+        overloaded = GaugeMetricFamily(
+            "syncmesh_registry_cluster_overloaded",
+            "1 while the cluster is ranked after every other for its load (with hysteresis).",
+            labels=["cluster"],
+        )
         if view is not None:
+            for name, rec in view.clusters.items():
+                load = view.cluster_load(name)
+                overloaded.add_metric([name], 1.0 if load is not None and load.overloaded else 0.0)
+                for g in rec.beat.gateways if rec.beat is not None else ():
+                    if g.load is not None:
+                        gw_load.add_metric([name, g.address, str(g.port)], float(g.load))
             fresh = stale = served = 0
             for name, rec in view.clusters.items():
                 if not rec.stale:
@@ -156,3 +172,5 @@ class ViewCollector(Collector):
         yield instances
         yield gw_up
         yield gw_rtt
+        yield gw_load
+        yield overloaded

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO, cast
 
@@ -242,12 +242,25 @@ async def resolve(
     client: str | None = None,
     cluster: str | None = None,
     zone: str = "syncmesh.internal",
+    version: str | None = None,
+    tags: Sequence[str] = (),
 ) -> int:
     """0: DNS would answer with an address; 1: unknown name, no candidate or no replica;
-    2: the request was bad (say, the client is not an IP address)."""
+    2: the request was bad (say, the client is not an IP address).
+
+    ``version`` / ``tags``: only instances of that version carrying every tag count,
+    as for the DNS subset names (which ``name`` may also be)."""
+    name_version, name_tag, name = render.parse_subset(name)
+    version = version or name_version
+    tags = [*tags, *([name_tag] if name_tag else [])]
     service, ns, pinned = render.parse_name(name, namespace)
     request = ResolveRequest(
-        namespace=ns, service=service, client=client, cluster=cluster or pinned
+        namespace=ns,
+        service=service,
+        client=client,
+        cluster=cluster or pinned,
+        version=version,
+        tags=list(tags),
     )
     async with cli_connection(opts) as nc:
         data = await _request(nc, subjects.RESOLVE, encode(request), opts.timeout_s)
@@ -257,7 +270,10 @@ async def resolve(
     if reply.error:
         print(f"syncmesh: {reply.error}", file=sys.stderr)
         return 2
-    opts.emit(render.to_json(reply) if opts.json else render.resolve_text(reply, client, zone))
+    subset = " ".join([*([f"version {version}"] if version else []), *(f"tag {t}" for t in tags)])
+    opts.emit(
+        render.to_json(reply) if opts.json else render.resolve_text(reply, client, zone, subset)
+    )
     return 0 if reply.known and reply.clusters else 1
 
 

@@ -134,8 +134,15 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}ms"
 
 
-def resolve_text(reply: ResolveReply, client: str | None, zone: str = "syncmesh.internal") -> str:
-    name = dns_name(reply.service, reply.namespace, zone)
+def _load(value: int | None) -> str:
+    return "-" if value is None else f"{value}%"
+
+
+def resolve_text(
+    reply: ResolveReply, client: str | None, zone: str = "syncmesh.internal", subset: str = ""
+) -> str:
+    """``subset``: what the request asked for beyond the service (``version 1.2.3``)."""
+    name = dns_name(reply.service, reply.namespace, zone) + (f" ({subset})" if subset else "")
     who = f"client {client}" if client else "a client in no cluster's CIDRs"
     if not reply.known:
         return f"{name}: unknown service (DNS: NXDOMAIN) for {who}"
@@ -148,7 +155,7 @@ def resolve_text(reply: ResolveReply, client: str | None, zone: str = "syncmesh.
     addresses = " ".join(g.address for g in top.gateways)
     head = f"{name} for {who}\nDNS answers {addresses} (cluster {top.cluster}, {top.reason})"
     rows = table(
-        ["RANK", "CLUSTER", "REASON", "GATEWAYS", "HEALTHY", "RTT", "STALE"],
+        ["RANK", "CLUSTER", "REASON", "GATEWAYS", "HEALTHY", "RTT", "LOAD", "STALE"],
         (
             [
                 str(c.rank),
@@ -157,6 +164,7 @@ def resolve_text(reply: ResolveReply, client: str | None, zone: str = "syncmesh.
                 " ".join(f"{g.address}:{g.port}" for g in c.gateways) or "-",
                 str(c.healthy_instances),
                 _ms(c.rtt_ms),
+                _load(c.load),
                 "stale" if c.stale else "",
             ]
             for c in reply.clusters
@@ -232,6 +240,16 @@ def to_json(value: object) -> str:
 
 def dns_name(service: str, namespace: str, zone: str = "syncmesh.internal") -> str:
     return f"{service}.{namespace}.svc.{zone.rstrip('.')}"
+
+
+def parse_subset(name: str) -> tuple[str | None, str | None, str]:
+    """``(version, tag, rest)`` of a DNS subset name (``1-2-3.version.payments.shop.svc.<zone>``,
+    ``canary.tag.payments.shop.svc.<zone>``); ``(None, None, name)`` for any other name."""
+    labels = name.rstrip(".").split(".")
+    if len(labels) > 3 and labels[1] in ("version", "tag") and "svc" in labels[3:]:
+        value, rest = labels[0], ".".join(labels[2:])
+        return (value, None, rest) if labels[1] == "version" else (None, value, rest)
+    return None, None, name
 
 
 def parse_name(name: str, namespace: str | None) -> tuple[str, str, str | None]:

@@ -209,6 +209,10 @@ async def test_operator_commands_and_sigterm(running: Running, tmp_path: Path) -
     assert reply["clusters"][0]["healthy_instances"] == 1
     assert cli("resolve", "nothing-here", *nats).returncode == 1
     assert cli("resolve", "payments", "--client", "not-an-ip", *nats).returncode == 2
+    # Subsets: no instance has a version here, so no candidate (1); a bad value is an error (2).
+    result = cli("resolve", "payments", "--version", "1.2.3", "--tag", "canary", *nats)
+    assert result.returncode == 1 and "(version 1.2.3 tag canary)" in result.stdout
+    assert cli("resolve", "payments", "--version", "...", *nats).returncode == 2
 
     # status: every replica's view of clusters and gateways.
     result = cli("status", *nats)
