@@ -127,6 +127,12 @@ class EdgeMetrics:
             "Epoch claims this agent made (1 per run; more only if the stream lost its claim).",
             registry=registry,
         )
+        self.fence_busy = Counter(
+            "syncmesh_edge_fence_busy",
+            "Publishes sent again because the clustered stream was checking another fenced "
+            "message (nats-server 10164); high values mean publishing is serialised.",
+            registry=registry,
+        )
         self.deposed = Counter(
             "syncmesh_edge_deposed",
             "Times this agent found another agent's newer claim and stopped publishing.",

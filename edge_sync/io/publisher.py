@@ -76,6 +76,11 @@ class Deposed(Exception):
         super().__init__(f"epoch {epoch} superseded by the claim at {newer.seq} (agent {who})")
 
 
+# Clustered streams: another fenced publish on the same check subject is in process.
+FENCE_BUSY = 10164
+FENCE_BUSY_RETRIES = 400
+
+
 def _publish_error_reason(exc: BaseException) -> PublishError:
     import nats.errors
     import nats.js.errors
@@ -369,7 +374,30 @@ class NatsPublisher:
         headers = self._headers(message.epoch, message.revision)
         if message.deleted and self._tombstone_ttl:
             headers["Nats-TTL"] = str(self._tombstone_ttl)
-        await self._js.publish(sent.subject, sent.data, headers=headers)
+        await self._fenced_publish(sent.subject, sent.data, headers)
+
+    async def _fenced_publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publish with the claim fence, waiting out the fence being busy.
+
+        On a clustered stream nats-server lets one message at a time carry an
+        expected-last-sequence check on a given subject and refuses the others
+        at once with a constant "wrong last sequence" (10164); every message of
+        this agent checks the same claim subject, so a pipelined batch collides
+        with itself. That is not a fence failure (a newer claim answers 10071):
+        the message is sent again after a short pause, in order.
+        """
+        for attempt in range(FENCE_BUSY_RETRIES):
+            try:
+                await self._js.publish(subject, data, headers=headers)
+                return
+            except Exception as exc:
+                if (
+                    getattr(exc, "err_code", None) != FENCE_BUSY
+                    or attempt + 1 == FENCE_BUSY_RETRIES
+                ):
+                    raise
+                self.metrics.fence_busy.inc()
+                await asyncio.sleep(0.0005 * min(attempt + 1, 20))
 
     # -- beats and resync --------------------------------------------------
     async def _beat_loop(self) -> None:
@@ -389,8 +417,8 @@ class NatsPublisher:
             return
         beat = out.beat
         try:
-            await self._js.publish(
-                out.subject, out.data, headers=self._headers(beat.epoch, beat.revision)
+            await self._fenced_publish(
+                out.subject, out.data, self._headers(beat.epoch, beat.revision)
             )
         except Exception as exc:  # the next beat is the retry
             reason = _publish_error_reason(exc)
