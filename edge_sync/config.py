@@ -22,6 +22,7 @@ __all__ = [
     "NacosSourceConfig",
     "SourceConfig",
     "FilterConfig",
+    "HaConfig",
     "EdgeConfig",
     "SourceKind",
     "DEFAULT_METRICS_PORT",
@@ -126,6 +127,21 @@ class FilterConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     exclude: list[str] = []
 
 
+class HaConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Several agents for one cluster, one of which publishes (docs/edge.md, "Standby agents")."""
+
+    # Part of a standby group: start as a standby while another agent leads, take over
+    # when its lease runs out, and step down to standby (instead of exiting with
+    # status 3) when another agent took over. Off: the newest starter always claims.
+    standby: bool = False
+    # The leader's lease: this many of its beat intervals since its claim or its last
+    # beat, measured on the NATS server's clock (the stored messages' timestamps).
+    lease_beats: Annotated[float, Meta(ge=2, le=100)] = 3.0
+    # How often a standby reads the claim and the beat and announces itself; 0 = half
+    # the beat interval (at most 1 s).
+    poll_interval_s: Annotated[float, Meta(ge=0, le=60)] = 0.0
+
+
 class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     cluster: Label
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
@@ -150,6 +166,7 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # What the registry accepts (syncmesh.limits); set it like the registry's `limits`
     # so that the agent refuses what the registry would reject.
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    ha: HaConfig = msgspec.field(default_factory=HaConfig)
 
     def __post_init__(self) -> None:
         # The registry's own checks (syncmesh.validate) on what goes into every beat:
