@@ -9,6 +9,7 @@ from msgspec import Meta, Struct
 
 from dns_server.config import DnsConfig
 from global_registry.config import (
+    AntiEntropyConfig,
     ApiConfig,
     IngestConfig,
     ProbeConfig,
@@ -36,3 +37,4 @@ class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    anti_entropy: AntiEntropyConfig = msgspec.field(default_factory=AntiEntropyConfig)
