@@ -135,8 +135,10 @@ class HaConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # status 3) when another agent took over. Off: the newest starter always claims.
     standby: bool = False
     # The leader's lease: this many of its beat intervals since its claim or its last
-    # beat, measured on the NATS server's clock (the stored messages' timestamps).
-    lease_beats: Annotated[float, Meta(ge=2, le=100)] = 3.0
+    # beat, measured on the NATS server's clock (the stored messages' timestamps). Keep
+    # it below the registries' stale.after_beats (3): a takeover then completes before
+    # any registry sees the cluster stale.
+    lease_beats: Annotated[float, Meta(ge=1.5, le=100)] = 2.5
     # How often a standby reads the claim and the beat and announces itself; 0 = half
     # the beat interval (at most 1 s).
     poll_interval_s: Annotated[float, Meta(ge=0, le=60)] = 0.0

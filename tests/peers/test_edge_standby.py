@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -28,12 +29,10 @@ import pytest
 from edge_sync.io.epoch import read_last_claim
 from edge_sync.io.remote_state import read_stored_states
 from global_registry.config import ProbeConfig
-from global_registry.core.snapshot import inventory
 from harness.nats_peer import NatsPeer
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import ClusterBeat, decode_cluster_beat
-from syncmesh.view_api import ServiceKey
 from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until
 from syncmesh_app.registry import RegistryApp
 from syncmesh_app.registry_config import RegistryConfig
@@ -42,7 +41,7 @@ from syncmesh_io import nats_connection as natsconn
 pytestmark = [pytest.mark.peers, pytest.mark.reliability]
 
 REPO = Path(__file__).resolve().parents[2]
-BEAT_S = 2.0  # the default beat interval: the lease is 3 x 2 s
+BEAT_S = 2.0  # the default beat interval: the lease is 2.5 x 2 s
 SERVICES = {"web": "10.0.0.1", "api": "10.0.0.2", "db": "10.0.0.3"}
 
 
@@ -133,38 +132,51 @@ async def last_beat(js: Any) -> ClusterBeat | None:
     return decode_cluster_beat(raw.data)
 
 
-def answers(app: RegistryApp) -> tuple[object, ...]:
-    """What clients see of cluster east: DNS candidates and the inventory's services."""
-    view = app.view
-    dns = tuple(
-        tuple(
-            (c.cluster, tuple(g.address for g in c.gateways))
-            for c in view.resolve(ServiceKey("default", name), None).clusters
+async def answers(http: aiohttp.ClientSession, app: RegistryApp) -> tuple[object, ...]:
+    """What clients see of cluster east through the registry's HTTP API: the ranked
+    candidates of every service (addresses and staleness, which DNS TXT shows) and
+    the inventory's services with their instances."""
+    base = f"http://127.0.0.1:{app.admin_port}"
+    ranked = []
+    for name in sorted(SERVICES):
+        async with http.get(f"{base}/v1/resolve", params={"service": name}) as resp:
+            reply = await resp.json()
+        ranked.append(
+            tuple(
+                (c["cluster"], tuple(g["address"] for g in c["gateways"]), c.get("stale", False))
+                for c in reply.get("clusters", [])
+            )
         )
-        for name in sorted(SERVICES)
+    async with http.get(f"{base}/v1/inventory", params={"cluster": "east"}) as resp:
+        inv = await resp.json()
+    services = tuple(
+        (s["service"], json.dumps(s["instances"], sort_keys=True)) for s in inv["services"]
     )
-    inv = inventory(view, cluster="east")
-    services = tuple((s.service, tuple(s.instances)) for s in inv.services)
-    return dns, services
+    stale = tuple(c["stale"] for c in inv["clusters"])
+    return tuple(ranked), services, stale
 
 
 class Sampler:
-    """Samples the registry's answers every 20 ms; any difference from the first is kept."""
+    """Samples the registry's answers over HTTP back to back; differences from the first
+    sample are kept."""
 
-    def __init__(self, app: RegistryApp) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, app: RegistryApp, baseline: tuple[object, ...]
+    ) -> None:
+        self.http = http
         self.app = app
-        self.baseline = answers(app)
+        self.baseline = baseline
         self.samples = 0
         self.differences: list[tuple[object, ...]] = []
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
-            now = answers(self.app)
+            now = await answers(self.http, self.app)
             self.samples += 1
             if now != self.baseline:
                 self.differences.append(now)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -218,13 +230,14 @@ async def test_sigkill_of_the_leader_a_standby_takes_over_and_answers_never_chan
         before = await read_stored_states(js, "east")
         assert {s.state.epoch for s in before.values() if s.state} == {epoch_a}
 
-        async with registry(nats_peer) as app:
+        async with registry(nats_peer) as app, aiohttp.ClientSession() as http:
 
             async def view_ready() -> bool:
-                return len(answers(app)[1]) == 3
+                ranked, services, stale = await answers(http, app)
+                return len(services) == 3 and stale == (False,) and all(ranked)
 
             await wait_until(view_ready, 10, what="registry view")
-            sampler = Sampler(app)
+            sampler = Sampler(http, app, await answers(http, app))
             loop = asyncio.get_running_loop()
             killed_at = loop.time()
             a.proc.signal_group(signal.SIGKILL)
@@ -239,7 +252,9 @@ async def test_sigkill_of_the_leader_a_standby_takes_over_and_answers_never_chan
             await sampler.stop()
             record_figure("takeover_after_sigkill_s", takeover_s)
             assert takeover_s <= 10.0
-            assert sampler.samples > 100 and sampler.differences == []
+            # Never a different answer, and never stale: the lease (2.5 beats) runs out
+            # before the registry's stale TTL (3 beats).
+            assert sampler.samples > 50 and sampler.differences == []
 
         claim = await read_last_claim(js, "east")
         assert claim.claim is not None and claim.claim.previous == epoch_a  # over a, once
