@@ -191,6 +191,8 @@ class EdgeCore:
             held[key] = self._held_from(key, remote_service)
         self.state.adopt_stream(held)
         if self.reconciled:
+            # Read again after a NATS task restart: reconciliation happens once per term.
+            self.state.forget_held()
             return 0
         self._remote = remote
         return self._reconcile()

@@ -267,11 +267,12 @@ class PublishState:
         entry.acked_live = held.live
 
     def forget_held(self) -> None:
-        """Start-up reconciliation is done: keys the source does not have were tombstoned
-        (their entries took the held state over); the rest are tombstones already."""
-        if self._held:
-            self._held = {}
-            self._set_digest = None
+        """Reconciliation is done: keys the source does not have were tombstoned (their
+        entries took the held state over), so what is left are tombstones, forgotten here
+        (bounded memory). A live one left (a service written under this cluster after the
+        reconciliation, read again after a NATS task restart) stays: the stream and every
+        consumer hold it, so the digest must name it."""
+        self._held = {k: h for k, h in self._held.items() if h.live}
 
     def raise_revision(self, revision: int) -> None:
         """Continue above ``revision`` (a message of our epoch found in the stream that this
