@@ -195,5 +195,5 @@ async def test_a_message_deleted_behind_a_cold_replica_comes_back(
             assert resyncs_sent(app) >= 1
             status = app.status_report().clusters[0]
             assert status.in_sync is True and status.resync_requests >= 1
-            assert status.leader == agent.core.agent if agent.core else False
+            assert agent.core is not None and status.leader == agent.core.agent
         assert ("default", "api") in await read_stored_states(js, "east")

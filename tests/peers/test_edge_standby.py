@@ -237,6 +237,10 @@ async def test_sigkill_of_the_leader_a_standby_takes_over_and_answers_never_chan
                 return len(services) == 3 and stale == (False,) and all(ranked)
 
             await wait_until(view_ready, 10, what="registry view")
+            # /v1/status names the leader and counts its standbys.
+            async with http.get(f"http://127.0.0.1:{app.admin_port}/v1/status") as resp:
+                [east] = (await resp.json())["clusters"]
+            assert (east["leader"], east["standbys"]) == (a.agent_id, 2)
             sampler = Sampler(http, app, await answers(http, app))
             loop = asyncio.get_running_loop()
             killed_at = loop.time()
