@@ -25,6 +25,7 @@ __all__ = [
     "FilterConfig",
     "LoadSourceConfig",
     "GatewayLoadConfig",
+    "HaConfig",
     "EdgeConfig",
     "RESERVED_CLUSTER_NAMES",
     "SourceKind",
@@ -204,6 +205,23 @@ def _gateway_key(address: str, port: int) -> tuple[str, int]:
         return address, port
 
 
+class HaConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Several agents for one cluster, one of which publishes (docs/edge.md, "Standby agents")."""
+
+    # Part of a standby group: start as a standby while another agent leads, take over
+    # when its lease runs out, and step down to standby (instead of exiting with
+    # status 3) when another agent took over. Off: the newest starter always claims.
+    standby: bool = False
+    # The leader's lease: this many of its beat intervals since its claim or its last
+    # beat, measured on the NATS server's clock (the stored messages' timestamps). Keep
+    # it below the registries' stale.after_beats (3): a takeover then completes before
+    # any registry sees the cluster stale.
+    lease_beats: Annotated[float, Meta(ge=1.5, le=100)] = 2.5
+    # How often a standby reads the claim and the beat and announces itself; 0 = half
+    # the beat interval (at most 1 s).
+    poll_interval_s: Annotated[float, Meta(ge=0, le=60)] = 0.0
+
+
 class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     cluster: Label
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
@@ -229,6 +247,7 @@ class EdgeConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # so that the agent refuses what the registry would reject.
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     load: GatewayLoadConfig = msgspec.field(default_factory=GatewayLoadConfig)
+    ha: HaConfig = msgspec.field(default_factory=HaConfig)
 
     def __post_init__(self) -> None:
         if self.cluster in RESERVED_CLUSTER_NAMES:

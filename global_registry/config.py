@@ -15,6 +15,7 @@ __all__ = [
     "IngestConfig",
     "LoadConfig",
     "ReplicaLocality",
+    "AntiEntropyConfig",
 ]
 
 PositiveSeconds = Annotated[float, Meta(gt=0, le=86_400)]
@@ -112,6 +113,24 @@ class IngestConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # rescan the growing view over and over) and the view is frozen out of
     # later collections once caught up.
     pause_gc_while_catching_up: bool = True
+
+
+class AntiEntropyConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Comparing each fresh beat's service-set digest with this replica's view of the
+    cluster, and asking the agent to resync when they keep differing (docs/registry.md)."""
+
+    enabled: bool = True
+    # How long a mismatch must persist before the first resync request: a change in
+    # flight or a publish being retried settles within a beat or two.
+    grace_s: Annotated[float, Meta(ge=0, le=86_400)] = 6.0
+    # Requests for one cluster while the mismatch persists: the first after the grace,
+    # then after min_interval_s, doubling up to max_interval_s.
+    min_interval_s: PositiveSeconds = 30.0
+    max_interval_s: PositiveSeconds = 600.0
+
+    def __post_init__(self) -> None:
+        if self.max_interval_s < self.min_interval_s:
+            raise ValueError("anti_entropy: max_interval_s must be >= min_interval_s")
 
 
 class ReplicaLocality(Struct, kw_only=True, forbid_unknown_fields=True):

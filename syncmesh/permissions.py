@@ -61,10 +61,18 @@ def agent_permissions(cluster: str) -> dict[str, dict[str, list[str]]]:
                 f"{subjects.PREFIX}.svc.{cluster}.>",
                 subjects.cluster_subject(cluster),
                 subjects.epoch_subject(cluster),
+                # Standby agents of the cluster announce themselves; the leader counts them.
+                subjects.standby_subject(cluster),
                 *_JS_READ,
             ]
         },
-        "subscribe": {"allow": ["_INBOX.>", subjects.resync_subject(cluster)]},
+        "subscribe": {
+            "allow": [
+                "_INBOX.>",
+                subjects.resync_subject(cluster),
+                subjects.standby_subject(cluster),
+            ]
+        },
     }
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "StatusCluster",
     "StatusReply",
     "ResyncRequest",
+    "StandbyPresence",
     "EpochClaim",
     "encode",
     "decode_service_state",
@@ -141,8 +142,9 @@ class ClusterBeat(Struct, frozen=True, kw_only=True, omit_defaults=True):
     source_kind: Literal["consul", "nacos", "file"] = "file"
     source_health: Literal["ok", "degraded"] = "ok"
     source_error: str = ""
-    # Count and digest of the (namespace, service) -> revision set this agent has
-    # published, so a consumer can tell that it missed something (anti-entropy).
+    # Count and digest (``syncmesh.digest``) of the live services the stream holds for
+    # this cluster as the agent knows it, each with the (epoch, revision) of its message,
+    # so a consumer can tell that it missed something (anti-entropy, docs/digest.md).
     services: NonNegative = 0
     digest: str = ""
     # Wall-clock send time (Unix seconds), for operators; ordering never uses it.
@@ -176,6 +178,23 @@ class ResyncRequest(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     schema: int
     reason: str = ""
+
+
+class StandbyPresence(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A standby agent of a cluster, ready to take over. Subject:
+    ``syncmesh.v2.standby.<cluster>`` (core NATS, not stored); sent every beat
+    interval, counted by the leader into ``ClusterBeat.standbys``."""
+
+    schema: int
+    cluster: Label
+    # host:pid, as in EpochClaim.agent.
+    agent: Annotated[str, Meta(min_length=1, max_length=256)]
+    # Seconds until the next presence: the leader forgets a standby after a few missed ones.
+    interval_s: Annotated[float, Meta(gt=0, le=3600)]
+    # The standby read its source completely once: a takeover publishes at once.
+    source_synced: bool = False
+    source_health: Literal["ok", "degraded"] = "ok"
+    sent_at: float = 0.0
 
 
 class GatewayProbeReport(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -297,6 +316,13 @@ class StatusCluster(Struct, frozen=True, kw_only=True, omit_defaults=True):
     agent_version: str = ""
     services: int = 0
     gateways: list[StatusGateway] = []
+    # The agent that publishes (its beat's ``leader``) and the standbys it counts.
+    leader: str = ""
+    standbys: int = 0
+    # Anti-entropy: whether the last beat's service-set digest equals this replica's
+    # own (None: not compared, e.g. no digest or stale), and resync requests sent.
+    in_sync: bool | None = None
+    resync_requests: int = 0
 
 
 class StatusReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -317,6 +343,7 @@ WIRE_TYPES: dict[str, type[Struct]] = {
     "ServiceState": ServiceState,
     "ClusterBeat": ClusterBeat,
     "ResyncRequest": ResyncRequest,
+    "StandbyPresence": StandbyPresence,
     "EpochClaim": EpochClaim,
     "ProbeReport": ProbeReport,
     "ResolveRequest": ResolveRequest,

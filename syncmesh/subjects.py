@@ -22,6 +22,7 @@ __all__ = [
     "epoch_subject",
     "resync_subject",
     "probe_subject",
+    "standby_subject",
     "cluster_service_wildcard",
     "SubjectKey",
     "parse_subject",
@@ -64,6 +65,11 @@ def resync_subject(cluster: str) -> str:
 
 def probe_subject(replica: str) -> str:
     return f"{PREFIX}.probe.{replica}"
+
+
+def standby_subject(cluster: str) -> str:
+    """Core NATS, not stored: standby agents of ``cluster`` say they are there."""
+    return f"{PREFIX}.standby.{cluster}"
 
 
 class SubjectKey(NamedTuple):

@@ -1,9 +1,9 @@
 """The ``syncmesh`` command.
 
 Processes: ``edge``, ``registry``, ``demo``. Operator tools, all through NATS:
-``inventory``, ``resolve``, ``status``. Files: ``check-config``, ``schemas``,
-``nats-permissions``. Exit status: 0 ok, 1 not found / no answer, 2 usage or
-config error. See docs/cli.md.
+``inventory``, ``resolve``, ``status``; ``audit`` (a source against NATS). Files:
+``check-config``, ``schemas``, ``nats-permissions``. Exit status: 0 ok, 1 not found /
+no answer (``audit``: drift), 2 usage or config error. See docs/cli.md.
 """
 
 from __future__ import annotations
@@ -190,6 +190,20 @@ def _status(args: argparse.Namespace) -> int:
     return _run(commands.status(_options(args), args.cluster), "status")
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from syncmesh_app.audit import AuditOptions, run_audit
+
+    opts = AuditOptions(
+        configs=args.config or [],
+        config_dir=args.config_dir,
+        all_clusters=args.all,
+        nats_url=args.nats,
+        timeout_s=args.timeout,
+        json=args.json,
+    )
+    return _run(run_audit(opts), "audit")
+
+
 def _add_nats_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nats",
@@ -287,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=86400, help="seconds until the tombstones leave the stream"
     )
     retire.set_defaults(func=_retire_cluster)
+
+    audit = sub.add_parser(
+        "audit",
+        help="a cluster's source read directly against the global inventory (exit 1: drift)",
+    )
+    audit.add_argument("--config", action="append", metavar="FILE", help="edge.toml (repeatable)")
+    audit.add_argument("--config-dir", metavar="DIR", help="every edge config (*.toml) in DIR")
+    audit.add_argument("--all", action="store_true", help="also list clusters with no config here")
+    audit.add_argument("--nats", metavar="URL", help="NATS server(s) (default: the first config's)")
+    audit.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    audit.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+    audit.set_defaults(func=_audit)
 
     check = sub.add_parser("check-config", help="validate an edge or registry config file")
     check.add_argument("file")

@@ -162,8 +162,14 @@ class EdgeAgent:
 
     @property
     def epoch(self) -> int:
-        """The stream sequence of this run's claim (0 until claimed)."""
+        """The stream sequence of this term's claim (0 until claimed, and while standing by)."""
         return self.core.epoch if self.core is not None else 0
+
+    @property
+    def standing_by(self) -> bool:
+        """A standby agent of a standby group (``ha.standby``) while another agent leads."""
+        standby = self.publisher.standby if self.publisher is not None else None
+        return standby is not None and standby.standing_by
 
     def clock(self) -> float:
         assert self._loop is not None
@@ -180,16 +186,18 @@ class EdgeAgent:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        agent_id = f"{socket.gethostname()}:{os.getpid()}"
         self.core = EdgeCore(
-            self.config, self.clock(), self.config.agent_version or _agent_version()
+            self.config,
+            self.clock(),
+            self.config.agent_version or _agent_version(),
+            agent=agent_id,
         )
         problem = self.core.config_problem()
         if problem is not None:
             # The CLI turns this into exit status 2, like any other bad config.
             raise ConfigError(f"the registry would reject this agent's beats: {problem}")
-        claimer = EpochClaimer(
-            self.config.cluster, f"{socket.gethostname()}:{os.getpid()}", secrets.token_hex(6)
-        )
+        claimer = EpochClaimer(self.config.cluster, agent_id, secrets.token_hex(6))
         self.publisher = NatsPublisher(
             self.config, self.core, self.metrics, self.limited, self.clock, claimer
         )
@@ -210,9 +218,10 @@ class EdgeAgent:
                 self._supervise("load", self.load.run), name="edge-load"
             )
         log.info(
-            "edge agent for cluster %s started (source %s)",
+            "edge agent for cluster %s started (source %s%s)",
             self.config.cluster,
             self.config.source.kind,
+            ", standby group" if self.config.ha.standby else "",
         )
 
     # -- HTTP: /metrics, /healthz, /readyz ---------------------------------
@@ -257,8 +266,11 @@ class EdgeAgent:
     async def _readyz(self) -> HttpReply:
         if self.core is None or self.publisher is None:
             return json_reply(503, {"ready": False})
+        standby = self.publisher.standby
         readiness = self.core.readiness(
-            self.publisher.connected.is_set(), deposed=self.deposed is not None
+            self.publisher.connected.is_set(),
+            deposed=self.deposed is not None,
+            standby=standby is not None and standby.standing_by,
         )
         return json_reply(200 if readiness.ready else 503, readiness._asdict())
 

@@ -23,16 +23,25 @@ from prometheus_client import CollectorRegistry
 from dns_server.io.server import DnsServer, start_dns
 from global_registry.core.ingest import Ingest, IngestResult, MessageKind
 from global_registry.core.probes import GatewayId, GatewayProbes, GatewayStatus
+from global_registry.core.records import Outcome
 from global_registry.core.snapshot import RegistryStatus, status
 from global_registry.core.view import RegistryView
 from global_registry.io.admin import AdminServer
+from global_registry.io.anti_entropy import ResyncSender
 from global_registry.io.api import RegistryApi
 from global_registry.io.metrics import RegistryMetrics, ViewCollector
 from global_registry.io.probe_runner import ProbeRunner
 from global_registry.io.status_api import serve_status
 from global_registry.io.stream_reader import StreamReader
 from syncmesh import subjects
-from syncmesh.schema import SCHEMA_VERSION, GatewayProbeReport, ProbeReport, ServiceState, encode
+from syncmesh.schema import (
+    SCHEMA_VERSION,
+    ClusterBeat,
+    GatewayProbeReport,
+    ProbeReport,
+    ServiceState,
+    encode,
+)
 from syncmesh.view_api import ViewChange
 from syncmesh_app.registry_config import RegistryConfig
 from syncmesh_io.nats_connection import connect, ensure_stream
@@ -71,6 +80,7 @@ class RegistryApp:
         self._ingest = Ingest(self._view, config.limits)
         self.collector_registry.register(ViewCollector(lambda: self._view, lambda: self._ingest))
         self.metrics.stream_seq.set_function(lambda: self._ingest.last_seq)
+        self._resync = ResyncSender(config.anti_entropy, config.replica, self.metrics)
         self._rng = rng
         self.nc: Any = None
         # The stream reader's own connection (the fast reader takes over its parser).
@@ -133,7 +143,9 @@ class RegistryApp:
     def status_report(self) -> RegistryStatus:
         now = asyncio.get_running_loop().time()
         probes = self._prober.probes.details() if self._prober is not None else None
-        return status(self._view, now, self.config.replica, self.ready, probes)
+        return status(
+            self._view, now, self.config.replica, self.ready, probes, self._resync.core.status
+        )
 
     async def __aenter__(self) -> RegistryApp:
         await self.start()
@@ -174,6 +186,7 @@ class RegistryApp:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self._resync.close()
         if self._dns is not None:
             await self._dns.close()
             self._dns = None
@@ -225,6 +238,7 @@ class RegistryApp:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         await self._connect()
+        self._resync.nc = self.nc
         await serve_status(self.nc, self)
         if self.config.probe.enabled:
             probes = GatewayProbes(self.config.probe, self._rng)
@@ -328,6 +342,18 @@ class RegistryApp:
             self._stale_wake.set()
         if result.live or result.caught_up_now:
             self._forward(result.change)
+        message = result.message
+        if (
+            result.live
+            and isinstance(message, ClusterBeat)
+            and result.outcome in (Outcome.APPLIED, Outcome.SAME)
+        ):
+            if message.retired:
+                self._resync.core.forget(message.cluster)
+            rec = self._view.clusters.get(message.cluster)
+            if rec is not None and rec.beat is message:
+                # Anti-entropy: the view now holds everything stored before this beat.
+                self._resync.on_beat(message, rec, asyncio.get_running_loop().time())
 
     def _on_probe(self, gw: GatewayId, gateway_status: GatewayStatus, up_changed: bool) -> None:
         self._forward(self._view.set_gateway_status(gw, gateway_status))

@@ -9,6 +9,7 @@ from msgspec import Meta, Struct
 
 from dns_server.config import DnsConfig
 from global_registry.config import (
+    AntiEntropyConfig,
     ApiConfig,
     IngestConfig,
     LoadConfig,
@@ -39,3 +40,4 @@ class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     # Gateway loads from the beats: overloaded clusters demoted, SRV weights by headroom.
     load: LoadConfig = msgspec.field(default_factory=LoadConfig)
+    anti_entropy: AntiEntropyConfig = msgspec.field(default_factory=AntiEntropyConfig)

@@ -14,11 +14,11 @@ from edge_sync.core.filters import ServiceFilter
 from edge_sync.core.labeling import LabelBook
 from edge_sync.core.load import GatewayLoads
 from edge_sync.core.model import ServiceRef, SourceService
-from edge_sync.core.publish_state import Key, Outgoing, PublishState
+from edge_sync.core.publish_state import Held, Key, Outgoing, PublishState, content_digest
 from edge_sync.core.ratelimit import TokenBucket
 from syncmesh import subjects
 from syncmesh.labels import LabelCollision
-from syncmesh.schema import SCHEMA_VERSION, ClusterBeat, encode
+from syncmesh.schema import SCHEMA_VERSION, ClusterBeat, ServiceState, encode
 from syncmesh.validate import Rejected, validate_message
 
 __all__ = ["RemoteService", "Batch", "OutgoingBeat", "Readiness", "EdgeCore"]
@@ -27,10 +27,13 @@ MAX_ERROR_TEXT = 256
 
 
 class RemoteService(NamedTuple):
-    """What the stream holds for one of this cluster's subjects at start-up."""
+    """What the stream holds for one of this cluster's subjects at start-up or a takeover."""
 
     source_name: str
     deleted: bool
+    # The message itself (None: undecodable) and the stream sequence it is stored at.
+    state: ServiceState | None = None
+    seq: int = 0
 
 
 class Batch(NamedTuple):
@@ -56,6 +59,8 @@ class Readiness(NamedTuple):
     deposed: bool
     source_health: str
     pending: int
+    # "leader" (claimed, publishing), "standby" (another agent leads) or "starting".
+    role: str = "starting"
 
 
 class EdgeCore:
@@ -63,12 +68,20 @@ class EdgeCore:
     taken for publishing before that."""
 
     def __init__(
-        self, config: EdgeConfig, now: float, agent_version: str = "", epoch: int = 0
+        self,
+        config: EdgeConfig,
+        now: float,
+        agent_version: str = "",
+        epoch: int = 0,
+        agent: str = "",
     ) -> None:
         self.config = config
         self.cluster = config.cluster
         self.epoch = epoch
         self.agent_version = agent_version
+        # host:pid, announced as the beat's ``leader``; ``standbys`` as the adapter counts them.
+        self.agent = agent
+        self.standbys = 0
         self.state = PublishState(config.cluster, epoch, config.source.kind)
         self.filter = ServiceFilter(config.filters)
         self._books: dict[str, LabelBook] = {}
@@ -160,12 +173,58 @@ class EdgeCore:
         self.epoch = epoch
         self.state.epoch = epoch
 
+    def step_down(self) -> None:
+        """Another agent took the cluster over: stop publishing, keep following the source.
+        A later takeover reads the stream again (``remote_loaded``) and reconciles anew."""
+        self.set_epoch(0)
+        self.reconciled = False
+        self._remote = None
+        self._resync_pending = False
+        self.standbys = 0
+
     def remote_loaded(self, remote: dict[Key, RemoteService]) -> int:
-        """What the stream held for this cluster at start; returns tombstones queued."""
+        """What the stream holds for this cluster (at start, or at a takeover), read after
+        the claim and before anything is published; returns tombstones queued.
+
+        What the stream holds and the source still wants is not published again; a
+        message of our own epoch that this run did not send (forged) is outbid.
+        """
+        held: dict[Key, Held] = {}
+        for key, remote_service in remote.items():
+            held[key] = self._held_from(key, remote_service)
+        self.state.adopt_stream(held)
         if self.reconciled:
+            # Read again after a NATS task restart: reconciliation happens once per term.
+            self.state.forget_held()
             return 0
         self._remote = remote
         return self._reconcile()
+
+    def outbid(self, remote: dict[Key, RemoteService]) -> int:
+        """Before a resync republishes everything: continue above any revision of our own
+        epoch found in the stream (a message this run did not send would otherwise keep
+        winning over ours). Returns the revision the next message will exceed."""
+        for remote_service in remote.values():
+            state = remote_service.state
+            if state is not None and state.epoch == self.epoch:
+                self.state.raise_revision(state.revision)
+        return self.state.revision
+
+    def _held_from(self, key: Key, remote: RemoteService) -> Held:
+        state = remote.state
+        # What a consumer would accept as it is: decodable, for its own subject, and an
+        # epoch below its own stream sequence and not above ours (the fence's rules).
+        if (
+            state is None
+            or (state.cluster, state.namespace, state.service) != (self.cluster, *key)
+            or not state.epoch < remote.seq
+            or (self.epoch and state.epoch > self.epoch)
+        ):
+            return Held(b"", 0, 0, live=False)
+        if state.epoch == self.epoch:
+            self.state.raise_revision(state.revision)
+        digest = content_digest(state.source_name, state.instances, state.deleted)
+        return Held(digest, state.epoch, state.revision, live=not state.deleted)
 
     def _reconcile(self) -> int:
         if self.reconciled or not self.source_synced or self._remote is None:
@@ -177,6 +236,7 @@ class EdgeCore:
             if self.state.set_tombstone(key, remote.source_name, force=True):
                 queued += 1
         self._remote = None
+        self.state.forget_held()
         self.reconciled = True
         return queued
 
@@ -251,11 +311,15 @@ class EdgeCore:
             services=count,
             digest=digest,
             sent_at=sent_at,
+            leader=self.agent,
+            standbys=self.standbys,
         )
 
-    def readiness(self, nats_connected: bool, deposed: bool) -> Readiness:
-        # The epoch is part of it: nothing is published before the claim.
-        ready = self.source_synced and nats_connected and self.epoch > 0 and not deposed
+    def readiness(self, nats_connected: bool, deposed: bool, standby: bool = False) -> Readiness:
+        """Ready: the source was read completely, NATS is connected, and the agent either
+        claimed the cluster (nothing is published before the claim) or stands by warm."""
+        role = "leader" if self.epoch > 0 else ("standby" if standby else "starting")
+        ready = self.source_synced and nats_connected and role != "starting" and not deposed
         return Readiness(
             ready=ready,
             source_synced=self.source_synced,
@@ -264,6 +328,7 @@ class EdgeCore:
             deposed=deposed,
             source_health=self.source_health,
             pending=self.state.dirty_count + self.state.inflight_count,
+            role=role,
         )
 
     # -- views ---------------------------------------------------------

@@ -9,26 +9,40 @@ the number of services: an acknowledged tombstone is forgotten.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import msgspec
 
 from syncmesh import subjects
+from syncmesh.digest import service_set_digest
 from syncmesh.schema import SCHEMA_VERSION, Instance, ServiceState, encode
 
-__all__ = ["Key", "Outgoing", "PublishState"]
+__all__ = ["Key", "Outgoing", "Held", "PublishState", "content_digest"]
 
 Key = tuple[str, str]  # (namespace, service label)
 
 _digest_encoder = msgspec.msgpack.Encoder(order="deterministic")
 
 
-def content_digest(source_name: str, instances: tuple[Instance, ...], deleted: bool) -> bytes:
+def content_digest(source_name: str, instances: Iterable[Instance], deleted: bool) -> bytes:
+    """What a message says about its service, for "did it change": instances sorted by id."""
+    ordered = tuple(sorted(instances, key=lambda i: i.id))
     return hashlib.blake2b(
-        _digest_encoder.encode((source_name, deleted, instances)), digest_size=16
+        _digest_encoder.encode((source_name, deleted, ordered)), digest_size=16
     ).digest()
+
+
+class Held(NamedTuple):
+    """What the stream holds for a key: the content of its last message and its order."""
+
+    # content_digest() of the message; b"" when it could not be read (never equal to a desire).
+    digest: bytes
+    epoch: int
+    revision: int
+    # A live state a consumer would have accepted: part of the service-set digest.
+    live: bool
 
 
 class Outgoing(NamedTuple):
@@ -52,6 +66,7 @@ class _Entry:
     # unpublishable); None: nothing, or unknown (after a failure, or mark_all_dirty()).
     acked_digest: bytes | None = None
     acked_revision: int = 0
+    acked_epoch: int = 0
     # Whether the last message NATS acknowledged for this key was a live state.
     acked_live: bool = False
     # Revision of the one message in flight for this key (0: none). A report about
@@ -80,6 +95,10 @@ class PublishState:
         self._dirty: dict[Key, None] = {}
         self._inflight: set[Key] = set()
         self._set_digest: tuple[int, str] | None = None
+        # What the stream held, at the last adopt_stream(), for keys the table has no
+        # entry for yet: a service the source reports later starts from it, so
+        # unchanged content is not published again. Emptied by forget_held().
+        self._held: dict[Key, Held] = {}
 
     # -- desired state -------------------------------------------------
     def set_service(self, key: Key, source_name: str, instances: Iterable[Instance]) -> bool:
@@ -107,6 +126,9 @@ class PublishState:
             return False
         if entry is None:
             entry = _Entry(source_name, instances, deleted, digest)
+            held = self._held.pop(key, None)
+            if held is not None:
+                self._seed(entry, held)
             self._entries[key] = entry
         else:
             entry.source_name, entry.instances, entry.deleted = source_name, instances, deleted
@@ -173,6 +195,7 @@ class PublishState:
         if entry is None:
             return
         entry.acked_digest = sent.digest
+        entry.acked_epoch = sent.message.epoch
         entry.acked_revision = sent.message.revision
         entry.acked_live = not sent.message.deleted
         self._set_digest = None
@@ -207,6 +230,55 @@ class PublishState:
         self._inflight.clear()
         return count
 
+    def adopt_stream(self, held: Mapping[Key, Held]) -> int:
+        """What the stream holds for this cluster, read while nothing is in flight (a start
+        or a takeover): ``held`` is complete, a key missing from it has no message there.
+
+        A key whose desired content is what the stream holds is settled without a publish
+        (a takeover republishes nothing unchanged); any other is dirty. Returns the number
+        of keys that need publishing.
+        """
+        self._held = {}
+        for key, entry in list(self._entries.items()):
+            if key in self._inflight:
+                continue  # its report decides; adoption happens with nothing in flight anyway
+            found = held.get(key)
+            if found is None:
+                entry.acked_digest, entry.acked_epoch, entry.acked_revision = None, 0, 0
+                entry.acked_live = False
+                if entry.deleted:
+                    # A tombstone is wanted and the stream has nothing: nothing to say.
+                    self._dirty.pop(key, None)
+                    del self._entries[key]
+                    continue
+            else:
+                self._seed(entry, found)
+            self._update_dirty(key, entry)
+        for key, found in held.items():
+            if key not in self._entries:
+                self._held[key] = found
+        self._set_digest = None
+        return len(self._dirty)
+
+    @staticmethod
+    def _seed(entry: _Entry, held: Held) -> None:
+        entry.acked_digest = held.digest or None
+        entry.acked_epoch, entry.acked_revision = held.epoch, held.revision
+        entry.acked_live = held.live
+
+    def forget_held(self) -> None:
+        """Reconciliation is done: keys the source does not have were tombstoned (their
+        entries took the held state over), so what is left are tombstones, forgotten here
+        (bounded memory). A live one left (a service written under this cluster after the
+        reconciliation, read again after a NATS task restart) stays: the stream and every
+        consumer hold it, so the digest must name it."""
+        self._held = {k: h for k, h in self._held.items() if h.live}
+
+    def raise_revision(self, revision: int) -> None:
+        """Continue above ``revision`` (a message of our epoch found in the stream that this
+        run did not send, say a forged one: ours must supersede it)."""
+        self.revision = max(self.revision, revision)
+
     def mark_all_dirty(self) -> int:
         """Republish every key (a resync request, or a stream that lost its data)."""
         for key, entry in self._entries.items():
@@ -232,14 +304,20 @@ class PublishState:
         entry = self._entries.get(key)
         return None if entry is None else (entry.source_name, entry.instances, entry.deleted)
 
+    def desired_items(self) -> Iterable[tuple[Key, str, tuple[Instance, ...], bool]]:
+        """``(key, source_name, instances, deleted)`` of every key the table holds."""
+        for key, entry in self._entries.items():
+            yield key, entry.source_name, entry.instances, entry.deleted
+
     def service_set_digest(self) -> tuple[int, str]:
-        """Count and SHA-256 of the sorted ``<namespace>/<service>=<revision>`` lines of every
-        live service NATS has acknowledged (see docs/edge.md, anti-entropy)."""
+        """``syncmesh.digest`` of every live service the stream holds as far as this table
+        knows: acknowledged, or found there at the last adoption (docs/digest.md)."""
         if self._set_digest is None:
-            lines = sorted(
-                f"{k[0]}/{k[1]}={e.acked_revision}\n"
+            live = [
+                (k[0], k[1], e.acked_epoch, e.acked_revision)
                 for k, e in self._entries.items()
                 if e.acked_live
-            )
-            self._set_digest = (len(lines), hashlib.sha256("".join(lines).encode()).hexdigest())
+            ]
+            live.extend((k[0], k[1], h.epoch, h.revision) for k, h in self._held.items() if h.live)
+            self._set_digest = service_set_digest(live)
         return self._set_digest

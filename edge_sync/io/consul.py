@@ -105,19 +105,23 @@ class ConsulSource:
             params["dc"] = self.config.datacenter
         return params
 
-    async def run(self) -> None:
+    def _new_session(self) -> aiohttp.ClientSession:
         cfg = self.config
-        loop = asyncio.get_running_loop()
-        self._bucket = TokenBucket(cfg.rate_per_s, cfg.burst, loop.time())
         connector = aiohttp.TCPConnector(
             limit=cfg.max_connections, limit_per_host=cfg.max_connections, ssl=self._ssl()
         )
         headers = {"X-Consul-Token": cfg.token} if cfg.token else {}
         # A token file is read per request (one stat; re-read when it changed).
         self._token_file = SecretFile(cfg.token_file) if cfg.token_file else None
-        async with aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             base_url=f"{cfg.scheme}://{cfg.address}", connector=connector, headers=headers
-        ) as session:
+        )
+
+    async def run(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self._bucket = TokenBucket(cfg.rate_per_s, cfg.burst, loop.time())
+        async with self._new_session() as session:
             self._session = session
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch(CATALOG_PATH, self.tracker.on_catalog))
@@ -259,3 +263,35 @@ class ConsulSource:
         if not self._synced and self.tracker.initial_planned and self.backlog.idle:
             self._synced = True
             self.sink.synced()
+
+    # -- one-shot listing ----------------------------------------------------
+    async def list_once(self) -> None:
+        """One complete listing, no watch (``syncmesh audit``): the catalog, then every
+        wanted service's health through the same mapping, reported to the sink (then
+        ``synced``). Errors are raised, not retried."""
+        cfg = self.config
+        async with self._new_session() as session:
+            self._session = session
+            try:
+                data, header = await self._get_once(
+                    CATALOG_PATH, self._params(), cfg.request_timeout_s, "catalog"
+                )
+                self.tracker.on_catalog(data, _index_value(header), 0.0)
+                limit = asyncio.Semaphore(cfg.fetch_concurrency)
+
+                async def fetch(name: str) -> None:
+                    path = f"/v1/health/service/{quote(name, safe='')}"
+                    async with limit:
+                        entries, _ = await self._get_once(
+                            path, self._params(), cfg.request_timeout_s, "service"
+                        )
+                    result = self.tracker.on_service_health(name, entries)
+                    for bad in result.invalid:
+                        self.sink.invalid(bad.reason, bad.detail)
+                    if result.changed:
+                        self.sink.apply(result.changed)
+
+                await asyncio.gather(*(fetch(name) for name in self.tracker.names()))
+            finally:
+                self._session = None
+        self.sink.synced()

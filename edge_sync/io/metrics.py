@@ -138,6 +138,26 @@ class EdgeMetrics:
             "Times this agent found another agent's newer claim and stopped publishing.",
             registry=registry,
         )
+        self.leader = Gauge(
+            "syncmesh_edge_leader",
+            "1 while this agent holds its cluster's claim and publishes; 0 standing by.",
+            registry=registry,
+        )
+        self.standbys = Gauge(
+            "syncmesh_edge_standbys",
+            "Standby agents of this cluster the leader heard from recently (0 on a standby).",
+            registry=registry,
+        )
+        self.takeovers = Counter(
+            "syncmesh_edge_takeovers",
+            "Claims this agent made as a standby after the leader's lease ran out.",
+            registry=registry,
+        )
+        self.stepdowns = Counter(
+            "syncmesh_edge_stepdowns",
+            "Times this agent was deposed while leading and stepped down to standby (ha.standby).",
+            registry=registry,
+        )
         self.task_crashes = Counter(
             "syncmesh_edge_task_crashes",
             "Unexpected errors that ended an agent task (source or nats); it was restarted.",

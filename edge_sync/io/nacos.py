@@ -327,3 +327,59 @@ class NacosSource:
                 ),
                 self.config.timeout_ms / 1000 + 5,
             )
+
+    # -- one-shot listing ----------------------------------------------------
+    async def list_all_once(self) -> bool:
+        """One complete listing without subscribing (``syncmesh audit``): every configured
+        namespace and group, each service's instances read once through the same mapping
+        and reported to the sink; False when any part failed (reported as ``failed``)."""
+        from v2.nacos import ListInstanceParam, NacosNamingService
+
+        timeout_s = self.config.timeout_ms / 1000 + 5
+        own_dir = tempfile.mkdtemp(prefix="syncmesh-audit-nacos-")
+        work = Path(self.config.work_dir or own_dir)
+        complete = True
+        try:
+            for configured in self.config.namespaces:
+                namespace_id = nacos_namespace_id(configured)
+                try:
+                    client = await asyncio.wait_for(
+                        NacosNamingService.create_naming_service(
+                            self._client_config(namespace_id, work)
+                        ),
+                        timeout_s,
+                    )
+                except Exception as exc:  # the SDK raises NacosException or anything
+                    self.sink.failed(_reason(exc), f"connect {namespace_id}: {exc}")
+                    return False
+                self._clients[namespace_id] = client
+                for group in self.config.groups:
+                    try:
+                        names = await self._list_group(client, namespace_id, group)
+                        for name in names:
+                            if not self.may_accept(service_names(group, name)[1]):
+                                continue
+                            instances = await asyncio.wait_for(
+                                client.list_instances(
+                                    ListInstanceParam(
+                                        service_name=name,
+                                        group_name=group,
+                                        subscribe=False,
+                                        healthy_only=None,
+                                    )
+                                ),
+                                timeout_s,
+                            )
+                            self._publish(NacosKey(namespace_id, group, name), instances or [])
+                    except Exception as exc:  # the SDK raises NacosException or anything
+                        self.sink.failed(_reason(exc), f"list {namespace_id}/{group}: {exc}")
+                        complete = False
+        finally:
+            for client in self._clients.values():
+                with contextlib.suppress(Exception):
+                    await client.shutdown()
+            self._clients.clear()
+            shutil.rmtree(own_dir, ignore_errors=True)
+        if complete:
+            self.sink.synced()
+        return complete

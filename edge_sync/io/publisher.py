@@ -5,14 +5,14 @@ The drain loop publishes with JetStream (``Nats-Msg-Id`` = cluster:epoch:revisio
 so a retried publish is de-duplicated by the server) and only while connected:
 while NATS is away, changes just overwrite the table's latest state per key.
 Every state and beat is fenced by the claim (``edge_sync.core.epoch_claim``): once
-another agent claims the cluster the server refuses them, and the agent stops.
+another agent claims the cluster the server refuses them, and the agent stops, or,
+in a standby group (``ha.standby``), steps down and stands by (``edge_sync.io.standby``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -22,16 +22,19 @@ import msgspec
 
 from edge_sync.config import EdgeConfig
 from edge_sync.core.agent import EdgeCore
-from edge_sync.core.epoch_claim import EpochClaimer, LastClaim, Ownership
+from edge_sync.core.epoch_claim import EpochClaimer, Ownership
+from edge_sync.core.lease import StandbyRoster, Verdict
 from edge_sync.core.publish_state import Outgoing
-from edge_sync.io.epoch import (
-    ClaimConflict,
-    claim_epoch,
-    is_wrong_last_sequence,
-    read_last_claim,
+from edge_sync.io.epoch import claim_epoch, read_last_claim
+from edge_sync.io.errors import (
+    Deposed,
+    PublishError,
+    PublishFailed,
+    publish_error_reason,
 )
 from edge_sync.io.metrics import EdgeMetrics, PublishedKind, ResyncOutcome
 from edge_sync.io.remote_state import read_cluster_services
+from edge_sync.io.standby import Standby, decode_presence, try_claim
 from syncmesh import subjects
 from syncmesh.loggate import GatedLog
 from syncmesh.schema import ResyncRequest
@@ -44,64 +47,12 @@ __all__ = ["NatsPublisher", "PublishError", "PublishFailed", "Deposed"]
 log = logging.getLogger("edge_sync.nats")
 
 MAX_RESYNC_BYTES = 64 * 1024
-# JetStream's "per-message TTL is disabled" (a stream made without allow_msg_ttl).
-TTL_DISABLED = 10166
 _resync_decoder = msgspec.json.Decoder(ResyncRequest)
-
-
-class PublishError(enum.StrEnum):
-    """Why a call to NATS failed (``syncmesh_edge_publish_errors_total{reason}``)."""
-
-    NO_STREAM = "no_stream"  # no stream answered: JetStream starting, or the store was lost
-    API_ERROR = "api_error"
-    TIMEOUT = "timeout"
-    DISCONNECTED = "disconnected"
-    FENCED = "fenced"  # refused by the claim fence: deposed, or the claim was lost
-    TTL_DISABLED = "ttl_disabled"  # a stream made without per-message TTLs
-    CLAIM_RACE = "claim_race"  # another claim landed between our read and our claim
-    OTHER = "other"
-
-
-class PublishFailed(Exception):
-    def __init__(self, reason: PublishError, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-class Deposed(Exception):
-    """Another agent claimed the cluster after us: this run must not publish again."""
-
-    def __init__(self, epoch: int, newer: LastClaim) -> None:
-        who = newer.claim.agent if newer.claim is not None else "?"
-        super().__init__(f"epoch {epoch} superseded by the claim at {newer.seq} (agent {who})")
 
 
 # Clustered streams: another fenced publish on the same check subject is in process.
 FENCE_BUSY = 10164
 FENCE_BUSY_RETRIES = 400
-
-
-def _publish_error_reason(exc: BaseException) -> PublishError:
-    import nats.errors
-    import nats.js.errors
-
-    if isinstance(exc, PublishFailed):
-        return exc.reason
-    if isinstance(exc, ClaimConflict):
-        return PublishError.CLAIM_RACE
-    if is_wrong_last_sequence(exc):
-        return PublishError.FENCED
-    if getattr(exc, "err_code", None) == TTL_DISABLED:
-        return PublishError.TTL_DISABLED
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return PublishError.NO_STREAM
-    if isinstance(exc, nats.js.errors.APIError):
-        return PublishError.API_ERROR
-    if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
-        return PublishError.TIMEOUT
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionReconnectingError):
-        return PublishError.DISCONNECTED
-    return PublishError.OTHER
 
 
 class NatsPublisher:
@@ -126,6 +77,15 @@ class NatsPublisher:
         # The beat loop and the drain may both be refused at once: one check at a time,
         # so a lost claim is claimed again once, not twice.
         self._fence_lock = asyncio.Lock()
+        # A beat is never published while a batch is in flight: its service-set digest
+        # then covers exactly the messages stored before it, which is what a consumer
+        # holds when it reads the beat (anti-entropy compares the two).
+        self._publish_lock = asyncio.Lock()
+        self.standby: Standby | None = (
+            Standby(config, core, claimer, limited, clock) if config.ha.standby else None
+        )
+        self.roster = StandbyRoster(config.ha.lease_beats)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._nc: Any = None
         self._js: Any = None
         self._closing = False
@@ -156,7 +116,8 @@ class NatsPublisher:
 
     # -- main ------------------------------------------------------------
     async def run(self) -> None:
-        """Until cancelled; raises ``Deposed`` when another agent took the cluster over."""
+        """Until cancelled; raises ``Deposed`` when another agent took the cluster over
+        (in a standby group it steps down and stands by instead)."""
         cfg = self.config
         requeued = self.core.state.requeue_inflight()
         if requeued:
@@ -173,17 +134,16 @@ class NatsPublisher:
             self.metrics.nats_connected.set(1)
             self._js = self._nc.jetstream(timeout=cfg.publish_timeout_s)
             await self._ensure_stream()
-            if self.core.epoch == 0:
-                # Once per run: a restarted NATS task keeps the epoch it claimed.
-                await self._claim()
-            await self._nc.subscribe(subjects.resync_subject(cfg.cluster), cb=self._on_resync)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._beat_loop())
-                    await self._load_remote()
-                    group.create_task(self._drain_loop())
-            except* Deposed as deposed:
-                raise deposed.exceptions[0] from None
+            while True:
+                if self.core.epoch == 0:
+                    # Once per term: a restarted NATS task keeps the epoch it claimed.
+                    await self._take_cluster()
+                try:
+                    await self._lead()
+                except Deposed as exc:
+                    if self.standby is None:
+                        raise
+                    self._step_down(exc)
         finally:
             self._closing = True
             self.connected.clear()
@@ -194,7 +154,7 @@ class NatsPublisher:
 
     def _reporter(self, what: str) -> Callable[[BaseException, int], None]:
         def report(exc: BaseException, attempt: int) -> None:
-            why = _publish_error_reason(exc)
+            why = publish_error_reason(exc)
             self.metrics.publish_errors.labels(why).inc()
             self.limited.warning(
                 why, self.clock(), "NATS %s failed (attempt %d): %s", what, attempt, exc
@@ -207,12 +167,78 @@ class NatsPublisher:
             with attempt:
                 await natsconn.join_stream(self._js, self.config.nats.replicas)
 
+    async def _take_cluster(self) -> None:
+        if self.standby is None:
+            await self._claim()
+            return
+        self.metrics.leader.set(0)
+        decision = await self.standby.until_leader(self._nc, self._js)
+        self._claimed(self.claimer.epoch)
+        if decision.verdict is Verdict.EXPIRED:
+            self.metrics.takeovers.inc()
+            log.warning(
+                "took cluster %s over: the leader was silent for %.1fs (lease %.1fs); epoch %d",
+                self.config.cluster,
+                decision.silent_s or 0.0,
+                decision.lease_s,
+                self.claimer.epoch,
+            )
+
     async def _claim(self) -> None:
-        epoch = await claim_epoch(self._js, self.claimer, self._reporter("claim"))
+        self._claimed(await claim_epoch(self._js, self.claimer, self._reporter("claim")))
+
+    def _claimed(self, epoch: int) -> None:
         self.core.set_epoch(epoch)
         self.metrics.epoch.set(epoch)
         self.metrics.claims.inc()
+        self.metrics.leader.set(1)
         log.info("claimed cluster %s: epoch %d", self.config.cluster, epoch)
+
+    async def _lead(self) -> None:
+        """Publish as the cluster's owner until cancelled or deposed (``Deposed``)."""
+        cluster = self.config.cluster
+        subs = [await self._nc.subscribe(subjects.resync_subject(cluster), cb=self._on_resync)]
+        try:
+            if self.standby is not None:
+                subs.append(
+                    await self._nc.subscribe(
+                        subjects.standby_subject(cluster), cb=self._on_presence
+                    )
+                )
+            # The stream first: the first beat's digest then already covers what the
+            # stream holds, and unchanged services are settled before the drain starts.
+            await self._load_remote()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._beat_loop())
+                group.create_task(self._drain_loop())
+        except* Deposed as deposed:
+            raise deposed.exceptions[0] from None
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    def _step_down(self, exc: Deposed) -> None:
+        """Deposed in a standby group: stop publishing, keep the source warm, stand by."""
+        assert self.standby is not None
+        log.warning("deposed: %s; standing by (cluster %s)", exc, self.config.cluster)
+        self.metrics.deposed.inc()
+        self.metrics.stepdowns.inc()
+        self.metrics.epoch.set(0)
+        self.metrics.leader.set(0)
+        self.metrics.standbys.set(0)
+        self.core.step_down()
+        self.roster.clear()
+        self.remote_loaded.clear()
+        self.standby.stepped_down()
+
+    async def _on_presence(self, msg: Any) -> None:
+        presence = decode_presence(msg.data or b"", self.config.cluster)
+        if presence is None:
+            self.metrics.invalid_input.labels("standby_malformed").inc()
+            return
+        if presence.agent != self.claimer.agent:
+            self.roster.heard(presence.agent, presence.interval_s, self.clock())
 
     async def _fenced(self) -> None:
         """The server refused a fenced publish: were we deposed, or did the stream lose the claim?"""
@@ -231,7 +257,14 @@ class NatsPublisher:
                 self.claimer.epoch,
                 last.seq,
             )
-            await self._claim()
+            if self.standby is None:
+                await self._claim()
+            elif await try_claim(self._js, self.claimer, 0):
+                self._claimed(self.claimer.epoch)
+            else:
+                # A standby saw the claim gone too and was faster: it owns the cluster now.
+                newer = await read_last_claim(self._js, self.config.cluster)
+                raise Deposed(self.claimer.epoch, newer)
             self.core.state.mark_all_dirty()
             self.wake.set()
 
@@ -243,15 +276,23 @@ class NatsPublisher:
         except Exception as exc:  # NATS trouble while checking: the next refusal asks again
             self.limited.warning("fence_check", self.clock(), "claim check failed: %s", exc)
 
-    async def _load_remote(self) -> None:
-        def invalid(reason: str, detail: str) -> None:
-            self.metrics.invalid_input.labels(reason).inc()
-            self.limited.warning(reason, self.clock(), "%s", detail)
+    def _invalid(self, reason: str, detail: str) -> None:
+        self.metrics.invalid_input.labels(reason).inc()
+        self.limited.warning(reason, self.clock(), "%s", detail)
 
+    async def _load_remote(self) -> None:
         async for attempt in forever((Exception,), self._reporter("read_stream")):
             with attempt:
-                remote = await read_cluster_services(self._js, self.config.cluster, invalid)
-        queued = self.core.remote_loaded(remote)
+                remote = await read_cluster_services(self._js, self.config.cluster, self._invalid)
+        async with self._publish_lock:
+            queued = self.core.remote_loaded(remote)
+        pending = self.core.state.dirty_count
+        log.info(
+            "read the stream: %d services of cluster %s there, %d to publish",
+            len(remote),
+            self.config.cluster,
+            pending,
+        )
         if queued:
             self.metrics.start_tombstones.inc(queued)
             log.info(
@@ -281,26 +322,27 @@ class NatsPublisher:
                 # Nothing is sent while NATS is away; the table keeps the latest state per key.
                 self.connected.clear()
                 await self.connected.wait()
-            try:
-                taken = self.core.take_batch(self.config.publish_batch)
-                for sent, rejected in taken.rejected:
-                    self._unpublishable(sent.subject, rejected)
-                batch = taken.outgoing
-                if not batch:
-                    if taken.rejected:
-                        continue
-                    break
-                results = await asyncio.gather(
-                    *(self._publish(o) for o in batch), return_exceptions=True
-                )
-                failure = self._settle(batch, results)
-            finally:
-                # Cancelled or crashed before every message was settled: take them back, so
-                # they are published again instead of staying "in flight" forever.
-                state.requeue_inflight()
+            async with self._publish_lock:
+                try:
+                    taken = self.core.take_batch(self.config.publish_batch)
+                    for sent, rejected in taken.rejected:
+                        self._unpublishable(sent.subject, rejected)
+                    batch = taken.outgoing
+                    if not batch:
+                        if taken.rejected:
+                            continue
+                        break
+                    results = await asyncio.gather(
+                        *(self._publish(o) for o in batch), return_exceptions=True
+                    )
+                    failure = self._settle(batch, results)
+                finally:
+                    # Cancelled or crashed before every message was settled: take them back,
+                    # so they are published again instead of staying "in flight" forever.
+                    state.requeue_inflight()
             self.metrics.pending.set(state.dirty_count + state.inflight_count)
             if failure is not None:
-                reason = _publish_error_reason(failure)
+                reason = publish_error_reason(failure)
                 if reason is PublishError.NO_STREAM:
                     await self._recover_stream()
                 elif reason is PublishError.FENCED:
@@ -404,33 +446,54 @@ class NatsPublisher:
         while True:
             if self.core.resync_due(self.clock()):
                 self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
-                self.wake.set()
+                self._resync()
             if self._nc.is_connected:
                 await self._beat_once()
             await asyncio.sleep(self.config.beat_interval_s)
 
     async def _beat_once(self) -> None:
+        now = self.clock()
+        self.core.standbys = self.roster.count(now)
+        self.metrics.standbys.set(self.core.standbys)
+        async with self._publish_lock:
+            try:
+                out = self.core.beat_message(sent_at=time.time())
+            except Rejected as exc:
+                self._unpublishable(subjects.cluster_subject(self.config.cluster), exc)
+                return
+            headers = self._headers(out.beat.epoch, out.beat.revision)
+            try:
+                await self._fenced_publish(out.subject, out.data, headers)
+            except Exception as exc:  # the next beat is the retry
+                failure: Exception = exc
+            else:
+                self.metrics.published.labels(PublishedKind.BEAT).inc()
+                return
+        reason = publish_error_reason(failure)
+        self.metrics.publish_errors.labels(reason).inc()
+        self.limited.warning(f"beat_{reason}", now, "beat not published: %s", failure)
+        # An idle agent learns of its deposition, or of a lost stream, within one beat.
+        if reason is PublishError.FENCED:
+            await self._fenced_quietly()
+        elif reason is PublishError.NO_STREAM:
+            await self._recover_stream()
+
+    def _resync(self) -> None:
+        """A resync was granted (everything is dirty): outbid the stream, then publish."""
+        task = asyncio.create_task(self._outbid_then_wake(), name="edge-resync")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _outbid_then_wake(self) -> None:
+        # Under the publish lock, so no revision is handed out before the counter moved.
         try:
-            out = self.core.beat_message(sent_at=time.time())
-        except Rejected as exc:
-            self._unpublishable(subjects.cluster_subject(self.config.cluster), exc)
-            return
-        beat = out.beat
-        try:
-            await self._fenced_publish(
-                out.subject, out.data, self._headers(beat.epoch, beat.revision)
-            )
-        except Exception as exc:  # the next beat is the retry
-            reason = _publish_error_reason(exc)
-            self.metrics.publish_errors.labels(reason).inc()
-            self.limited.warning(f"beat_{reason}", self.clock(), "beat not published: %s", exc)
-            # An idle agent learns of its deposition, or of a lost stream, within one beat.
-            if reason is PublishError.FENCED:
-                await self._fenced_quietly()
-            elif reason is PublishError.NO_STREAM:
-                await self._recover_stream()
-        else:
-            self.metrics.published.labels(PublishedKind.BEAT).inc()
+            async with self._publish_lock:
+                remote = await read_cluster_services(self._js, self.config.cluster, self._invalid)
+                self.core.outbid(remote)
+        except Exception as exc:  # the republish goes ahead; ours win unless someone forged
+            self.limited.warning("resync_read", self.clock(), "resync: stream not read: %s", exc)
+        finally:
+            self.wake.set()
 
     async def _on_resync(self, msg: Any) -> None:
         data: bytes = msg.data or b""
@@ -453,7 +516,7 @@ class NatsPublisher:
         if self.core.resync_requested(now):
             self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
             log.info("resync requested: republishing every service")
-            self.wake.set()
+            self._resync()
         else:
             self.metrics.resync_requests.labels(ResyncOutcome.DEFERRED).inc()
         if msg.reply:

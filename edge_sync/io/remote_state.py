@@ -1,9 +1,11 @@
-"""Read what the stream holds for this cluster's services (start-up reconciliation, tests, tools)."""
+"""Read what the stream holds for this cluster's services (start-up and takeover
+reconciliation, resyncs, ``syncmesh audit``, tests)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -12,20 +14,34 @@ from edge_sync.core.publish_state import Key
 from syncmesh import subjects
 from syncmesh.schema import ServiceState, decode_service_state
 
-__all__ = ["read_last_states", "read_cluster_services"]
+__all__ = ["StoredState", "read_stored_states", "read_last_states", "read_cluster_services"]
+
+
+class StoredState(NamedTuple):
+    """The last message of one service subject: decoded (None: undecodable), where and when
+    the server stored it (Unix seconds on the server's clock)."""
+
+    state: ServiceState | None
+    seq: int
+    stored_at: float
 
 
 def _ignore(reason: str, detail: str) -> None:
     return None
 
 
-async def read_last_states(
+def _stored_at(metadata: Any) -> float:
+    stamp = getattr(metadata, "timestamp", None)
+    return stamp.timestamp() if isinstance(stamp, datetime) else 0.0
+
+
+async def read_stored_states(
     js: Any,
     cluster: str,
     on_invalid: Callable[[str, str], None] = _ignore,
     idle_timeout_s: float = 5.0,
-) -> dict[Key, ServiceState | None]:
-    """The last message of every ``syncmesh.v2.svc.<cluster>.>`` subject (None: undecodable).
+) -> dict[Key, StoredState]:
+    """The last message of every ``syncmesh.v2.svc.<cluster>.>`` subject.
 
     An ordered consumer with deliver policy "last per subject" streams them in
     one pass and stops when nothing is pending; no request per subject.
@@ -36,7 +52,7 @@ async def read_last_states(
     info = await js.stream_info(subjects.STREAM, subjects_filter=wildcard)
     if not (info.state.subjects or {}):
         return {}
-    out: dict[Key, ServiceState | None] = {}
+    out: dict[Key, StoredState] = {}
     sub = await js.subscribe(
         wildcard,
         stream=subjects.STREAM,
@@ -49,11 +65,13 @@ async def read_last_states(
             parsed = subjects.parse_subject(msg.subject)
             if parsed is not None and parsed.kind == "svc" and parsed.cluster == cluster:
                 key = (parsed.namespace, parsed.service)
+                meta = msg.metadata
+                seq, stored_at = int(meta.sequence.stream), _stored_at(meta)
                 try:
-                    out[key] = decode_service_state(msg.data)
+                    out[key] = StoredState(decode_service_state(msg.data), seq, stored_at)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     on_invalid("stream_malformed", f"{msg.subject}: {exc}")
-                    out[key] = None
+                    out[key] = StoredState(None, seq, stored_at)
             if msg.metadata.num_pending == 0:
                 break
     finally:
@@ -61,18 +79,30 @@ async def read_last_states(
     return out
 
 
+async def read_last_states(
+    js: Any,
+    cluster: str,
+    on_invalid: Callable[[str, str], None] = _ignore,
+    idle_timeout_s: float = 5.0,
+) -> dict[Key, ServiceState | None]:
+    """The last message of every ``syncmesh.v2.svc.<cluster>.>`` subject (None: undecodable)."""
+    stored = await read_stored_states(js, cluster, on_invalid, idle_timeout_s)
+    return {key: s.state for key, s in stored.items()}
+
+
 async def read_cluster_services(
     js: Any, cluster: str, on_invalid: Callable[[str, str], None] = _ignore
 ) -> dict[Key, RemoteService]:
-    """What reconciliation needs: per key, the source name and whether it is a tombstone.
+    """What reconciliation and adoption need: per key, the source name, whether it is a
+    tombstone, the message and its stream sequence.
 
     Undecodable content under our subject counts as live, so it gets a tombstone
     unless the source has that service.
     """
-    states = await read_last_states(js, cluster, on_invalid)
+    stored = await read_stored_states(js, cluster, on_invalid)
     return {
-        key: RemoteService(key[1], False)
-        if state is None
-        else RemoteService(state.source_name, state.deleted)
-        for key, state in states.items()
+        key: RemoteService(key[1], False, None, s.seq)
+        if s.state is None
+        else RemoteService(s.state.source_name, s.state.deleted, s.state, s.seq)
+        for key, s in stored.items()
     }

@@ -139,6 +139,9 @@ class ClusterRecord:
     networks: tuple[Network, ...] = ()
     services: dict[Key, ServiceEntry] = field(default_factory=dict)
     tombstones: dict[Key, Tombstone] = field(default_factory=dict)
+    # syncmesh.digest of the live services, computed on demand (anti-entropy compares it
+    # with every beat's); None whenever a service message changed the set.
+    set_digest: tuple[int, str] | None = None
 
     def service_keys(self) -> frozenset[ServiceKey]:
         return frozenset(ServiceKey(ns, svc) for ns, svc in self.services)

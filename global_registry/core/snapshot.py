@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from msgspec import Struct
 
+from global_registry.core.anti_entropy import ClusterSync
 from global_registry.core.probes import GatewayId, ProbeDetail
 from global_registry.core.view import RegistryView
 from syncmesh.labels import is_label, subset_label, to_label
@@ -71,6 +72,12 @@ class ClusterStatus(Struct, kw_only=True, omit_defaults=True):
     load: int | None = None
     overloaded: bool = False
     gateways: list[GatewayState] = []
+    # The publishing agent (host:pid) and its standbys, from the beat.
+    leader: str = ""
+    standbys: int = 0
+    # Anti-entropy: the last beat's digest equals this replica's (None: not compared).
+    in_sync: bool | None = None
+    resync_requests: int = 0
 
 
 class RegistryStatus(Struct, kw_only=True, omit_defaults=True):
@@ -115,8 +122,10 @@ def status(
     replica: str,
     ready: bool,
     probes: Mapping[GatewayId, ProbeDetail] | None = None,
+    sync: Callable[[str], ClusterSync | None] | None = None,
 ) -> RegistryStatus:
-    """The operator's view; ``probes``: this replica's probe details, when it probes."""
+    """The operator's view; ``probes``: this replica's probe details, when it probes;
+    ``sync``: the anti-entropy state of a cluster."""
     probes = probes or {}
     clusters = []
     for name in sorted(view.clusters):
@@ -134,6 +143,10 @@ def status(
             load=None if load is None else load.load,
             overloaded=load is not None and load.overloaded,
         )
+        cluster_sync = sync(name) if sync is not None else None
+        if cluster_sync is not None:
+            entry.in_sync = cluster_sync.in_sync
+            entry.resync_requests = cluster_sync.requests
         if beat is not None:
             entry.beat_age_s = round(now - rec.beat_at, 3)
             entry.ttl_s = view.ttl(beat)
@@ -144,6 +157,8 @@ def status(
             entry.source_health = beat.source_health
             entry.source_error = beat.source_error
             entry.agent_version = beat.agent_version
+            entry.leader = beat.leader
+            entry.standbys = beat.standbys
             for g in beat.gateways:
                 gw = GatewayId(name, g.address, g.port)
                 probe = view.gateway_status(gw)

@@ -272,6 +272,7 @@ class RegistryView:
                     cluster,
                     f"cluster already has {len(rec.services)} services",
                 )
+        rec.set_digest = None  # a newer message for the key: the service set's digest moves
         if state.deleted:
             expires_at = now - max(0.0, age_s) + self._stale.tombstone_ttl_s
             rec.tombstones[key] = Tombstone(state.epoch, state.revision, expires_at)

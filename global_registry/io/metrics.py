@@ -63,6 +63,13 @@ class RegistryMetrics:
             "Seconds from subscribing to having read the stream's last sequence at start.",
             registry=collector_registry,
         )
+        self.resync_requests = Counter(
+            "syncmesh_registry_resync_requests",
+            "Resync requests this replica sent to a cluster's agent because its view kept "
+            "differing from the digest in the agent's beats (anti-entropy).",
+            ["cluster"],
+            registry=collector_registry,
+        )
         self.stream_seq = Gauge(
             "syncmesh_registry_stream_sequence",
             "Stream sequence of the last message consumed.",

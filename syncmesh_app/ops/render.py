@@ -183,13 +183,35 @@ def _state(stale: bool, served_stale: bool) -> str:
     return "stale" if stale else "fresh"
 
 
+def _sync(in_sync: bool | None, requests: int) -> str:
+    """Anti-entropy: does the replica hold what the agent's digest says?"""
+    text = "-" if in_sync is None else ("yes" if in_sync else "no")
+    return f"{text} ({requests} resyncs)" if requests else text
+
+
+def _leader(leader: str, standbys: int) -> str:
+    if not leader:
+        return "-"
+    return f"{leader} +{standbys} standby" if standbys else leader
+
+
 def status_text(reply: StatusReply) -> str:
     ready = "ready" if reply.ready else (reply.readiness or "not ready")
     head = f"replica {reply.replica}: {ready}; stale policy {reply.stale_policy or '-'}"
     if reply.error:
         head += f"\nerror: {reply.error}"
     clusters = table(
-        ["CLUSTER", "AGENT", "BEAT AGE", "TTL", "SOURCE", "SERVICES", "REGION/ZONE"],
+        [
+            "CLUSTER",
+            "AGENT",
+            "BEAT AGE",
+            "TTL",
+            "SOURCE",
+            "SERVICES",
+            "REGION/ZONE",
+            "SYNC",
+            "LEADER",
+        ],
         (
             [
                 c.cluster,
@@ -200,6 +222,8 @@ def status_text(reply: StatusReply) -> str:
                 + (f" ({c.source_error})" if c.source_error else ""),
                 str(c.services),
                 f"{c.region or '-'}/{c.zone or '-'}",
+                _sync(c.in_sync, c.resync_requests),
+                _leader(c.leader, c.standbys),
             ]
             for c in reply.clusters
         ),

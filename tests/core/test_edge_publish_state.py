@@ -139,6 +139,8 @@ def test_service_set_digest_covers_acknowledged_live_services() -> None:
     for out in outs[:2]:
         state.acked(out)
     count, digest = state.service_set_digest()
-    lines = sorted(f"{o.key[0]}/{o.key[1]}={o.message.revision}\n" for o in outs[:2])
+    lines = sorted(
+        f"{o.key[0]}/{o.key[1]}={o.message.epoch}.{o.message.revision}\n" for o in outs[:2]
+    )
     assert count == 2
     assert digest == hashlib.sha256("".join(lines).encode()).hexdigest()
