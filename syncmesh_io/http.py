@@ -1,8 +1,11 @@
 """One small aiohttp server for a process's admin endpoints (metrics, health, ...).
 
-Callers add GET routes with plain async functions that return an ``HttpReply``;
-``metrics_route`` serves a prometheus CollectorRegistry. Port ``-1`` (or 0)
-binds an ephemeral port; the bound one is ``HttpServer.port``.
+The one HTTP server of every process (the agent's health and metrics, the
+registry's admin API and status page). Callers add GET routes with plain async
+functions that return an ``HttpReply`` (``add_get``), or aiohttp handlers that
+need the request (``add_handler``, ``on_setup``); ``metrics_route`` serves a
+prometheus CollectorRegistry. Port ``-1`` (or 0) binds an ephemeral port; the
+bound one is ``HttpServer.port``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class HttpReply(NamedTuple):
 
 
 Route = Callable[[], Awaitable[HttpReply]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_reply(status: int, value: object) -> HttpReply:
@@ -43,11 +47,21 @@ class HttpServer:
         self.requested_port = port
         self.port = 0
         self._routes: dict[str, Route] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._setups: list[Callable[[web.Application], None]] = []
         self._runner: web.AppRunner | None = None
 
     def add_get(self, path: str, route: Route) -> None:
         """Serve ``GET path`` (and HEAD) from ``route``; call before ``start``."""
         self._routes[path] = route
+
+    def add_handler(self, path: str, handler: Handler) -> None:
+        """Serve ``GET path`` with an aiohttp handler (it reads the query string)."""
+        self._handlers[path] = handler
+
+    def on_setup(self, setup: Callable[[web.Application], None]) -> None:
+        """Let ``setup`` add its own routes (a static page and its data) at start."""
+        self._setups.append(setup)
 
     @staticmethod
     def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -65,7 +79,12 @@ class HttpServer:
         app = web.Application()
         for path, route in self._routes.items():
             app.router.add_get(path, self._handler(route))
-        runner = web.AppRunner(app, access_log=None)
+        for path, handler in self._handlers.items():
+            app.router.add_get(path, handler)
+        for setup in self._setups:
+            setup(app)
+        # The process handles its own signals (SIGTERM like Ctrl-C), not aiohttp.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.address, max(self.requested_port, 0))
         try:

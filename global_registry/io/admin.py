@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from global_registry.core.snapshot import RegistryStatus, inventory, resolve_reply
 from global_registry.core.view import RegistryView
 from global_registry.io.status_page import add_status_page
 from syncmesh.schema import ResolveRequest, encode
+from syncmesh_io.http import HttpServer, metrics_route
 
 __all__ = ["AdminSource", "AdminServer"]
 
@@ -45,31 +46,25 @@ class AdminServer:
     ) -> None:
         self._source = source
         self._collector_registry = collector_registry
-        self._address = address
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        # The one HTTP server every process uses (syncmesh_io.http).
+        self._http = HttpServer(address, port)
+        self._http.add_get("/metrics", metrics_route(collector_registry))
+        self._http.add_handler("/healthz", self._healthz)
+        self._http.add_handler("/readyz", self._readyz)
+        self._http.add_handler("/v1/inventory", self._inventory)
+        self._http.add_handler("/v1/status", self._status)
+        self._http.add_handler("/v1/resolve", self._resolve)
+        self._http.on_setup(lambda app: add_status_page(app, self._source))
+
+    @property
+    def port(self) -> int:
+        return self._http.port
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/v1/inventory", self._inventory)
-        app.router.add_get("/v1/status", self._status)
-        app.router.add_get("/v1/resolve", self._resolve)
-        add_status_page(app, self._source)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._address, self._port)
-        await site.start()
-        addresses = self._runner.addresses
-        self.port = int(addresses[0][1]) if addresses else self._port
+        await self._http.start()
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._http.stop()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -77,10 +72,6 @@ class AdminServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         text = self._source.readiness() + "\n"
         return web.Response(text=text, status=200 if self._source.ready else 503)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._collector_registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _inventory(self, request: web.Request) -> web.Response:
         query = request.query
