@@ -155,7 +155,12 @@ class ConsulSource:
             return msgspec.json.decode(body), resp.headers.get("X-Consul-Index")
 
     async def _get(
-        self, path: str, params: dict[str, str], timeout_s: float, kind: str
+        self,
+        path: str,
+        params: dict[str, str],
+        timeout_s: float,
+        kind: str,
+        retry_params: dict[str, str] | None = None,
     ) -> tuple[Any, str | None]:
         """One GET, retried forever with backoff; decoded JSON and X-Consul-Index."""
         try:
@@ -167,6 +172,9 @@ class ConsulSource:
             report(exc, 1)
         await asyncio.sleep(FIRST_RETRY_S * (1 + random.random()))
         result: tuple[Any, str | None] = (None, None)
+        # A failed blocking query may mean a restarted Consul whose index starts over:
+        # asking it to block on our old, higher index would hang for the whole wait.
+        params = retry_params if retry_params is not None else params
         async for attempt in forever(_RETRYABLE, lambda exc, n: report(exc, n + 1)):
             with attempt:
                 result = await self._get_once(path, params, timeout_s, kind)
@@ -190,7 +198,8 @@ class ConsulSource:
         while True:
             await self._throttle()
             params = self._params({"index": str(index.value), "wait": f"{int(cfg.wait_s)}s"})
-            data, header = await self._get(path, params, blocking_timeout, kind)
+            fresh_read = self._params({"index": "0"})
+            data, header = await self._get(path, params, blocking_timeout, kind, fresh_read)
             if index.observe(header):
                 self.sink.event("consul_index_reset")
                 log.info("consul %s index went backwards; reset to 0 for a fresh read", path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,25 @@ async def test_port_change_without_check_change_is_found(
             "syncmesh_edge_source_events_total", {"kind": "consul_relist_unexplained"}
         )
         assert relists == 1
+
+
+@pytest.mark.reliability
+async def test_a_restarted_consul_is_read_again_at_once_not_after_the_blocking_wait(
+    nats_peer: NatsPeer, consul: ConsulPeer, reader: Any
+) -> None:
+    """Found by the nemesis: after a Consul restart the retried blocking query still
+    carried the old, higher index, so the new server held it for the whole wait
+    (55 s by default) before the agent saw anything."""
+    async with aiohttp.ClientSession() as http:
+        for n in range(50):  # an index well above what the restarted agent starts at
+            async with http.put(f"{consul.http_url}/v1/kv/bump/{n}", data=b"x") as resp:
+                assert resp.status == 200
+    await register(consul, "before", "before-1", 8001)
+    async with EdgeAgent(edge_config(nats_peer, consul, wait_s=60)) as agent:
+        await agent.wait_synced(30)
+        await consul.restart()
+        await register(consul, "after", "after-1", 8002)
+        started = asyncio.get_running_loop().time()
+        await wait_until(lambda: has(reader, ("default", "after")), 30, what="after published")
+        # Well inside the 60 s blocking wait the old code sat out.
+        assert asyncio.get_running_loop().time() - started < 30
