@@ -185,7 +185,7 @@ class Inventory:
             cluster=self.cluster(c),
             namespace=self.namespace(nid),
             service=name,
-            epoch=self.epochs[c],
+            epoch=self.epochs.get(c, 0),
             revision=revision,
             source="consul",
             source_name=name,
