@@ -10,8 +10,10 @@
   ``<svc>.<ns>.svc.syncmesh.internal`` A for the same services (the client
   127.0.0.1 is in ``c000``'s client CIDRs, so the answer is c000's gateways).
 - NSD 4 serving a static zone of exactly the answers syncmesh gave: the ceiling.
-- CoreDNS (``file`` plugin, same zone) when a ``coredns`` binary is given with
-  ``--coredns`` (see docs/benchmarks.md: building it from the module proxy).
+- CoreDNS 1.11.3 (``file`` plugin, same zone): built once from the Go module proxy
+  with ``go install`` into the syncmesh cache (about 2 minutes on 2 cores), or a
+  binary given with ``--coredns PATH``; ``--coredns none`` leaves it out, and a
+  failed build leaves it out with a message.
 
 Same query file shape for every server: A questions over that cluster's
 services with Zipf popularity (s = 1), EDNS on. dnsperf on one core: max QPS
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import subprocess
 import sys
@@ -135,6 +138,37 @@ async def register_cluster(http_url: str, inv: Inventory) -> int:
     return instances
 
 
+COREDNS_VERSION = "v1.11.3"
+
+
+def ensure_coredns() -> str | None:
+    """The cached CoreDNS binary, built with ``go install`` the first time (None if that fails)."""
+    import shutil
+
+    from syncmesh_app.embedded.process import cache_dir
+
+    target = cache_dir() / f"coredns-{COREDNS_VERSION}"
+    binary = target / "coredns"
+    if binary.exists():
+        return str(binary)
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    say(f"building CoreDNS {COREDNS_VERSION} from the Go module proxy (once) ...")
+    started = time.monotonic()
+    try:
+        subprocess.run(
+            [go, "install", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
+            env={**os.environ, "GOBIN": str(target), "GOFLAGS": "-buildvcs=false"},
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        say(f"CoreDNS not built ({type(exc).__name__}); compared without it")
+        return None
+    say(f"CoreDNS built in {time.monotonic() - started:.0f}s")
+    return str(binary)
+
+
 def coredns_config(workdir: Path, port: int, zone_file: Path) -> Path:
     path = workdir / "Corefile"
     path.write_text(f"{ZONE} {{\n    bind {CLIENT}\n    file {zone_file}\n}}\n")
@@ -180,7 +214,8 @@ async def main(args: argparse.Namespace) -> str:
             await ensure_stream(js)
             await publish_inventory(js, nc, inv, gateway_port)
             await nc.close()
-            reg = await spawn_registry(work, peer.url, "registry")
+            extra = Path(args.registry_toml).read_text() if args.registry_toml else ""
+            reg = await spawn_registry(work, peer.url, "registry", extra)
             ready_s = await reg.wait_ready(http)
             say(f"syncmesh registry ready {ready_s:.2f}s after spawn")
             questions = [(ZONE, "SOA"), (ZONE, "NS")] + [
@@ -195,13 +230,18 @@ async def main(args: argparse.Namespace) -> str:
                 "nsd": (nsd_port, syncmesh_file),
             }
             coredns = None
-            if args.coredns:
+            binary = None
+            if args.coredns == "auto":
+                binary = await asyncio.to_thread(ensure_coredns)
+            elif args.coredns != "none":
+                binary = args.coredns
+            if binary:
                 core_port = free_udp_tcp_port()
                 (work / "coredns").mkdir()
                 (work / "coredns" / "zone").write_text(zone_text)
                 corefile = coredns_config(work / "coredns", core_port, work / "coredns" / "zone")
                 coredns = subprocess.Popen(
-                    [args.coredns, "-conf", str(corefile), "-dns.port", str(core_port), "-quiet"],
+                    [binary, "-conf", str(corefile), "-dns.port", str(core_port), "-quiet"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     preexec_fn=die_with_parent,  # noqa: PLW1509 - a prctl, no locks
@@ -299,5 +339,15 @@ if __name__ == "__main__":
         type=lambda v: [int(x) for x in v.split(",")],
         help="offered loads of the p99 runs, the same for every server",
     )
-    parser.add_argument("--coredns", metavar="BINARY", help="also CoreDNS (file plugin)")
+    parser.add_argument(
+        "--registry-toml",
+        metavar="FILE",
+        help="diagnostics: TOML appended to the registry's config (default: none, stock settings)",
+    )
+    parser.add_argument(
+        "--coredns",
+        default="auto",
+        metavar="auto|none|BINARY",
+        help="CoreDNS (file plugin): auto = build once from the Go module proxy",
+    )
     print(asyncio.run(main(parser.parse_args())), flush=True)
