@@ -850,8 +850,11 @@ async def main(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": vars(args), "results": results}, indent=1))
     if not args.no_plot:
-        for path in plot(results, REPO / "docs"):
-            say(f"plot {path.relative_to(REPO)}")
+        try:
+            for path in plot(results, REPO / "docs"):
+                say(f"plot {path.relative_to(REPO)}")
+        except ImportError:
+            say("matplotlib is not installed: no plots (the figures are in the JSON)")
     say(last_line(results))
 
 
