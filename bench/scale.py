@@ -727,12 +727,17 @@ def plot(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     series(axes[0][1], "states_per_s", "registry (decode+validate+apply)")
     series(axes[0][1], "ref_states_per_s", "stock nats-py ordered consumer (count only)")
     finish(axes[0][1], "Ingest rate on cold start", "messages/s")
-    axes[1][0].plot(sizes, [r["rss_mb"] for r in results], marker="o", label="RSS after ready")
-    axes[1][0].plot(sizes, [r["hwm_mb"] for r in results], marker="s", label="peak RSS")
+    axes[1][0].plot(
+        sizes, [r["rss_mb"] for r in results], "b-", marker="o", label="RSS after ready"
+    )
+    axes[1][0].plot(sizes, [r["hwm_mb"] for r in results], "c:", marker="s", label="peak RSS")
+    axes[1][0].plot(
+        sizes, [r["rss_after_dns_mb"] for r in results], "m-.", marker="v",
+        label="RSS after the DNS runs (answer cache)",
+    )  # fmt: skip
     ax2 = axes[1][0].twinx()
-    ax2.plot(sizes, [r["rss_mb_per_1k"] for r in results], "g--", marker="^",
-             label="MB per 1,000 services")  # fmt: skip
-    ax2.set_ylabel("MB per 1,000 services", color="g")
+    ax2.plot(sizes, [r["rss_mb_per_1k"] for r in results], "g--", marker="^")
+    ax2.set_ylabel("MB per 1,000 services (green, dashed)", color="g")
     finish(axes[1][0], "Registry memory", "MB")
     series(axes[1][1], "cpu_pct_per_1k", "CPU per 1,000 changes/s (minus idle)")
     series(axes[1][1], "idle_cpu_pct", "idle CPU")
