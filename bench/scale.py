@@ -802,6 +802,87 @@ def plot(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return written
 
 
+# -- tables (docs/benchmarks.md) ------------------------------------------------------------
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The tables of docs/benchmarks.md: median (min-max) of the rounds per size."""
+
+    def cell(r: dict[str, Any], key: str, fmt: str) -> str:
+        values = r["rounds"].get(key)
+        if not values:
+            return fmt.format(r[key])
+        if len(values) == 1 or min(values) == max(values):
+            return fmt.format(r[key])
+        return f"{fmt.format(r[key])} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+    def table(title: str, rows: list[tuple[str, str, str]]) -> str:
+        head = "| " + title + " | " + " | ".join(f"{r['size']:,}" for r in results) + " |"
+        line = "| --- |" + " --- |" * len(results)
+        body = [
+            f"| {label} | " + " | ".join(cell(r, key, fmt) for r in results) + " |"
+            for label, key, fmt in rows
+        ]
+        return "\n".join([head, line, *body])
+
+    registry = table(
+        "registry (states)",
+        [
+            ("spawn to /readyz 200, s", "ready_s", "{:.2f}"),
+            ("stream read (catch-up), s", "catchup_s", "{:.2f}"),
+            ("ingest, messages/s", "states_per_s", "{:,.0f}"),
+            ("stock ordered consumer (count only), messages/s", "ref_states_per_s", "{:,.0f}"),
+            ("ingest ratio vs stock consumer", "ingest_ratio", "{:.2f}"),
+            ("RSS after ready, MB", "rss_mb", "{:.0f}"),
+            ("RSS per 1,000 services, MB", "rss_mb_per_1k", "{:.2f}"),
+            ("idle CPU, % of a core", "idle_cpu_pct", "{:.1f}"),
+            ("CPU with 1,000 changes/s, %", "churn_cpu_pct", "{:.1f}"),
+            ("CPU per 1,000 changes/s (minus idle), %", "cpu_pct_per_1k", "{:.1f}"),
+            ("whole-cache invalidations/s while idle", "idle_flushes_per_s", "{:.1f}"),
+        ],
+    )
+    dns = table(
+        "DNS (states)",
+        [
+            ("distinct names in the query mix", "dns_names", "{:,}"),
+            ("syncmesh max qps", "syncmesh_qps", "{:,.0f}"),
+            ("NSD max qps", "nsd_qps", "{:,.0f}"),
+            ("qps ratio syncmesh / NSD", "qps_ratio_vs_nsd", "{:.2f}"),
+            ("syncmesh + 1,000 changes/s, max qps", "churn_qps", "{:,.0f}"),
+            ("syncmesh p99 at 50,000 qps offered, ms", "syncmesh_p99_ms", "{:.2f}"),
+            ("NSD p99 at 50,000 qps offered, ms", "nsd_p99_ms", "{:.2f}"),
+            ("p99 ratio syncmesh / NSD", "p99_ratio_vs_nsd", "{:.1f}"),
+            ("syncmesh + churn p99, ms", "churn_p99_ms", "{:.2f}"),
+            ("syncmesh qps actually served at 50,000 offered", "syncmesh_fixed_qps", "{:,.0f}"),
+            ("answer-cache hit rate", "syncmesh_hit_rate", "{:.3f}"),
+            ("hit rate with churn", "churn_hit_rate", "{:.3f}"),
+            ("whole-cache invalidations/s during the runs", "syncmesh_flushes_per_s", "{:.1f}"),
+        ],
+    )
+    case = table(
+        "0x20 names (states)",
+        [
+            ("syncmesh max qps", "syncmesh_0x20_qps", "{:,.0f}"),
+            ("NSD max qps", "nsd_0x20_qps", "{:,.0f}"),
+            ("qps ratio", "qps_ratio_0x20", "{:.2f}"),
+            ("syncmesh p99 at 50,000 offered, ms", "syncmesh_0x20_p99_ms", "{:.2f}"),
+            ("NSD p99 at 50,000 offered, ms", "nsd_0x20_p99_ms", "{:.2f}"),
+            ("p99 ratio", "p99_ratio_0x20", "{:.1f}"),
+            ("hit rate", "syncmesh_0x20_hit_rate", "{:.3f}"),
+        ],
+    )
+    ecs = table(
+        "ECS, RSS in MB (states)",
+        [
+            ("after ready (before any query)", "rss_mb", "{:.0f}"),
+            ("before the ECS queries (after the DNS runs)", "ecs_rss_before_mb", "{:.0f}"),
+            ("after 10,000 /24s inside cluster CIDRs", "ecs_rss_after_inside_mb", "{:.0f}"),
+            ("after 10,000 more outside any CIDR", "ecs_rss_after_outside_mb", "{:.0f}"),
+        ],
+    )
+    return "\n\n".join([registry, dns, case, ecs])
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -883,8 +964,11 @@ if __name__ == "__main__":
     parser.add_argument("--json", default=str(RESULTS))
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--plot-only", metavar="JSON")
+    parser.add_argument("--markdown", metavar="JSON", help="print the tables of a saved run")
     arguments = parser.parse_args()
-    if arguments.plot_only:
+    if arguments.markdown:
+        print(markdown(json.loads(Path(arguments.markdown).read_text())["results"]))
+    elif arguments.plot_only:
         data = json.loads(Path(arguments.plot_only).read_text())
         for p in plot(data["results"], REPO / "docs"):
             print(p)
