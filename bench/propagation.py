@@ -19,8 +19,9 @@ reflecting it (UDP, polled every millisecond, 10 s timeout = a failure):
   look the same; re-enabling in between is what makes every change visible.
 
 Reference, for the same changes: the source's own change notification, a
-Consul blocking query on ``/v1/health/service/<svc>`` and a nacos-sdk-python
-v2 push. Also reported: when the agent's state reached NATS, which splits
+Consul blocking query on ``/v1/health/service/<svc>`` parked in Consul before
+the change is made (so it measures a waiting watcher's wake-up), and a
+nacos-sdk-python v2 push (subscribed before the change). Also reported: when the agent's state reached NATS, which splits
 the latency into "source -> NATS" (agent watch, fetch, publish) and
 "NATS -> DNS" (registry apply, DNS invalidation, one poll).
 
@@ -33,6 +34,8 @@ The last line is::
 
 (one line); ``failures`` counts changes whose DNS answer did not follow
 within the timeout, whose API call failed, or that the time budget cut off.
+A failed change counts as ``inf`` in every percentile (it is not dropped), so
+more than 1 % failures make p99 ``inf``; the same for the reference.
 """
 
 from __future__ import annotations
@@ -123,33 +126,41 @@ def failed(outcomes: Sequence[Outcome]) -> list[Outcome]:
 
 
 def values(outcomes: Sequence[Outcome], what: Callable[[Outcome], float | None]) -> list[float]:
+    """The figures of the changes that produced one (diagnostics: splits, API times)."""
     return [v for v in map(what, outcomes) if v is not None]
+
+
+def latencies(outcomes: Sequence[Outcome], what: Callable[[Outcome], float | None]) -> list[float]:
+    """One figure per change, a failed one (timeout, failed call, cut by the budget) as
+    ``inf``: percentiles count failures instead of dropping them."""
+    return [math.inf if v is None else v for v in map(what, outcomes)]
 
 
 def spread(label: str, samples: Sequence[float]) -> str:
     if not samples:
         return f"{label} n=0"
+    failed_n = sum(1 for v in samples if math.isinf(v))
     return (
-        f"{label} n={len(samples)} p50={percentile(samples, 50):.1f} "
+        f"{label} n={len(samples)} min={min(samples):.1f} p50={percentile(samples, 50):.1f} "
         f"p90={percentile(samples, 90):.1f} p99={percentile(samples, 99):.1f} "
-        f"max={max(samples):.1f} ms"
+        f"max={max(samples):.1f} ms" + (f" ({failed_n} failed = inf)" if failed_n else "")
     )
 
 
 def summary(source: str, outcomes: Sequence[Outcome]) -> list[str]:
     ok = [o for o in outcomes if o.dns_ms is not None]
     lines = [
-        f"{source}: {spread('source->DNS', values(ok, lambda o: o.dns_ms))}",
-        f"{source}: {spread('reference', values(outcomes, lambda o: o.ref_ms))}",
+        f"{source}: {spread('source->DNS', latencies(outcomes, lambda o: o.dns_ms))}",
+        f"{source}: {spread('reference', latencies(outcomes, lambda o: o.ref_ms))}",
         f"{source}: {spread('source->NATS', values(ok, lambda o: o.nats_ms))}",
         f"{source}: {spread('API call', values(outcomes, lambda o: o.api_ms))}",
         f"{source}: {spread('NATS->DNS', [o.dns_ms - o.nats_ms for o in ok if o.dns_ms is not None and o.nats_ms is not None])}",
     ]
     for kind in dict.fromkeys(o.step.kind for o in outcomes):
-        of_kind = [o for o in ok if o.step.kind == kind]
+        of_kind = [o for o in outcomes if o.step.kind == kind]
         lines.append(
-            f"{source}: {spread(kind + ' source->DNS', values(of_kind, lambda o: o.dns_ms))}"
-            f" | {spread('ref', values(of_kind, lambda o: o.ref_ms))}"
+            f"{source}: {spread(kind + ' source->DNS', latencies(of_kind, lambda o: o.dns_ms))}"
+            f" | {spread('ref', latencies(of_kind, lambda o: o.ref_ms))}"
         )
     slow = sorted(ok, key=lambda o: o.dns_ms or 0.0, reverse=True)[:5]
     lines.append(
@@ -172,14 +183,14 @@ def last_line(consul: Sequence[Outcome], nacos: Sequence[Outcome]) -> str:
     fields: dict[str, str] = {}
     refs: dict[str, float] = {}
     for source, outcomes in (("consul", consul), ("nacos", nacos)):
-        dns_ms = values(outcomes, lambda o: o.dns_ms)
+        dns_ms = latencies(outcomes, lambda o: o.dns_ms)
         fields[f"{source}_p50_ms"] = f"{percentile(dns_ms, 50):.1f}"
         fields[f"{source}_p99_ms"] = f"{percentile(dns_ms, 99):.1f}"
-        refs[source] = percentile(values(outcomes, lambda o: o.ref_ms), 50)
+        refs[source] = percentile(latencies(outcomes, lambda o: o.ref_ms), 50)
     for source in ("consul", "nacos"):
         fields[f"{source}_ref_p50_ms"] = f"{refs[source]:.1f}"
     for source, outcomes in (("consul", consul), ("nacos", nacos)):
-        p50 = percentile(values(outcomes, lambda o: o.dns_ms), 50)
+        p50 = percentile(latencies(outcomes, lambda o: o.dns_ms), 50)
         fields[f"{source}_ratio_p50_vs_ref"] = f"{ratio(p50, refs[source]):.2f}"
     fields["failures"] = str(len(failed(consul)) + len(failed(nacos)))
     return " ".join(f"{k}={v}" for k, v in fields.items())
@@ -272,11 +283,11 @@ async def run_source(
                 f"{driver.source}: FAILED {step.service} {step.kind}: {outcome.error}", flush=True
             )
         if number % every == 0 or number == len(steps):
-            dns_ms = values(outcomes, lambda o: o.dns_ms)
+            dns_ms = latencies(outcomes, lambda o: o.dns_ms)
             print(
                 f"[{loop.time() - began:6.1f}s] {driver.source} {number}/{len(steps)} "
                 f"p50={percentile(dns_ms, 50):.1f} p99={percentile(dns_ms, 99):.1f} ms "
-                f"ref_p50={percentile(values(outcomes, lambda o: o.ref_ms), 50):.1f} ms "
+                f"ref_p50={percentile(latencies(outcomes, lambda o: o.ref_ms), 50):.1f} ms "
                 f"failures={len(failed(outcomes))}",
                 flush=True,
             )
@@ -427,8 +438,8 @@ async def main(settings: Settings) -> int:
         ("consul", consul, GOAL_CONSUL_P99_MS),
         ("nacos", nacos, GOAL_NACOS_P99_MS),
     ):
-        p99 = percentile(values(outcomes, lambda o: o.dns_ms), 99)
-        ref_p99 = percentile(values(outcomes, lambda o: o.ref_ms), 99)
+        p99 = percentile(latencies(outcomes, lambda o: o.dns_ms), 99)
+        ref_p99 = percentile(latencies(outcomes, lambda o: o.ref_ms), 99)
         verdict = "n/a" if math.isnan(p99) else "met" if p99 <= goal else "MISSED"
         print(
             f"goal {source} p99 <= {goal:.0f} ms: {verdict} ({p99:.1f} ms); "

@@ -1,7 +1,7 @@
 """The IO side of ``bench/propagation.py``: how a change is made, and how it is seen.
 
 - ``ConsulDriver`` and ``NacosDriver``: one change through the source's own API,
-  with its reference watch armed before it;
+  with its reference watch armed (a Consul blocking query already parked) before it;
 - ``DnsProbe``: one UDP socket, one query in flight, polled every millisecond;
 - ``NatsTap``: every service state the agents put on NATS, with its arrival time,
   so the DNS latency can be split into "source -> NATS" and "NATS -> DNS";
@@ -212,35 +212,64 @@ ConsulWant = Callable[[list[dict[str, Any]]], bool]
 
 
 class ConsulBlockingWatch:
-    """``GET /v1/health/service/<svc>?index=…&wait=10s``, armed before the change it reports."""
+    """``GET /v1/health/service/<svc>?index=…&wait=10s``, parked in Consul *before* the change.
+
+    ``arm`` reads the current index, issues the blocking query and gives Consul
+    ``PARK_S`` to park it, and only then returns; the change is made after that,
+    so what is measured is how long a watcher that was already waiting takes to
+    wake up with the new state (the way a Consul client sees a change), not the
+    time of a fresh read after the change. If the first wake-up does not show
+    the wanted state yet, the watch blocks again from the new index.
+    """
+
+    PARK_S = 0.05
 
     def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
         self._http = http
         self._url = url
 
-    async def _get(self, service: str, index: int | None) -> tuple[list[dict[str, Any]], int]:
-        params = {} if index is None else {"index": str(index), "wait": "10s"}
+    async def _get(
+        self, service: str, index: int | None, wait_s: float = 10.0
+    ) -> tuple[list[dict[str, Any]], int]:
+        params = {} if index is None else {"index": str(index), "wait": f"{wait_s:.0f}s"}
         async with self._http.get(f"{self._url}/v1/health/service/{service}", params=params) as r:
             r.raise_for_status()
             body = await r.json()
             return body, int(r.headers.get("X-Consul-Index", "0"))
 
-    async def arm(self, service: str) -> int:
-        """The index the watch blocks on: any later change of the service wakes it."""
-        _, index = await self._get(service, None)
-        return index
-
-    async def wait_for(
-        self, service: str, index: int, want: ConsulWant, deadline: float
-    ) -> float | None:
+    async def arm(
+        self, service: str, want: ConsulWant
+    ) -> Callable[[float], Awaitable[float | None]]:
+        """Park a blocking query on the service's current index; returns the waiter."""
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                while True:
-                    body, index = await self._get(service, index)
-                    if want(body):
-                        return loop.time()
-        return None
+        _, index = await self._get(service, None)
+        first = asyncio.ensure_future(self._get(service, max(1, index)))
+        await asyncio.sleep(self.PARK_S)
+        if first.done():
+            # Woke before the change was made: something else changed the service.
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await first
+            return await self.arm(service, want)
+
+        async def wait_for(deadline: float) -> float | None:
+            pending: asyncio.Future[tuple[list[dict[str, Any]], int]] = first
+            try:
+                async with asyncio.timeout_at(deadline):
+                    while True:
+                        body, new_index = await pending
+                        if want(body):
+                            return loop.time()
+                        pending = asyncio.ensure_future(self._get(service, max(1, new_index)))
+            except TimeoutError:
+                return None
+            finally:
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await pending
+
+        return wait_for
 
 
 def consul_entries_passing(body: list[dict[str, Any]]) -> bool:
@@ -338,13 +367,12 @@ class ConsulDriver:
         self._watch = ConsulBlockingWatch(http, url)
 
     async def arm(self, step: Step) -> Reference:
-        index = await self._watch.arm(step.service)
         want = {
             "register": consul_entries_passing,
             "critical": consul_entries_critical,
             "deregister": consul_entries_empty,
         }[step.kind]
-        return lambda deadline: self._watch.wait_for(step.service, index, want, deadline)
+        return await self._watch.arm(step.service, want)
 
     async def apply(self, step: Step) -> None:
         agent = f"{self._url}/v1/agent/service"
