@@ -49,7 +49,7 @@ from bench.common import median, spread  # noqa: E402
 from edge_sync.io.remote_state import read_last_states  # noqa: E402
 from harness.consul_peer import consul_agent  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
-from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until  # noqa: E402
+from syncmesh_app.embedded.process import ManagedProcess, free_port  # noqa: E402
 from syncmesh_io import nats_connection as natsconn  # noqa: E402
 
 CLUSTER = "bench"
@@ -186,6 +186,26 @@ async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
     return 0.0
 
 
+class AgentExited(RuntimeError):
+    pass
+
+
+async def until(check: Any, timeout: float, interval: float) -> None:
+    """Poll ``check`` until true; an exited agent fails at once (not after the timeout)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if await check():
+                return
+        except AgentExited:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the metrics endpoint is not up yet
+            last = exc
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"no initial sync within {timeout}s (last error: {last})")
+
+
 async def run_agent(
     work: Path, consul_addr: str, consul_port: int, nats_url: str, services: int, round_: int
 ) -> tuple[ManagedProcess, str, dict[str, float]]:
@@ -216,7 +236,7 @@ async def run_agent(
 
         async def synced() -> bool:
             if not agent.alive():
-                raise agent.fail("agent exited")
+                raise AgentExited(agent.fail(f"agent exited with {agent.proc.returncode}"))
             conns = consul_connections(agent.pid, consul_port)
             if conns and math.isnan(figures["first_conn_s"]):
                 figures["first_conn_s"] = time.monotonic() - started
@@ -228,7 +248,7 @@ async def run_agent(
             published = await metric(http, url, 'syncmesh_edge_published_total{kind="service"}')
             return published >= services
 
-        await wait_until(synced, 300, interval=0.02, what="initial sync")
+        await until(synced, 300, 0.02)
     figures["initial_sync_s"] = time.monotonic() - started
     return agent, url, figures
 

@@ -53,7 +53,7 @@ from harness.nacos_peer import nacos_server  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh import subjects  # noqa: E402
 from syncmesh.schema import decode_service_state  # noqa: E402
-from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until  # noqa: E402
+from syncmesh_app.embedded.process import ManagedProcess, free_port  # noqa: E402
 
 CLUSTER = "bench"
 REPO = Path(__file__).resolve().parents[1]
@@ -303,6 +303,26 @@ async def push_latency(
         quiet_sdk_logs()
 
 
+class AgentExited(RuntimeError):
+    pass
+
+
+async def until(check: Any, timeout: float, interval: float) -> None:
+    """Poll ``check`` until true; an exited agent fails at once (not after the timeout)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if await check():
+                return
+        except AgentExited:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the metrics endpoint is not up yet
+            last = exc
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"no initial sync within {timeout}s (last error: {last})")
+
+
 async def run_agent(
     work: Path, nacos_addr: str, grpc_port: int, nats_url: str, services: int, round_: int
 ) -> tuple[ManagedProcess, float, int, str]:
@@ -330,14 +350,14 @@ async def run_agent(
         async def synced() -> bool:
             nonlocal max_conns
             if not agent.alive():
-                raise agent.fail("agent exited")
+                raise AgentExited(agent.fail(f"agent exited with {agent.proc.returncode}"))
             stats = ProcStats(agent.pid)
             max_conns = max(max_conns, stats.tcp_connections(grpc_port))
             published = await metric(http, url, 'syncmesh_edge_published_total{kind="service"}')
             return published >= services
 
         # Every 100 ms: each scrape of /metrics costs the agent CPU during the sync.
-        await wait_until(synced, 600, interval=0.1, what="initial sync")
+        await until(synced, 600, 0.1)
     return agent, time.monotonic() - started, max_conns, url
 
 
