@@ -128,9 +128,24 @@ def test_rtt_bucket_is_sticky_within_half_a_bucket() -> None:
     for sample in (9.0, 11.0, 8.5, 12.5, 10.0):
         assert not rtt.add(sample, scale)
     assert rtt.bucket == first
-    # A real move does.
-    assert rtt.add(40.0, scale)
+    # A real move (one that lasts) does.
+    moved = [rtt.add(40.0, scale) for _ in range(3)]
+    assert any(moved)
     assert rtt.bucket is not None and first is not None and rtt.bucket > first
+
+
+def test_one_stalled_probe_moves_no_bucket() -> None:
+    """bench/scale.py: a probe timed across an event-loop stall read 100 ms on
+    loopback and, folded into the average, flushed the DNS cache."""
+    scale = RttScale()
+    rtt = RttEstimate()
+    for _ in range(5):
+        rtt.add(0.06, scale)
+    first = rtt.bucket
+    assert not rtt.add(120.0, scale), "a lone stall"
+    for _ in range(4):
+        assert not rtt.add(0.06, scale)
+    assert rtt.bucket == first
 
 
 def test_rtt_below_the_floor_is_one_bucket() -> None:
@@ -138,12 +153,16 @@ def test_rtt_below_the_floor_is_one_bucket() -> None:
     assert scale.position(0.05) == scale.position(0.9) == 0.0
 
 
-def test_rtt_is_a_moving_average() -> None:
-    scale = RttScale(alpha=0.5)
+def test_rtt_is_a_moving_average_of_medians() -> None:
+    scale = RttScale(alpha=0.5, window=1)
     rtt = RttEstimate()
     rtt.add(10.0, scale)
     rtt.add(20.0, scale)
     assert rtt.average_ms == 15.0
+    filtered = RttEstimate()
+    filtered.add(10.0, RttScale(alpha=0.5))
+    filtered.add(20.0, RttScale(alpha=0.5))
+    assert filtered.average_ms == 12.5  # the median of (10, 20) is 15, halfway from 10
 
 
 def view_with(clusters: dict[str, int | None]) -> RegistryView:
