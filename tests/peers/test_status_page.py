@@ -83,6 +83,10 @@ async def test_status_page_in_a_browser(demo: Demo) -> None:
             # Both clusters, fresh, with their gateways up as this replica probes them.
             await expect(page.locator('#clusters tr[data-cluster="east"]')).to_contain_text("fresh")
             await expect(page.locator('#clusters tr[data-cluster="west"]')).to_contain_text("fresh")
+            # Which agent publishes (host:pid of its claim), from the beat.
+            await expect(
+                page.locator('#clusters tr[data-cluster="east"] td.leader')
+            ).to_contain_text(":")
             await expect(page.locator('#gateways tr[data-cluster="east"]')).to_contain_text("up")
             await expect(page.locator('#gateways tr[data-cluster="west"]')).to_contain_text("up")
             # The demo's payments: 2 healthy in east, 1 in west; orders only healthy in west.
@@ -115,7 +119,15 @@ async def test_status_page_in_a_browser(demo: Demo) -> None:
             print(f"\nedit visible on the status page after {time.monotonic() - started:.1f} s")
 
             # Why: the ranking from /v1/resolve for the clicked service.
-            await page.locator(f'#matrix tr[data-service="{payments}"]').click()
+            # The page re-renders the matrix every 2 s: a click that lands on a row being
+            # replaced is lost, so click again until the ranking shows (bounded).
+            for _ in range(5):
+                await page.locator(f'#matrix tr[data-service="{payments}"]').click()
+                try:
+                    await expect(page.locator("#ranking")).to_contain_text("west", timeout=4_000)
+                    break
+                except AssertionError:
+                    continue
             await expect(page.locator("#ranking")).to_contain_text("west")
             shot = (
                 DOCS_SCREENSHOT
