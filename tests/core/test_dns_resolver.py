@@ -306,8 +306,7 @@ def test_srv_priority_is_the_rank_of_the_cluster() -> None:
 def test_clusters_that_tie_share_one_srv_priority() -> None:
     feed = tie_feed()
     ranks = {c.cluster: c.rank for c in feed.view.resolve(WEB, None).clusters}
-    if ranks["a"] != ranks["b"]:
-        pytest.xfail("the registry's ranking does not yet give tied clusters one rank (issue 14)")
+    assert ranks["a"] == ranks["b"], "the registry gives tied clusters one rank"
     priorities = srv_priorities(ask(make_engine(feed), f"web.svc.{ZONE}", "SRV", host=NOWHERE))
     assert priorities["a"] == priorities["b"] < priorities["far"]
 
