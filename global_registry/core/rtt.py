@@ -5,13 +5,14 @@ invalidate DNS caches) all the time, so ranking compares buckets on a log
 scale instead, and a bucket only changes when the average leaves it by more
 than half a bucket. Clusters in the same bucket tie and fall to name order.
 
-A probe's RTT is timed on the event loop, so one busy moment (a GC pause, a
-burst of ingest) reads as a 100 ms connect on loopback. Folded straight into
-the average, one such sample moved a gateway several buckets and flushed the
-whole DNS cache (bench/scale.py measured 13-25 flushes a second at 100k
+The probe runner takes each sample from the kernel (``TCP_INFO``), but where
+that is unavailable it times the connect on the event loop, and there one busy
+moment (a GC pause, a burst of ingest) reads as a 100 ms connect on loopback.
+Folded straight into the average, one such sample moved a gateway several
+buckets (bench/scale.py measured 13-25 whole-cache flushes a second at 100k
 states). Each sample is therefore the median of the last ``window`` probes
-before it enters the average: a lone stall moves nothing, a real change that
-lasts three probes does.
+before it enters the average: a lone outlier moves nothing, a real change
+that lasts three probes does.
 """
 
 from __future__ import annotations

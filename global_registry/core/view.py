@@ -69,11 +69,14 @@ __all__ = ["RegistryView"]
 _NO_CHANGE = ViewChange()
 _EVERYTHING = ViewChange(everything=True)
 _INF = float("inf")
-# A change touching more clusters than this is reported as "everything".
-_MAX_NAMED_CLUSTERS = 8
 # Looked up once: this runs for every message.
 _OK = EpochVerdict.OK
 _APPLIED, _SAME, _STALE = Outcome.APPLIED, Outcome.SAME, Outcome.STALE_REVISION
+
+
+def _bucket_or_inf(rtt: tuple[int | None, float | None] | None) -> float:
+    bucket = None if rtt is None else rtt[0]
+    return _INF if bucket is None else bucket
 
 
 def _topology(gateways: Iterable[Gateway]) -> list[tuple[str, int, int]]:
@@ -519,26 +522,32 @@ class RegistryView:
         return changed
 
     def _reorder_change(self, cluster: str, before: int | None, after: int | None) -> ViewChange:
-        """Services whose RTT order or RTT ties may differ after ``cluster`` moved buckets.
+        """Services whose answers may differ after ``cluster`` moved RTT buckets.
 
-        Only clusters whose bucket lies between the old and the new one (both
-        included) can swap places or stop/start tying with it.
+        ``rank`` is a function of one service's candidates only, so a move can
+        change the answer of a service that ``cluster`` offers, and only if
+        another cluster offering it sits in a bucket between the old and the new
+        one (both included: it can swap places, or start or stop tying). The
+        answers of every other service keep their order, however many clusters
+        share a bucket. A move from or to "no RTT" changes the reason shown
+        even for a service of one cluster, so it names all of them.
         """
-        low = min(_INF if before is None else before, _INF if after is None else after)
-        high = max(_INF if before is None else before, _INF if after is None else after)
-        moved = [
-            name
-            for name, (bucket, _) in self._rtt.items()
-            if name != cluster and low <= (_INF if bucket is None else bucket) <= high
-        ]
-        if not moved or self.quiet:
+        if self.quiet:
             return _NO_CHANGE
-        if len(moved) > _MAX_NAMED_CLUSTERS:
-            # Naming every service of many clusters costs more than rebuilding the cache.
-            return _EVERYTHING
-        keys: set[Key] = set(self._clusters[cluster].services)
-        for name in moved:
-            keys.update(self._clusters[name].services)
+        services = self._clusters[cluster].services
+        if before is None or after is None:
+            keys: Iterable[Key] = services
+        else:
+            low, high = min(before, after), max(before, after)
+            rtt = self._rtt
+            keys = [
+                key
+                for key in services
+                if any(
+                    other != cluster and low <= _bucket_or_inf(rtt.get(other)) <= high
+                    for other in self._by_key.get(key, ())
+                )
+            ]
         if not keys:
             return _NO_CHANGE
         return ViewChange(services=frozenset(ServiceKey(ns, svc) for ns, svc in keys))

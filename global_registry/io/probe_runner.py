@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import socket
+import struct
 from collections.abc import Callable, Iterable
 
 from global_registry.config import ProbeConfig
@@ -20,11 +21,36 @@ from global_registry.core.probes import (
 )
 from global_registry.io.metrics import RegistryMetrics
 
-__all__ = ["tcp_probe", "ProbeRunner"]
+__all__ = ["tcp_probe", "kernel_rtt_s", "ProbeRunner"]
 
 log = logging.getLogger(__name__)
 
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
+# struct tcp_info (linux/tcp.h): tcpi_rtt, in microseconds, is the u32 at byte 68.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCPI_RTT = struct.Struct("=I")
+_TCPI_RTT_OFFSET = 68
+
+
+def kernel_rtt_s(sock: socket.socket) -> float | None:
+    """The handshake RTT the kernel measured for a just-connected socket, or None.
+
+    Timing ``sock_connect`` on the event loop adds however long the loop was
+    busy when the connect completed (a miss storm, a GC pause: 100 ms read for
+    a 0.06 ms loopback connect), and that moved gateways between RTT buckets.
+    The kernel takes its sample from SYN to SYN-ACK, outside the loop, in
+    microseconds. 0 means it kept no sample (a retransmitted SYN, Karn's rule).
+    """
+    if _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+    except OSError:
+        return None
+    if len(info) < _TCPI_RTT_OFFSET + 4:
+        return None
+    (rtt_us,) = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)
+    return rtt_us / 1e6 if rtt_us else None
 
 
 async def tcp_probe(address: str, port: int, timeout_s: float) -> ProbeOutcome:
@@ -37,7 +63,8 @@ async def tcp_probe(address: str, port: int, timeout_s: float) -> ProbeOutcome:
     try:
         async with asyncio.timeout(timeout_s):
             await loop.sock_connect(sock, (address, port))
-        return ProbeOutcome(True, loop.time() - started)
+        rtt_s = kernel_rtt_s(sock)
+        return ProbeOutcome(True, loop.time() - started if rtt_s is None else rtt_s)
     except TimeoutError:
         return ProbeOutcome(
             False, result=ProbeResult.TIMEOUT, detail=f"no connect within {timeout_s}s"
