@@ -105,21 +105,25 @@ async def _gateway(address: str) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-def _banner(opts: DemoOptions, workdir: Path, east_file: Path, nats_url: str, sources: str) -> str:
-    dns = f"@127.0.0.1 -p {opts.dns_port}"
+def _banner(
+    ports: tuple[int, int], workdir: Path, east_file: Path, nats_url: str, sources: str
+) -> str:
+    """``ports``: the DNS and admin ports as bound (``--dns-port 0`` picks one)."""
+    dns_port, admin_port = ports
+    dns = f"@127.0.0.1 -p {dns_port}"
     return f"""
 syncmesh demo is running
   nats-server (JetStream)  {nats_url}   data in {workdir / "nats"}
   edge agents              {sources}
   gateways                 east 127.0.0.2, west 127.0.0.3 (real TCP listeners, probed)
-  registry                 DNS 127.0.0.1:{opts.dns_port} (UDP+TCP), admin http://127.0.0.1:{opts.admin_port}
+  registry                 DNS 127.0.0.1:{dns_port} (UDP+TCP), admin http://127.0.0.1:{admin_port}
   service files            {workdir}
 
 Try:
   dig {dns} payments.svc.syncmesh.internal A +short            # east: 127.0.0.1 is in east's client CIDRs
   dig {dns} payments.svc.syncmesh.internal TXT +subnet=10.20.0.0/24 +short   # a west client
   dig {dns} payments.svc.syncmesh.internal SRV +short
-  curl -s http://127.0.0.1:{opts.admin_port}/v1/status
+  curl -s http://127.0.0.1:{admin_port}/v1/status
   $EDITOR {east_file}    # e.g. set every payments instance to health = "critical": DNS moves to west
 
 Ctrl-C stops everything.
@@ -202,7 +206,8 @@ async def run_demo(opts: DemoOptions) -> None:
             )
             app = await stack.enter_async_context(RegistryApp(registry))
             await app.wait_ready()
-            print(_banner(opts, workdir, east_file, nats.url, sources), flush=True)
+            ports = (app.dns_port or 0, app.admin_port)
+            print(_banner(ports, workdir, east_file, nats.url, sources), flush=True)
             await _wait_for_signal()
             print("syncmesh demo: stopping", flush=True)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -97,7 +98,15 @@ class NatsPeer:
     async def start_node(self, index: int = 0) -> None:
         """Start a stopped node again on the same ports and store (data survives)."""
         node = self.nodes[index]
+        # A node that bound ephemeral ports comes back on the ones it had: pinned
+        # only now, so a SIGHUP reload of the running node never sees a port change.
+        config = node.config_path.read_text()
+        config = config.replace("\nport: -1\n", f"\nport: {node.port}\n")
+        config = config.replace('http: "127.0.0.1:-1"', f'http: "127.0.0.1:{node.monitor_port}"')
+        node.config_path.write_text(config)
         node.process.start()
+        if node.port < 0:
+            await _learn_ports(node)
         await _wait_ready(node, len(self.nodes))
         self._stopped.discard(node.name)
 
@@ -120,8 +129,10 @@ def _config(
     lines = [
         f'server_name: "{node.name}"',
         "host: 127.0.0.1",
+        # -1: the server binds an ephemeral port itself and writes it to the ports file.
         f"port: {node.port}",
-        f"http: 127.0.0.1:{node.monitor_port}",
+        f'http: "127.0.0.1:{node.monitor_port}"',
+        f'ports_file_dir: "{node.config_path.parent}"',
         "max_payload: 1048576",
     ]
     if jetstream:
@@ -179,6 +190,27 @@ async def _wait_ready(node: NatsNode, cluster_size: int, timeout: float = 30.0) 
         raise node.process.fail(str(exc)) from exc
 
 
+async def _learn_ports(node: NatsNode, timeout: float = 30.0) -> None:
+    """Read the ports the node bound from the file nats-server writes once it listens."""
+    ports_file = node.config_path.parent / f"nats-server_{node.process.pid}.ports"
+
+    async def written() -> bool:
+        if not node.process.alive():
+            raise node.process.fail("exited during start")
+        try:
+            ports = json.loads(ports_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return False  # not written yet, or caught mid-write
+        node.port = int(ports["nats"][0].rsplit(":", 1)[1])
+        node.monitor_port = int(ports["monitoring"][0].rsplit(":", 1)[1])
+        return True
+
+    try:
+        await wait_until(written, timeout, what=f"{node.name} ports file")
+    except TimeoutError as exc:
+        raise node.process.fail(str(exc)) from exc
+
+
 @contextlib.asynccontextmanager
 async def nats_server(
     cluster_size: int = 1,
@@ -203,12 +235,18 @@ async def nats_server(
         node_dir = workdir / name
         node_dir.mkdir(parents=True, exist_ok=True)
         config_path = node_dir / "nats.conf"
+        # One node binds its own ports (-1) and reports them in its ports file, so
+        # no port is picked here and bound later by someone else. A cluster's
+        # routes must name every node's cluster port before any node starts
+        # (JetStream refuses a clustered node without routes), so clustered nodes
+        # still get free ports picked up front.
+        clustered = cluster_size > 1
         nodes.append(
             NatsNode(
                 name=name,
-                port=free_port(),
-                cluster_port=free_port(),
-                monitor_port=free_port(),
+                port=free_port() if clustered else -1,
+                cluster_port=free_port() if clustered else -1,
+                monitor_port=free_port() if clustered else -1,
                 store_dir=node_dir / "jetstream",
                 config_path=config_path,
                 process=ManagedProcess(
@@ -241,6 +279,8 @@ async def nats_server(
         for node in nodes:
             node.process.start()
         for node in nodes:
+            if node.port < 0:
+                await _learn_ports(node)
             await _wait_ready(node, cluster_size)
         yield peer
     finally:
