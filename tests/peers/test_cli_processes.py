@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,9 +24,9 @@ import pytest
 
 from dns_server.config import DnsConfig
 from global_registry.config import ProbeConfig
+from harness.bound_ports import ADMIN_HTTP, wait_for_port
 from harness.nats_peer import NatsPeer
 from syncmesh.nats_config import NatsConfig
-from syncmesh_app.embedded.process import free_port
 from syncmesh_app.registry import RegistryApp
 from syncmesh_app.registry_config import RegistryConfig
 
@@ -141,12 +142,12 @@ async def running(nats_peer: NatsPeer, tmp_path: Path) -> AsyncIterator[Running]
             f'[[gateways]]\naddress = "127.0.0.1"\nport = {gw_port}\n'
             f'[locality]\nregion = "us-east"\nzone = "us-east-1a"\n'
         )
-        admin_port, dns_port = free_port(), free_port()
+        # Port 0: the registry binds its own ports and logs them.
         registry_toml = tmp_path / "registry.toml"
         registry_toml.write_text(
-            f'replica = "r1"\nadmin_port = {admin_port}\n'
+            f'replica = "r1"\nadmin_port = 0\n'
             f'[nats]\nservers = ["{nats_peer.url}"]\n'
-            f'[dns]\naddress = "127.0.0.1"\nport = {dns_port}\n'
+            f'[dns]\naddress = "127.0.0.1"\nport = 0\n'
             f"[probe]\ninterval_s = 0.3\ntimeout_s = 0.3\nrise = 1\nfall = 2\n"
         )
         edge = _spawn(["edge", "--config", str(edge_toml)], tmp_path / "edge.log")
@@ -155,6 +156,9 @@ async def running(nats_peer: NatsPeer, tmp_path: Path) -> AsyncIterator[Running]
             tmp_path / "registry.log",
         )
         try:
+            admin_port = await wait_for_port(
+                registry.log, ADMIN_HTTP, lambda: registry.popen.poll() is None
+            )
             await _until(
                 "registry ready",
                 lambda: _http(f"http://127.0.0.1:{admin_port}/readyz")[0] == 200,
@@ -271,8 +275,11 @@ async def test_sigint_stops_the_registry_too(running: Running) -> None:
 
 
 def test_no_nats_is_no_answer() -> None:
-    port = free_port()
-    result = cli("status", "--nats", f"nats://127.0.0.1:{port}", "--timeout", "1")
+    # Bound but not listening: the port stays ours and every connect is refused.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        result = cli("status", "--nats", f"nats://127.0.0.1:{port}", "--timeout", "1")
     assert result.returncode == 1
     assert "cannot connect to NATS" in result.stderr
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import pytest
+
+from harness.bound_ports import DEMO_DNS, port_in_log
 
 pytestmark = pytest.mark.peers
 
@@ -49,12 +50,12 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _bound_dns_port(log_text: str) -> int:
+def _bound_dns_port(log_path: Path) -> int:
     """The demo binds port 0 itself (no port picked here to be bound later) and
     its banner names the port it got."""
-    found = re.search(r"DNS 127\.0\.0\.1:(\d+) ", log_text)
-    assert found, log_text
-    return int(found.group(1))
+    port = port_in_log(log_path, DEMO_DNS)
+    assert port, log_path.read_text()
+    return port
 
 
 async def test_demo_serves_follows_edits_and_stops_cleanly(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ async def test_demo_serves_follows_edits_and_stops_cleanly(tmp_path: Path) -> No
             assert proc.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             await asyncio.sleep(0.1)
-        dns_port = _bound_dns_port(log_path.read_text())
+        dns_port = _bound_dns_port(log_path)
         assert _processes_mentioning(str(tmp_path / "demo" / "nats")), "no embedded nats-server"
         name = "payments.svc.syncmesh.internal"
         # 127.0.0.1 is in east's client CIDRs: east's gateway answers.
@@ -143,7 +144,7 @@ async def test_demo_on_real_consul_and_nacos_stops_every_peer(tmp_path: Path) ->
             assert time.monotonic() < deadline, log_path.read_text()
             await asyncio.sleep(0.2)
         text = log_path.read_text()
-        dns_port = _bound_dns_port(text)
+        dns_port = _bound_dns_port(log_path)
         assert "east <- real Consul" in text and "west <- real Nacos" in text
         # Consul's payments (east) for a local client; pinned to west, Nacos's.
         assert await _a_records("payments.svc.syncmesh.internal", dns_port) == ["127.0.0.2"]

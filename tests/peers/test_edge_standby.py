@@ -29,11 +29,12 @@ import pytest
 from edge_sync.io.epoch import read_last_claim
 from edge_sync.io.remote_state import read_stored_states
 from global_registry.config import ProbeConfig
+from harness.bound_ports import AGENT_HTTP, port_in_log
 from harness.nats_peer import NatsPeer
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import ClusterBeat, decode_cluster_beat
-from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until
+from syncmesh_app.embedded.process import ManagedProcess, wait_until
 from syncmesh_app.registry import RegistryApp
 from syncmesh_app.registry_config import RegistryConfig
 from syncmesh_io import nats_connection as natsconn
@@ -55,10 +56,11 @@ def service_file(services: dict[str, str]) -> str:
 class Agent:
     def __init__(self, tmp: Path, name: str, nats_url: str, services: Path) -> None:
         self.name = name
-        self.port = free_port()
+        self.log = tmp / f"edge-{name}.log"
         config = tmp / f"edge-{name}.toml"
+        # metrics_port -1: the agent binds an ephemeral port and logs it (``port``).
         config.write_text(
-            f'cluster = "east"\nbeat_interval_s = {BEAT_S}\nmetrics_port = {self.port}\n'
+            f'cluster = "east"\nbeat_interval_s = {BEAT_S}\nmetrics_port = -1\n'
             f'[nats]\nservers = ["{nats_url}"]\n'
             '[[gateways]]\naddress = "127.0.0.2"\nport = 443\n'
             f'[source]\nkind = "file"\n[source.file]\npath = "{services}"\n'
@@ -68,9 +70,17 @@ class Agent:
             f"edge-{name}",
             [sys.executable, "-m", "syncmesh_app", "--log-level", "INFO", "edge"]
             + ["--config", str(config)],
-            tmp / f"edge-{name}.log",
+            self.log,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
+
+    @property
+    def port(self) -> int:
+        """The agent's health port as its log names it (the latest start's)."""
+        port = port_in_log(self.log, AGENT_HTTP)
+        if port is None:
+            raise RuntimeError(f"edge-{self.name} has not logged its port yet")
+        return port
 
     @property
     def agent_id(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,6 +17,7 @@ import pytest
 from dns_server.config import DnsConfig
 from global_registry.config import IngestConfig, ProbeConfig, ReplicaLocality
 from global_registry.core.snapshot import inventory
+from harness.bound_ports import ADMIN_HTTP
 from harness.nats_peer import NatsPeer
 from harness.samples import claim_epoch, cluster_beat, instance, publish, service_state
 from syncmesh import subjects
@@ -29,7 +31,7 @@ from syncmesh.schema import (
     encode,
 )
 from syncmesh.view_api import ServiceKey
-from syncmesh_app.embedded.process import free_port, wait_until
+from syncmesh_app.embedded.process import wait_until
 from syncmesh_app.registry import RegistryApp
 from syncmesh_app.registry_config import RegistryConfig
 from syncmesh_io.nats_connection import ensure_stream
@@ -385,16 +387,21 @@ async def test_stale_agent_is_flagged_and_fresh_again_on_its_next_beat(nats_peer
     await nc.close()
 
 
-async def test_run_registry_serves_until_cancelled_and_cleans_up(nats_peer: NatsPeer) -> None:
+async def test_run_registry_serves_until_cancelled_and_cleans_up(
+    nats_peer: NatsPeer, caplog: pytest.LogCaptureFixture
+) -> None:
     import socket
 
     from syncmesh_app.registry import run_registry
 
-    admin_port = free_port()
     ready = asyncio.Event()
-    task = asyncio.create_task(run_registry(config(nats_peer, admin_port=admin_port), ready))
+    caplog.set_level(logging.INFO, logger="syncmesh.registry")
+    task = asyncio.create_task(run_registry(config(nats_peer, admin_port=0), ready))
     async with asyncio.timeout(20):
         await ready.wait()
+    # Bound by the registry itself (port 0); its log line names the port.
+    logged = [ADMIN_HTTP.search(r.getMessage()) for r in caplog.records]
+    admin_port = int([m for m in logged if m][-1].group(1))
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"http://127.0.0.1:{admin_port}/readyz") as r,

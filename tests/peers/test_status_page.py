@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from syncmesh_app.embedded.process import free_port
+from harness.bound_ports import DEMO_ADMIN, port_in_log
 
 pytestmark = pytest.mark.peers
 
@@ -35,13 +35,12 @@ class Demo:
 
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    dns_port, admin_port = free_port(), free_port()
     workdir = tmp_path / "demo"
     log_path = tmp_path / "demo.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "syncmesh_app", "demo", "--workdir", str(workdir),
-             "--dns-port", str(dns_port), "--admin-port", str(admin_port)],
+             "--dns-port", "0", "--admin-port", "0"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
@@ -50,6 +49,8 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
             assert proc.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             await asyncio.sleep(0.1)
+        admin_port = port_in_log(log_path, DEMO_ADMIN)
+        assert admin_port, log_path.read_text()
         yield Demo(workdir, admin_port, log_path)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log_path.read_text()
