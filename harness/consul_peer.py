@@ -161,6 +161,70 @@ async def _consul_version(binary: Path) -> str:
     return lines[0].strip() if lines else ""
 
 
+_PORT_ATTEMPTS = 3
+
+
+def _port_collision(log: Path) -> bool:
+    try:
+        return "address already in use" in log.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
+def _prepare(
+    binary: Path,
+    version: str,
+    workdir: Path,
+    data_dir: Path,
+    token: str | None,
+    certs: TestCerts | None,
+    tls: bool,
+) -> ConsulPeer:
+    """Config on fresh ports, and the (not yet started) agent."""
+    http, dns, serf_lan, server = (free_port() for _ in range(4))
+    https = free_port() if tls else -1
+    config_file = workdir / "agent.json"
+    config_file.write_text(
+        json.dumps(
+            _agent_config(http, dns, serf_lan, server, data_dir, token, https, certs), indent=2
+        )
+    )
+    # The token is a secret only for this throwaway agent; still keep the
+    # file private so it is not world-readable on shared CI hosts.
+    config_file.chmod(0o600)
+    log_path = workdir / "consul.log"
+    log_path.unlink(missing_ok=True)  # a retry reads only its own start
+    process = ManagedProcess(
+        name="consul",
+        argv=[
+            str(binary),
+            "agent",
+            "-dev",
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+            "-config-file",
+            str(config_file),
+        ],
+        log_path=log_path,
+        cwd=workdir,
+    )
+    return ConsulPeer(
+        http_addr=f"127.0.0.1:{http}",
+        http_url=f"http://127.0.0.1:{http}",
+        token=token,
+        process=process,
+        version=version,
+        dns_port=dns,
+        serf_lan_port=serf_lan,
+        server_port=server,
+        data_dir=data_dir,
+        https_addr=f"127.0.0.1:{https}" if tls else "",
+        ca_file=str(certs.ca) if certs else "",
+    )
+
+
 @contextlib.asynccontextmanager
 async def consul_agent(
     acl: bool = False, workdir: Path | None = None, tls: bool = False
@@ -176,52 +240,25 @@ async def consul_agent(
         workdir.mkdir(parents=True, exist_ok=True)
         data_dir = workdir / "data"
         data_dir.mkdir(exist_ok=True)
-        http, dns, serf_lan, server = (free_port() for _ in range(4))
         token = str(uuid.uuid4()) if acl else None
-        https = free_port() if tls else -1
         certs = make_certs(workdir / "tls") if tls else None
-        config_file = workdir / "agent.json"
-        config_file.write_text(
-            json.dumps(
-                _agent_config(http, dns, serf_lan, server, data_dir, token, https, certs), indent=2
-            )
-        )
-        # The token is a secret only for this throwaway agent; still keep the
-        # file private so it is not world-readable on shared CI hosts.
-        config_file.chmod(0o600)
-
-        process = ManagedProcess(
-            name="consul",
-            argv=[
-                str(binary),
-                "agent",
-                "-dev",
-                "-bind",
-                "127.0.0.1",
-                "-client",
-                "127.0.0.1",
-                "-config-file",
-                str(config_file),
-            ],
-            log_path=workdir / "consul.log",
-            cwd=workdir,
-        )
-        peer = ConsulPeer(
-            http_addr=f"127.0.0.1:{http}",
-            http_url=f"http://127.0.0.1:{http}",
-            token=token,
-            process=process,
-            version=version,
-            dns_port=dns,
-            serf_lan_port=serf_lan,
-            server_port=server,
-            data_dir=data_dir,
-            https_addr=f"127.0.0.1:{https}" if tls else "",
-            ca_file=str(certs.ca) if certs else "",
-        )
+        # Consul cannot bind port 0 and report it, so its ports are picked here
+        # and bound by Consul moments later; another process can take one in
+        # between. Such a collision is seen in Consul's log and retried on fresh
+        # ports (Consul's own test SDK, freeport, has the same window).
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            peer = _prepare(binary, version, workdir, data_dir, token, certs, tls)
+            try:
+                peer.process.start()
+                await peer.wait_ready()
+                break
+            except PeerStartError:
+                await peer.process.stop()
+                peer.process.kill()
+                if attempt == _PORT_ATTEMPTS or not _port_collision(peer.process.log_path):
+                    raise
+        process = peer.process
         try:
-            process.start()
-            await peer.wait_ready()
             yield peer
         finally:
             await process.stop()

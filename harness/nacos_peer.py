@@ -96,6 +96,20 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+_PORT_ATTEMPTS = 3
+
+
+def _port_collision(root: Path) -> bool:
+    """Nacos logged a bind failure (its own log files and the JVM's output)."""
+    for log in [root / "nacos.out.log", *root.glob("home/logs/*.log")]:
+        try:
+            if "already in use" in log.read_text(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _pick_http_port() -> int:
     for _ in range(100):
         port = free_port()
@@ -225,26 +239,40 @@ async def nacos_server(auth: bool = False, workdir: Path | None = None) -> Async
     root.mkdir(parents=True, exist_ok=True)
     home = root / "home"
     home.mkdir(exist_ok=True)
-    port = _pick_http_port()
-    process = ManagedProcess(
-        name=f"nacos-{install.version}",
-        argv=install.argv(_jvm_args(port, home, auth)),
-        log_path=root / "nacos.out.log",
-        cwd=root,
-    )
-    peer = NacosPeer(
-        host=HOST,
-        port=port,
-        grpc_port=port + 1000,
-        username=DEFAULT_USER if auth else None,
-        password=DEFAULT_PASSWORD if auth else None,
-        version=install.version,
-        process=process,
-        workdir=root,
-        auth=auth,
-    )
+    # Nacos cannot bind port 0 and report it (it derives three more ports from
+    # its HTTP port), so the ports are picked here and bound moments later; a
+    # collision in between shows in its log and is retried on fresh ports.
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        port = _pick_http_port()
+        log_path = root / "nacos.out.log"
+        log_path.unlink(missing_ok=True)  # a retry reads only its own start
+        process = ManagedProcess(
+            name=f"nacos-{install.version}",
+            argv=install.argv(_jvm_args(port, home, auth)),
+            log_path=log_path,
+            cwd=root,
+        )
+        peer = NacosPeer(
+            host=HOST,
+            port=port,
+            grpc_port=port + 1000,
+            username=DEFAULT_USER if auth else None,
+            password=DEFAULT_PASSWORD if auth else None,
+            version=install.version,
+            process=process,
+            workdir=root,
+            auth=auth,
+        )
+        try:
+            await _start_and_wait(peer)
+            break
+        except PeerStartError:
+            await peer.stop()
+            if attempt == _PORT_ATTEMPTS or not _port_collision(root):
+                if owned:
+                    shutil.rmtree(root, ignore_errors=True)
+                raise
     try:
-        await _start_and_wait(peer)
         print(
             f"Nacos {peer.version} ready on {peer.server_addr} (gRPC {peer.grpc_port}, "
             f"auth={auth}) in {peer.startup_seconds:.1f}s",
