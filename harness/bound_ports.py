@@ -32,10 +32,13 @@ DEMO_DNS = re.compile(r"DNS 127\.0\.0\.1:(\d+) ")
 DEMO_ADMIN = re.compile(r"admin http://127\.0\.0\.1:(\d+)")
 
 
-def port_in_log(log: Path, pattern: re.Pattern[str]) -> int | None:
-    """The port of the last line of ``log`` matching ``pattern``, if any."""
+def port_in_log(log: Path, pattern: re.Pattern[str], offset: int = 0) -> int | None:
+    """The port of the last line of ``log`` matching ``pattern``, if any; only
+    bytes from ``offset`` on count (the log size when the process last started)."""
     try:
-        text = log.read_text(errors="replace")
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
     except FileNotFoundError:
         return None
     found = pattern.findall(text)

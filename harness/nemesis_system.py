@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import aiohttp
 
+from harness.bound_ports import ADMIN_HTTP, DNS, port_in_log
 from harness.consul_peer import ConsulPeer, consul_agent
 from harness.nacos_peer import NacosPeer, nacos_server
 from harness.nats_peer import NatsPeer, nats_server
 from harness.nemesis_plan import CLUSTERS, GATEWAY_ADDRESS
 from harness.system import Listener
-from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until
+from syncmesh_app.embedded.process import ManagedProcess, wait_until
 
 __all__ = ["Agent", "Registry", "NemesisSystem", "nemesis_system", "LIBFAKETIME"]
 
@@ -67,14 +69,31 @@ class Agent:
 
 @dataclass
 class Registry:
+    """A registry process binding its DNS and admin ports itself (port 0); its
+    log names them, and a restart logs the new ones after ``_log_offset``."""
+
     name: str
     config: Path
     log: Path
-    dns_port: int
-    admin_port: int
     process: ManagedProcess | None = None
+    _log_offset: int = 0
+
+    def _port(self, pattern: re.Pattern[str]) -> int:
+        port = port_in_log(self.log, pattern, self._log_offset)
+        if port is None:
+            raise RuntimeError(f"registry {self.name} has not logged {pattern.pattern!r} yet")
+        return port
+
+    @property
+    def dns_port(self) -> int:
+        return self._port(DNS)
+
+    @property
+    def admin_port(self) -> int:
+        return self._port(ADMIN_HTTP)
 
     def start(self) -> None:
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         self.process = ManagedProcess(
             f"registry-{self.name}",
             [sys.executable, "-m", "syncmesh_app", "registry", "--config", str(self.config)],
@@ -84,12 +103,13 @@ class Registry:
         self.process.start()
 
     async def wait_ready(self, timeout: float = 120.0) -> None:
-        url = f"http://127.0.0.1:{self.admin_port}/readyz"
-
         async def ready() -> bool:
             assert self.process is not None
             if not self.process.alive():
                 raise self.process.fail("exited")
+            if port_in_log(self.log, ADMIN_HTTP, self._log_offset) is None:
+                return False
+            url = f"http://127.0.0.1:{self.admin_port}/readyz"
             try:
                 async with aiohttp.ClientSession() as http, http.get(url) as resp:
                     return resp.status == 200
@@ -155,13 +175,13 @@ class NemesisSystem:
         await reg.wait_ready()
 
 
-def _edge_toml(system: NemesisSystem, cluster: str, metrics_port: int) -> str:
+def _edge_toml(system: NemesisSystem, cluster: str) -> str:
     source = CLUSTERS[cluster]
     lines = [
         f'cluster = "{cluster}"',
         f"client_cidrs = {_toml_list(['127.0.0.0/24'] if cluster == 'east' else [])}",
         "beat_interval_s = 1.0",
-        f"metrics_port = {metrics_port}",
+        "metrics_port = -1",  # an ephemeral port: nothing here reads it
         "[nats]",
         f"servers = {_toml_list(system.nats.urls)}",
         "[source]",
@@ -195,7 +215,7 @@ def _registry_toml(system: NemesisSystem, reg: Registry) -> str:
             [
                 f'replica = "{reg.name}"',
                 'admin_address = "127.0.0.1"',
-                f"admin_port = {reg.admin_port}",
+                "admin_port = 0",
                 "[locality]",
                 'region = "r1"',
                 'zone = "z1"',
@@ -204,7 +224,7 @@ def _registry_toml(system: NemesisSystem, reg: Registry) -> str:
                 "replicas = 3",
                 "[dns]",
                 'address = "127.0.0.1"',
-                f"port = {reg.dns_port}",
+                "port = 0",
                 "ttl = 1",
                 "[probe]",
                 "interval_s = 0.5",
@@ -240,8 +260,6 @@ async def nemesis_system(workdir: Path) -> AsyncIterator[NemesisSystem]:
                 name,
                 workdir / f"registry-{name}.toml",
                 workdir / f"registry-{name}.log",
-                dns_port=free_port(),
-                admin_port=free_port(),
             )
             reg.config.write_text(_registry_toml(system, reg))
             system.registries[name] = reg
@@ -250,7 +268,7 @@ async def nemesis_system(workdir: Path) -> AsyncIterator[NemesisSystem]:
             agent = Agent(
                 cluster, workdir / f"edge-{cluster}.toml", workdir / f"edge-{cluster}.log"
             )
-            agent.config.write_text(_edge_toml(system, cluster, free_port()))
+            agent.config.write_text(_edge_toml(system, cluster))
             system.agents[cluster] = agent
             agent.start()
         try:
