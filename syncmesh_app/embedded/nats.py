@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -170,8 +171,6 @@ async def _wait_ready(node: NatsNode, cluster_size: int, timeout: float = 30.0) 
     url = f"http://127.0.0.1:{node.monitor_port}/healthz"
 
     async def ready() -> bool:
-        if not node.process.alive():
-            raise node.process.fail("exited during start")
         async with aiohttp.ClientSession() as http, http.get(url) as resp:
             if resp.status != 200:
                 return False
@@ -184,10 +183,22 @@ async def _wait_ready(node: NatsNode, cluster_size: int, timeout: float = 30.0) 
                 return int(data.get("num_routes", 0)) >= cluster_size - 1
         return True
 
-    try:
-        await wait_until(ready, timeout, what=f"{node.name} ready")
-    except TimeoutError as exc:
-        raise node.process.fail(str(exc)) from exc
+    # Own loop rather than wait_until (which takes exceptions for "not yet"):
+    # a node that exited, e.g. on a port taken meanwhile, fails at once.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: BaseException | None = None
+    while True:
+        if not node.process.alive():
+            raise node.process.fail("exited during start")
+        try:
+            if await ready():
+                return
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            last = exc
+        if loop.time() >= deadline:
+            raise node.process.fail(f"not ready within {timeout}s: {last}")
+        await asyncio.sleep(0.1)
 
 
 async def _learn_ports(node: NatsNode, timeout: float = 30.0) -> None:
@@ -211,6 +222,45 @@ async def _learn_ports(node: NatsNode, timeout: float = 30.0) -> None:
         raise node.process.fail(str(exc)) from exc
 
 
+_PORT_ATTEMPTS = 3
+
+
+def _nodes(binary: Path, workdir: Path, cluster_size: int) -> list[NatsNode]:
+    """The nodes, not started. One node binds its own ports (-1) and reports
+    them in its ports file, so no port is picked here and bound later by
+    someone else. A cluster's routes must name every node's cluster port before
+    any node starts (JetStream refuses a clustered node without routes), so
+    clustered nodes get free ports picked up front."""
+    clustered = cluster_size > 1
+    nodes = []
+    for i in range(cluster_size):
+        name = f"n{i + 1}"
+        node_dir = workdir / name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        nodes.append(
+            NatsNode(
+                name=name,
+                port=free_port() if clustered else -1,
+                cluster_port=free_port() if clustered else -1,
+                monitor_port=free_port() if clustered else -1,
+                store_dir=node_dir / "jetstream",
+                config_path=node_dir / "nats.conf",
+                process=ManagedProcess(
+                    f"nats-server {name}",
+                    [str(binary), "-c", str(node_dir / "nats.conf")],
+                    node_dir / "nats.log",
+                ),
+            )
+        )
+    return nodes
+
+
+async def _stop_all(nodes: list[NatsNode]) -> None:
+    for node in nodes:
+        with contextlib.suppress(Exception):
+            await node.process.stop(grace=3.0)
+
+
 @contextlib.asynccontextmanager
 async def nats_server(
     cluster_size: int = 1,
@@ -229,63 +279,50 @@ async def nats_server(
         own_tmp = tempfile.TemporaryDirectory(prefix="syncmesh-nats-")
         workdir = Path(own_tmp.name)
     binary = nats_server_binary()
-    nodes: list[NatsNode] = []
-    for i in range(cluster_size):
-        name = f"n{i + 1}"
-        node_dir = workdir / name
-        node_dir.mkdir(parents=True, exist_ok=True)
-        config_path = node_dir / "nats.conf"
-        # One node binds its own ports (-1) and reports them in its ports file, so
-        # no port is picked here and bound later by someone else. A cluster's
-        # routes must name every node's cluster port before any node starts
-        # (JetStream refuses a clustered node without routes), so clustered nodes
-        # still get free ports picked up front.
-        clustered = cluster_size > 1
-        nodes.append(
-            NatsNode(
-                name=name,
-                port=free_port() if clustered else -1,
-                cluster_port=free_port() if clustered else -1,
-                monitor_port=free_port() if clustered else -1,
-                store_dir=node_dir / "jetstream",
-                config_path=config_path,
-                process=ManagedProcess(
-                    f"nats-server {name}",
-                    [str(binary), "-c", str(config_path)],
-                    node_dir / "nats.log",
-                ),
+    version = nats_version()
+    # Clustered nodes' ports are picked before they bind them (see _nodes); a
+    # port taken in between shows in a node's log, and the cluster is started
+    # again on fresh ports.
+    attempts = _PORT_ATTEMPTS if cluster_size > 1 else 1
+    for attempt in range(1, attempts + 1):
+        nodes = _nodes(binary, workdir, cluster_size)
+        routes = [n.cluster_port for n in nodes] if cluster_size > 1 else []
+        for node in nodes:
+            node.process.log_path.unlink(missing_ok=True)  # a retry reads only its own start
+            node.config_path.write_text(
+                _config(
+                    node,
+                    routes,
+                    jetstream,
+                    users,
+                    tls,
+                    token,
+                    permissions,
+                    extra_config,
+                    verify_clients,
+                )
             )
-        )
-    routes = [n.cluster_port for n in nodes] if cluster_size > 1 else []
-    certs = tls
-    for node in nodes:
-        node.config_path.write_text(
-            _config(
-                node,
-                routes,
-                jetstream,
-                users,
-                certs,
-                token,
-                permissions,
-                extra_config,
-                verify_clients,
-            )
-        )
-    peer = NatsPeer(nodes=nodes, version=nats_version(), workdir=workdir, certs=certs, token=token)
-    if users:
-        peer.user, peer.password = next(iter(users.items()))
+        peer = NatsPeer(nodes=nodes, version=version, workdir=workdir, certs=tls, token=token)
+        if users:
+            peer.user, peer.password = next(iter(users.items()))
+        try:
+            for node in nodes:
+                node.process.start()
+            for node in nodes:
+                if node.port < 0:
+                    await _learn_ports(node)
+                await _wait_ready(node, cluster_size)
+            break
+        except PeerStartError:
+            await _stop_all(nodes)
+            collided = any("address already in use" in n.process.log_tail(200) for n in nodes)
+            if attempt == attempts or not collided:
+                if own_tmp is not None:
+                    own_tmp.cleanup()
+                raise
     try:
-        for node in nodes:
-            node.process.start()
-        for node in nodes:
-            if node.port < 0:
-                await _learn_ports(node)
-            await _wait_ready(node, cluster_size)
         yield peer
     finally:
-        for node in nodes:
-            with contextlib.suppress(Exception):
-                await node.process.stop(grace=3.0)
+        await _stop_all(nodes)
         if own_tmp is not None:
             own_tmp.cleanup()
