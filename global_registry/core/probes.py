@@ -3,10 +3,17 @@
 The asyncio adapter (``probe_runner``) asks ``take_due(now)`` for the probes to
 start, runs TCP connects, and hands each outcome back to ``record``. Jitter
 comes from an injected ``random.Random`` so tests replay exact schedules.
+
+The adapter asks for due probes after every outcome, so with a hundred
+gateways scanning them all each time was most of the registry's idle CPU,
+taken from the thread that answers DNS (they share the GIL). Due times live
+in a heap instead (an entry whose target moved on is dropped when it comes
+up), and the gateways still waiting for their first outcome are counted.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -104,6 +111,10 @@ class GatewayProbes:
         )
         self._targets: dict[GatewayId, _Target] = {}
         self._in_flight = 0
+        # (next_at, gateway); an entry is current only while it equals its
+        # target's next_at and the target is not in flight.
+        self._due: list[tuple[float, GatewayId]] = []
+        self._unprobed = 0
 
     @property
     def in_flight(self) -> int:
@@ -118,28 +129,34 @@ class GatewayProbes:
         wanted = set(gateways)
         removed = [gw for gw in self._targets if gw not in wanted]
         for gw in removed:
-            if self._targets.pop(gw).in_flight:
+            target = self._targets.pop(gw)
+            if target.in_flight:
                 self._in_flight -= 1
-        for gw in wanted:
+            if target.phase is ProbePhase.UNKNOWN:
+                self._unprobed -= 1
+        for gw in sorted(wanted):
             if gw not in self._targets:
                 # New gateways start soon but spread over a jitter window, not all at once.
                 first = self._rng.uniform(0.0, self._config.jitter * self._config.interval_s)
                 self._targets[gw] = _Target(next_at=now + first)
+                self._unprobed += 1
+                heapq.heappush(self._due, (now + first, gw))
         return removed
+
+    def _current(self, entry: tuple[float, GatewayId]) -> bool:
+        target = self._targets.get(entry[1])
+        return target is not None and not target.in_flight and target.next_at == entry[0]
 
     def take_due(self, now: float) -> list[GatewayId]:
         """Probes to start now, oldest due first, within the concurrency bound."""
         room = self._config.max_concurrent - self._in_flight
-        if room <= 0:
-            return []
-        due = sorted(
-            (t.next_at, gw)
-            for gw, t in self._targets.items()
-            if not t.in_flight and t.next_at <= now
-        )
-        started = [gw for _, gw in due[:room]]
-        for gw in started:
-            self._targets[gw].in_flight = True
+        started: list[GatewayId] = []
+        due = self._due
+        while due and len(started) < room and due[0][0] <= now:
+            entry = heapq.heappop(due)
+            if self._current(entry):
+                self._targets[entry[1]].in_flight = True
+                started.append(entry[1])
         self._in_flight += len(started)
         return started
 
@@ -147,8 +164,10 @@ class GatewayProbes:
         """When the next probe is due (None: nothing to probe, or no room until one finishes)."""
         if self._in_flight >= self._config.max_concurrent:
             return None
-        pending = [t.next_at for t in self._targets.values() if not t.in_flight]
-        return min(pending) if pending else None
+        due = self._due
+        while due and not self._current(due[0]):
+            heapq.heappop(due)
+        return due[0][0] if due else None
 
     def record(self, gw: GatewayId, outcome: ProbeOutcome, now: float) -> GatewayStatus | None:
         """Fold in one outcome; returns the gateway's new status (None if no longer probed)."""
@@ -157,6 +176,8 @@ class GatewayProbes:
             return None
         target.in_flight = False
         self._in_flight -= 1
+        if target.phase is ProbePhase.UNKNOWN:
+            self._unprobed -= 1
         target.probes += 1
         target.last_result = outcome.result
         target.last_detail = outcome.detail
@@ -166,6 +187,7 @@ class GatewayProbes:
         if outcome.ok and outcome.rtt_s is not None:
             target.rtt.add(outcome.rtt_s * 1000.0, self._scale)
         target.next_at = now + self._delay()
+        heapq.heappush(self._due, (target.next_at, gw))
         return target.status()
 
     def status(self, gw: GatewayId) -> GatewayStatus | None:
@@ -174,7 +196,7 @@ class GatewayProbes:
 
     def all_probed(self) -> bool:
         """Every target has had at least one outcome (used for readiness)."""
-        return all(t.phase is not ProbePhase.UNKNOWN for t in self._targets.values())
+        return self._unprobed == 0
 
     def details(self) -> dict[GatewayId, ProbeDetail]:
         return {

@@ -306,3 +306,38 @@ def test_a_bucket_move_names_every_service_whose_answer_changed(seed: int) -> No
         after = _answers(view, services, classes)
         changed = {key for key, _cls in before if before[key, _cls] != after[key, _cls]}
         assert change.everything or changed <= change.services, (mover, changed - change.services)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_due_heap_starts_what_a_full_scan_would(seed: int) -> None:
+    """The scheduler keeps due times in a heap; a scan of every target (the former
+    implementation) must pick the same probes, in the same order, at every step."""
+    rng = random.Random(seed)
+    config = ProbeConfig(interval_s=1.0, jitter=0.2, max_concurrent=rng.randint(1, 6))
+    probes = GatewayProbes(config, rng=random.Random(seed))
+    pool = [GatewayId(f"c{i % 5}", f"192.0.2.{i}", 443) for i in range(1, 16)]
+    now = 0.0
+    probes.set_targets(pool[:8], now)
+    in_flight: list[GatewayId] = []
+    for _ in range(300):
+        now += rng.uniform(0.0, 0.3)
+        action = rng.random()
+        if action < 0.1:
+            probes.set_targets(rng.sample(pool, rng.randint(0, len(pool))), now)
+            in_flight = [gw for gw in in_flight if gw in probes._targets]
+        elif action < 0.6 and in_flight:
+            gw = in_flight.pop(rng.randrange(len(in_flight)))
+            probes.record(gw, OK if rng.random() < 0.7 else FAIL, now)
+        targets = probes._targets
+        room = config.max_concurrent - probes.in_flight
+        expected = sorted(
+            (t.next_at, gw) for gw, t in targets.items() if not t.in_flight and t.next_at <= now
+        )[: max(room, 0)]
+        pending = [t.next_at for t in targets.values() if not t.in_flight]
+        wakeup = None if probes.in_flight >= config.max_concurrent or not pending else min(pending)
+        assert probes.next_wakeup() == wakeup
+        unprobed = [t for t in targets.values() if t.phase is ProbePhase.UNKNOWN]
+        assert probes.all_probed() == (not unprobed)
+        started = probes.take_due(now)
+        assert started == [gw for _, gw in expected]
+        in_flight += started
