@@ -360,7 +360,7 @@ _service_decoder = msgspec.json.Decoder(ServiceState)
 
 # The fast path of ``decode_service_state``. msgspec checks a ``pattern`` by calling
 # Python's ``re`` for every value: the three labels of a state were the dearest part of
-# decoding it (about 40 % of the decode at 5 instances). This Struct is the same
+# decoding it (30-60 % of the decode at 5 instances). This Struct is the same
 # ServiceState with the labels' regex left out (their lengths stay); a label is then
 # matched once per distinct string (``_LABELS_SEEN``), and a state whose labels do not all
 # pass is decoded again by the full decoder, so accepted and rejected messages and the
