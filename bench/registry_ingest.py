@@ -176,7 +176,9 @@ async def child(url: str) -> None:
     async with RegistryApp(config) as app:
         await asyncio.wait_for(app.wait_ready(), 300)
         ready_s = time.perf_counter() - started
-        catchup_s = app.registry.get_sample_value("syncmesh_registry_catchup_seconds") or 0.0
+        catchup_s = (
+            app.collector_registry.get_sample_value("syncmesh_registry_catchup_seconds") or 0.0
+        )
         print(
             json.dumps(
                 {
@@ -287,6 +289,9 @@ if __name__ == "__main__":
     parser.add_argument("--child", metavar="NATS_URL", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
-        asyncio.run(child(arguments.child))
+        # The event loop the registry runs on (``syncmesh registry``: ops/process.py).
+        import uvloop
+
+        uvloop.run(child(arguments.child))
     else:
         asyncio.run(main(arguments))

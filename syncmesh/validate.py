@@ -116,81 +116,96 @@ def _schema_reason(exc: msgspec.MsgspecError) -> str:
     return "label" if "matching regex" in str(exc) else "schema"
 
 
-def _check_service(state: ServiceState, key: subjects.SubjectKey, limits: LimitsConfig) -> None:
-    if state.namespace != key.namespace or state.service != key.service:
+def _check_service(
+    state: ServiceState, cluster: str, namespace: str, service: str, limits: LimitsConfig
+) -> None:
+    """``cluster``, ``namespace``, ``service``: what the subject names."""
+    if state.namespace != namespace or state.service != service:
         raise Rejected(
             "key-mismatch",
-            key.cluster,
-            f"subject names {key.namespace}/{key.service}, payload {state.namespace}/{state.service}",
+            cluster,
+            f"subject names {namespace}/{service}, payload {state.namespace}/{state.service}",
         )
     instances = state.instances
     count = len(instances)
     if count > limits.max_instances_per_service:
         raise Rejected(
             "too-many-instances",
-            key.cluster,
+            cluster,
             f"{count} instances > {limits.max_instances_per_service}",
         )
-    if count > 1 and len({i.id for i in instances}) != count:
+    # One pass for both checks (this loop runs for every instance of every message);
+    # a duplicate id is reported before any bad address, as it always was.
+    inet_pton = socket.inet_pton
+    ids: set[str] = set()
+    add = ids.add
+    bad_address = None
+    for instance in instances:
+        add(instance.id)
+        if bad_address is None:
+            address = instance.address
+            try:
+                inet_pton(_AF_INET6 if ":" in address else _AF_INET, address)
+            except OSError:
+                if not _is_hostname(address):
+                    bad_address = instance
+    if len(ids) != count:
         seen: set[str] = set()
         for instance in instances:
             if instance.id in seen:
-                raise Rejected(
-                    "duplicate-instance", key.cluster, f"instance id {instance.id!r} twice"
-                )
+                raise Rejected("duplicate-instance", cluster, f"instance id {instance.id!r} twice")
             seen.add(instance.id)
-    # Inlined is_ip: this loop runs for every instance of every message.
-    inet_pton = socket.inet_pton
-    for instance in instances:
-        address = instance.address
-        try:
-            inet_pton(_AF_INET6 if ":" in address else _AF_INET, address)
-        except OSError:
-            if not _is_hostname(address):
-                raise Rejected(
-                    "address", key.cluster, f"instance {instance.id!r}: bad address {address!r}"
-                ) from None
+    if bad_address is not None:
+        raise Rejected(
+            "address",
+            cluster,
+            f"instance {bad_address.id!r}: bad address {bad_address.address!r}",
+        )
 
 
-def _check_beat(beat: ClusterBeat, key: subjects.SubjectKey, limits: LimitsConfig) -> None:
+def _check_beat(beat: ClusterBeat, cluster: str, limits: LimitsConfig) -> None:
     if len(beat.gateways) > limits.max_gateways_per_cluster:
         raise Rejected(
             "too-many-gateways",
-            key.cluster,
+            cluster,
             f"{len(beat.gateways)} gateways > {limits.max_gateways_per_cluster}",
         )
     if len(beat.client_cidrs) > limits.max_client_cidrs:
         raise Rejected(
             "too-many-cidrs",
-            key.cluster,
+            cluster,
             f"{len(beat.client_cidrs)} CIDRs > {limits.max_client_cidrs}",
         )
     for gateway in beat.gateways:
         # Gateways become A/AAAA records, so only IP literals will do.
         if not is_ip(gateway.address):
-            raise Rejected(
-                "address", key.cluster, f"gateway address {gateway.address!r} is not an IP"
-            )
+            raise Rejected("address", cluster, f"gateway address {gateway.address!r} is not an IP")
     for cidr in beat.client_cidrs:
         try:
             parse_cidr(cidr)
         except ValueError as exc:
-            raise Rejected("cidr", key.cluster, f"client CIDR {cidr!r}: {exc}") from None
+            raise Rejected("cidr", cluster, f"client CIDR {cidr!r}: {exc}") from None
 
 
 def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamMessage:
     """Decode and check one stream message; raises ``Rejected``."""
-    key = subjects.parse_subject(subject)
-    cluster = key.cluster if key is not None else ""
+    # A service subject is split here (the SubjectKey of parse_subject costs as much as
+    # the checks below); every other subject goes through parse_subject.
+    parts = subject.split(".")
+    if len(parts) == 6 and parts[2] == "svc" and parts[0] == "syncmesh" and parts[1] == "v2":
+        kind, cluster = "svc", parts[3]
+    else:
+        key = subjects.parse_subject(subject)
+        kind, cluster = ("", "") if key is None else (key.kind, key.cluster)
     if len(data) > limits.max_message_bytes:
         raise Rejected("oversize", cluster, f"{len(data)} bytes > {limits.max_message_bytes}")
-    if key is None:
+    if not kind:
         raise Rejected("subject", "", f"not a syncmesh stream subject: {subject[:200]!r}")
     message: StreamMessage
     try:
-        if key.kind == "svc":
+        if kind == "svc":
             message = decode_service_state(data)
-        elif key.kind == "cluster":
+        elif kind == "cluster":
             message = decode_cluster_beat(data)
         else:
             message = decode_epoch_claim(data)
@@ -204,14 +219,15 @@ def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamM
             cluster,
             f"schema {message.schema}, this registry reads {SCHEMA_VERSION}",
         )
-    if message.cluster != key.cluster:
+    if message.cluster != cluster:
         raise Rejected(
             "cluster-mismatch",
             cluster,
-            f"subject of cluster {key.cluster!r} carries a message of cluster {message.cluster!r}",
+            f"subject of cluster {cluster!r} carries a message of cluster {message.cluster!r}",
         )
     if isinstance(message, ServiceState):
-        _check_service(message, key, limits)
+        # Only a service subject (six parts) decodes as a ServiceState.
+        _check_service(message, cluster, parts[4], parts[5], limits)
     elif isinstance(message, ClusterBeat):
-        _check_beat(message, key, limits)
+        _check_beat(message, cluster, limits)
     return message

@@ -39,8 +39,13 @@ class MessageKind(StrEnum):
     UNKNOWN = "unknown"
 
 
-# Looked up once: the kinds of every applied message.
-_SERVICE, _CLUSTER, _EPOCH = MessageKind.SERVICE, MessageKind.CLUSTER, MessageKind.EPOCH
+# Looked up once: the kind of every applied message, by its type.
+_KINDS: dict[type, MessageKind] = {
+    ServiceState: MessageKind.SERVICE,
+    ClusterBeat: MessageKind.CLUSTER,
+    EpochClaim: MessageKind.EPOCH,
+}
+_tuple_new = tuple.__new__
 
 
 def _kind_of(subject: str) -> MessageKind:
@@ -155,7 +160,10 @@ class Ingest:
                 caught_up_now = True
         try:
             message = validate_message(subject, data, self._limits)
-            applied = self.view.apply(message, stream_seq, now, age_s, data)
+            if type(message) is ServiceState:
+                applied = self.view.apply_service(message, stream_seq, now, age_s, data)
+            else:
+                applied = self.view.apply(message, stream_seq, now, age_s, data)
         except Rejected as rejected:
             log, suppressed = self._log.allow((rejected.reason, rejected.cluster), now)
             kind = _kind_of(subject)
@@ -170,20 +178,14 @@ class Ingest:
                 caught_up_now=caught_up_now,
                 live=live,
             )
-        if isinstance(message, ServiceState):
-            kind = _SERVICE
-        elif isinstance(message, ClusterBeat):
-            kind = _CLUSTER
-        else:
-            kind = _EPOCH
-        self._count(kind, applied.outcome)
-        return IngestResult(
-            applied.outcome,
-            kind,
-            applied,
-            message,
-            caught_up_now=caught_up_now,
-            live=live,
+        kind = _KINDS[type(message)]
+        outcome = applied.outcome
+        counts = self.counts
+        counted = (kind, outcome)
+        counts[counted] = counts.get(counted, 0) + 1
+        # What IngestResult(...) does, without its Python-level __new__ (once per message).
+        return _tuple_new(
+            IngestResult, (outcome, kind, applied, message, None, False, 0, caught_up_now, live)
         )
 
     def _count(self, kind: MessageKind, outcome: Outcome) -> None:

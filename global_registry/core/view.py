@@ -297,7 +297,9 @@ class RegistryView:
         holders[cluster] = fresh
         if entry is None:
             self.instance_count += len(instances)
-            return Applied(_APPLIED, base, key=key)
+            # Applied(_APPLIED, base, key=key) without the NamedTuple's Python-level
+            # __new__: every service of a cold start passes here.
+            return tuple.__new__(Applied, (_APPLIED, base, False, key))
         self.instance_count += len(instances) - entry.instances
         if entry.instances == len(instances) and entry.state.instances == instances:
             return Applied(_SAME, base)

@@ -29,15 +29,16 @@ from typing import Any
 
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
-from global_registry.core.jsmeta import AckInfo, parse_ack_reply_bytes
 from syncmesh_io.retry import forever
 
-__all__ = ["FrameParser", "install_parser", "FastOrderedReader", "supported"]
+__all__ = ["FrameParser", "install_parser", "FastOrderedReader", "MessageHandler", "supported"]
 
 log = logging.getLogger(__name__)
 
 # frame -> FlowControl reply subject to answer now, if any
 FrameHandler = Callable[[bytes, bytes, bytes, bytes], bytes | None]
+# (subject, data, stream sequence, messages still pending, stored at in Unix ns)
+MessageHandler = Callable[[str, bytes, int, int, int], None]
 
 _CONTROL = b"NATS/1.0 100"
 
@@ -146,7 +147,7 @@ class FastOrderedReader:
         parser: FrameParser,
         stream: str,
         filter_subjects: list[str],
-        on_message: Callable[[str, bytes, AckInfo], None],
+        on_message: MessageHandler,
         heartbeat_s: float = 2.0,
     ) -> None:
         self._nc = nc
@@ -247,18 +248,31 @@ class FastOrderedReader:
         self._last_activity = self._loop.time()
         if not data and headers.startswith(_CONTROL):
             return self._on_control(reply, headers)
-        ack = parse_ack_reply_bytes(reply)
-        if ack is None:
-            return None
-        if ack.consumer_seq != self._expected_dseq:
-            self._reset(f"consumer sequence {ack.consumer_seq}, expected {self._expected_dseq}")
-            return None
-        self._expected_dseq += 1
-        self.last_sseq = ack.stream_seq
+        # The JetStream metadata in the reply subject, read in place (as
+        # ``parse_ack_reply_bytes``, without an AckInfo per message):
+        # v1 $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>,
+        # v2 adds <domain>.<account hash> after ACK and a token at the end.
+        tokens = reply.split(b".")
+        count = len(tokens)
+        base = 2 if count == 9 else 4 if count >= 11 else -1
         try:
-            self._on_message(subject.decode(), data, ack)
+            if base < 0:
+                raise ValueError
+            stream_seq = int(tokens[base + 3])
+            consumer_seq = int(tokens[base + 4])
+            stored_at_ns = int(tokens[base + 5])
+            pending = int(tokens[base + 6])
+        except ValueError:
+            return None
+        if consumer_seq != self._expected_dseq:
+            self._reset(f"consumer sequence {consumer_seq}, expected {self._expected_dseq}")
+            return None
+        self._expected_dseq = consumer_seq + 1
+        self.last_sseq = stream_seq
+        try:
+            self._on_message(subject.decode(), data, stream_seq, pending, stored_at_ns)
         except Exception:  # a bug here must not kill the connection's read loop
-            log.exception("stream reader: message at sequence %d not applied", ack.stream_seq)
+            log.exception("stream reader: message at sequence %d not applied", stream_seq)
         return None
 
     def _on_control(self, reply: bytes, headers: bytes) -> bytes | None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from global_registry.core.ingest import Ingest, IngestResult, MessageKind
-from global_registry.core.jsmeta import AckInfo, parse_ack_reply
+from global_registry.core.jsmeta import parse_ack_reply
 from global_registry.core.records import Outcome
 from global_registry.io.fast_reader import FastOrderedReader, install_parser, supported
 from syncmesh import subjects
@@ -147,21 +147,19 @@ class StreamReader:
             # Not delivered by the stream: no sequence to fence or order it by.
             log.debug("message on %s without JetStream metadata ignored", msg.subject[:200])
             return
-        self._process(msg.subject, msg.data, ack)
+        self._process(msg.subject, msg.data, ack.stream_seq, ack.pending, ack.stored_at_ns)
 
-    def _process(self, subject: str, data: bytes, ack: AckInfo) -> None:
+    def _process(
+        self, subject: str, data: bytes, stream_seq: int, pending: int, stored_at_ns: int
+    ) -> None:
         now = self._loop.time()
+        # The server's clock against ours; only ever makes a replayed beat older.
+        age_s = time.time() - stored_at_ns * 1e-9
         result = self._ingest.handle(
-            subject,
-            data,
-            ack.stream_seq,
-            now,
-            pending=ack.pending,
-            # The server's clock against ours; only ever makes a replayed beat older.
-            age_s=max(0.0, time.time() - ack.stored_at),
+            subject, data, stream_seq, now, pending, age_s if age_s > 0.0 else 0.0
         )
-        rejected = result.rejected
-        if rejected is not None and result.log:
+        if result.rejected is not None and result.log:
+            rejected = result.rejected
             more = f" ({result.suppressed} more since last logged)" if result.suppressed else ""
             log.warning(
                 "rejected message on %s (cluster %r): %s%s",
