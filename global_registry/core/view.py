@@ -36,6 +36,7 @@ from global_registry.core.cidr_index import CidrIndex
 from global_registry.core.load import ClusterLoad
 from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.ranking import Candidate, rank
+from global_registry.core.reach import NO_RTT, ClusterReach
 from global_registry.core.records import (
     Applied,
     ClusterRecord,
@@ -102,11 +103,8 @@ class RegistryView:
         load: LoadConfig | None = None,
     ) -> None:
         self._stale = stale
-        self._load_policy = load or LoadConfig()
         self._limits = limits
         self._locality = locality
-        # Without probes every announced gateway counts as up.
-        self._probes_required = probes_required
         self._clusters: dict[str, ClusterRecord] = {}
         self._fence = EpochFence()
         self._by_key: dict[Key, dict[str, ServiceEntry]] = {}
@@ -114,10 +112,7 @@ class RegistryView:
         # in O(1) even under a flood of random names.
         self._namespace_services: dict[str, int] = {}
         self._cidrs = CidrIndex()
-        self._gw_status: dict[GatewayId, GatewayStatus] = {}
-        self._up: dict[str, tuple[Gateway, ...]] = {}
-        self._rtt: dict[str, tuple[int | None, float | None]] = {}
-        self._load: dict[str, ClusterLoad] = {}
+        self._reach = ClusterReach(probes_required, load or LoadConfig())
         # (expires_at, cluster, key) of every tombstone recorded, earliest first. An
         # entry whose tombstone was replaced meanwhile is skipped when it comes up.
         self._tombstone_expiry: list[tuple[float, str, Key]] = []
@@ -155,6 +150,7 @@ class RegistryView:
         else:
             items = entries.items()
         drop_stale = self._stale.policy == "drop"
+        reach_up, reach_rtt, reach_load = self._reach.up, self._reach.rtt, self._reach.load
         candidates = []
         for cluster, entry in items:
             healthy = entry.healthy if not subset else entry.healthy_in(subset)
@@ -163,11 +159,11 @@ class RegistryView:
             rec = self._clusters[cluster]
             if rec.beat is None or (rec.stale and drop_stale):
                 continue
-            up = self._up.get(cluster)
+            up = reach_up.get(cluster)
             if not up:
                 continue
-            bucket, rtt_ms = self._rtt.get(cluster, (None, None))
-            load = self._load.get(cluster)
+            bucket, rtt_ms = reach_rtt.get(cluster, NO_RTT)
+            load = reach_load.get(cluster)
             candidates.append(
                 Candidate(
                     cluster=cluster,
@@ -343,12 +339,11 @@ class RegistryView:
         served_changed = False
         if gateways_changed:
             wanted = {GatewayId(beat.cluster, g.address, g.port) for g in beat.gateways}
-            for gw in [g for g in self._gw_status if g.cluster == beat.cluster and g not in wanted]:
-                del self._gw_status[gw]
-            self._refresh_cluster(beat.cluster)
+            self._reach.keep_only(beat.cluster, wanted)
+            self._reach.refresh(beat.cluster, beat.gateways)
         elif old is not None and old.gateways != beat.gateways:
             # Only loads moved: the probes stay; answers change if what they use did.
-            served_changed = self._refresh_cluster(beat.cluster)
+            served_changed = self._reach.refresh(beat.cluster, beat.gateways)
         if everything:
             return Applied(_APPLIED, _EVERYTHING, gateways_changed)
         if gateways_changed or served_changed or was_stale != rec.stale:
@@ -367,11 +362,7 @@ class RegistryView:
         del self._clusters[name]
         for key, entry in rec.services.items():
             self._unindex(name, key, entry)
-        for gw in [g for g in self._gw_status if g.cluster == name]:
-            del self._gw_status[gw]
-        self._up.pop(name, None)
-        self._rtt.pop(name, None)
-        self._load.pop(name, None)
+        self._reach.forget(name)
         if rec.networks:
             self._rebuild_cidrs()
         # cluster_known() and the CIDR classes change: every cached answer may.
@@ -384,10 +375,11 @@ class RegistryView:
             return _NO_CHANGE
         if not any(g.address == gw.address and g.port == gw.port for g in rec.beat.gateways):
             return _NO_CHANGE
-        bucket_before = self._rtt.get(gw.cluster, (None, None))[0]
-        self._gw_status[gw] = status
-        served_changed = self._refresh_cluster(gw.cluster)
-        bucket_after = self._rtt[gw.cluster][0]
+        reach = self._reach
+        bucket_before = reach.bucket(gw.cluster)
+        reach.statuses[gw] = status
+        served_changed = reach.refresh(gw.cluster, rec.beat.gateways)
+        bucket_after = reach.bucket(gw.cluster)
         change = _NO_CHANGE
         if served_changed:
             change = self._cluster_change(rec)
@@ -464,14 +456,14 @@ class RegistryView:
         ]
 
     def gateway_status(self, gw: GatewayId) -> GatewayStatus | None:
-        return self._gw_status.get(gw)
+        return self._reach.statuses.get(gw)
 
     def up_gateways(self, cluster: str) -> tuple[Gateway, ...]:
         """The cluster's gateways that pass their probes, with the loads answers use."""
-        return self._up.get(cluster, ())
+        return self._reach.up.get(cluster, ())
 
     def cluster_load(self, cluster: str) -> ClusterLoad | None:
-        return self._load.get(cluster)
+        return self._reach.load.get(cluster)
 
     def service_count(self) -> int:
         return sum(len(rec.services) for rec in self._clusters.values())
@@ -491,38 +483,6 @@ class RegistryView:
             return _NO_CHANGE
         return ViewChange(services=rec.service_keys())
 
-    def _refresh_cluster(self, cluster: str) -> bool:
-        """Recompute the cluster's up gateways, its RTT (best of its up gateways) and
-        its load; True when the up gateways as answers use them, or the overload
-        flag, changed."""
-        rec = self._clusters[cluster]
-        up: list[Gateway] = []
-        best: tuple[int | None, float | None] = (None, None)
-        for g in rec.beat.gateways if rec.beat is not None else ():
-            if not self._probes_required:
-                up.append(g)
-                continue
-            status = self._gw_status.get(GatewayId(cluster, g.address, g.port))
-            if status is None or not status.up:
-                continue
-            up.append(g)
-            if status.rtt_bucket is not None and status.rtt_ms is not None:
-                if best[0] is None or (status.rtt_bucket, status.rtt_ms) < (
-                    best[0],
-                    best[1] or 0.0,
-                ):
-                    best = (status.rtt_bucket, status.rtt_ms)
-        load = self._load.get(cluster)
-        if load is None:
-            load = self._load[cluster] = ClusterLoad()
-        served, flipped = load.refresh(
-            rec.beat.gateways if rec.beat is not None else (), up, self._load_policy
-        )
-        changed = flipped or served != self._up.get(cluster, ())
-        self._up[cluster] = served
-        self._rtt[cluster] = best
-        return changed
-
     def _reorder_change(self, cluster: str, before: int | None, after: int | None) -> ViewChange:
         """Services whose answers may differ after ``cluster`` moved RTT buckets.
 
@@ -541,7 +501,7 @@ class RegistryView:
             keys: Iterable[Key] = services
         else:
             low, high = min(before, after), max(before, after)
-            rtt = self._rtt
+            rtt = self._reach.rtt
             keys = [
                 key
                 for key in services
