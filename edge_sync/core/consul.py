@@ -35,6 +35,8 @@ __all__ = [
     "map_health_entries",
     "Plan",
     "HealthResult",
+    "BulkResult",
+    "bulk_worthwhile",
     "ConsulTracker",
     "RelistReason",
     "RelistSchedule",
@@ -184,9 +186,29 @@ def map_health_entries(
     return by_namespace, nodes, invalid
 
 
+class BulkResult(NamedTuple):
+    """The services a bulk read rebuilt, and those it did not see (fetch them one by one)."""
+
+    changed: list[SourceService]
+    removed: list[ServiceRef]
+    invalid: list[InvalidInstance]
+    missing: set[str]
+
+
+def bulk_worthwhile(nodes: int, services: int) -> bool:
+    """Read node by node (``nodes`` requests) rather than service by service?
+
+    Only when that is fewer requests: a catalog with more nodes than services
+    (one service per node, say) is read per service as before.
+    """
+    return 0 < nodes < services
+
+
 class Plan(NamedTuple):
     fetch: set[str]
     removed: list[ServiceRef]
+    # The initial plan (every service): the adapter may read it in bulk instead.
+    initial: bool = False
 
 
 _EMPTY = Plan(set(), [])
@@ -295,7 +317,7 @@ class ConsulTracker:
         if self.initial_planned or self.catalog is None or not self.checks_known:
             return _EMPTY
         self.initial_planned = True
-        return Plan(set(self.catalog), [])
+        return Plan(set(self.catalog), [], True)
 
     def relist_due(self, now: float) -> bool:
         """True once a catalog change stayed unexplained for ``grace_s``: re-fetch everything."""
@@ -327,6 +349,59 @@ class ConsulTracker:
         ]
         removed = [ServiceRef(ns, name) for ns in sorted(before - after)]
         return HealthResult(changed, removed, invalid)
+
+    def on_node_services(self, node_services: Iterable[Any]) -> BulkResult:
+        """Every service from ``/v1/catalog/node-services/<node>`` of every node, joined with
+        the checks snapshot: what ``/v1/health/service/<name>`` would have answered.
+
+        Per instance, the checks of ``/v1/health/service/<name>`` are the node's own checks
+        (no service) and the checks of that service ID on that node; both are in the
+        checks snapshot (``on_checks``), so only the statuses are needed. A catalog
+        service the bulk read did not see (registered after the node list was read,
+        or on a node the token may not read) is ``missing``: the adapter fetches it
+        by name. Services not in the catalog snapshot are left to the catalog watch.
+        """
+        catalog = self.catalog or {}
+        by_instance: dict[tuple[str, str], list[str]] = {}
+        for checks in self._service_checks.values():
+            for node_name, _check_id, service_id, status in checks:
+                by_instance.setdefault((node_name, service_id), []).append(status)
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for item in node_services:
+            if not isinstance(item, dict):
+                raise ConsulFormatError("catalog/node-services: expected an object")
+            node, services = item.get("Node"), item.get("Services")
+            if node is None:
+                # The node left between the node list and this read.
+                continue
+            if not isinstance(node, dict) or not isinstance(services, list | None):
+                raise ConsulFormatError("catalog/node-services: without Node/Services")
+            node_name = str(node.get("Node", ""))
+            node_statuses = [status for _check_id, status in self._node_checks.get(node_name, ())]
+            for svc in services or ():
+                if not isinstance(svc, dict):
+                    raise ConsulFormatError("catalog/node-services: service is not an object")
+                name = str(svc.get("Service", ""))
+                if name not in catalog:
+                    continue
+                statuses = node_statuses + by_instance.get((node_name, str(svc.get("ID", ""))), [])
+                entries.setdefault(name, []).append(
+                    {"Node": node, "Service": svc, "Checks": [{"Status": s} for s in statuses]}
+                )
+        changed: list[SourceService] = []
+        removed: list[ServiceRef] = []
+        invalid: list[InvalidInstance] = []
+        missing: set[str] = set()
+        for name in catalog:
+            found = entries.get(name)
+            if found is None:
+                missing.add(name)
+                continue
+            result = self.on_service_health(name, found)
+            changed.extend(result.changed)
+            removed.extend(result.removed)
+            invalid.extend(result.invalid)
+        return BulkResult(changed, removed, invalid, missing)
 
     def forget(self, name: str) -> list[ServiceRef]:
         self._set_nodes(name, frozenset())
