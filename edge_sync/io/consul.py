@@ -26,9 +26,11 @@ from edge_sync.core.consul import (
     ConsulFormatError,
     ConsulTracker,
     FetchBacklog,
+    NodeServices,
     Plan,
     RelistSchedule,
     bulk_worthwhile,
+    decode_node_services,
 )
 from edge_sync.core.ratelimit import TokenBucket
 from edge_sync.core.source_api import SourceSink
@@ -252,7 +254,9 @@ class ConsulSource:
                     "reading service by service"
                 )
             else:
-                log.warning("consul: bulk initial read failed (%s); reading service by service", exc)
+                log.warning(
+                    "consul: bulk initial read failed (%s); reading service by service", exc
+                )
             self.sink.event("consul_bulk_fallback")
             fetch = names
         except ConsulFormatError as exc:
@@ -285,11 +289,11 @@ class ConsulSource:
         limit = asyncio.Semaphore(cfg.fetch_concurrency)
         filtered = False
 
-        async def node_services(node: str) -> Any:
+        async def node_services(node: str) -> NodeServices:
             nonlocal filtered
             path = f"/v1/catalog/node-services/{quote(node, safe='')}"
             async with limit:
-                data, _, was_filtered = await self._get_bulk(path)
+                data, was_filtered = await self._get_bulk(path)
             filtered = filtered or was_filtered
             return data
 
@@ -307,7 +311,7 @@ class ConsulSource:
             )
         return result.missing
 
-    async def _get_bulk(self, path: str) -> tuple[Any, str | None, bool]:
+    async def _get_bulk(self, path: str) -> tuple[NodeServices, bool]:
         """One GET of the bulk read; also whether Consul filtered the answer by ACLs."""
         assert self._session is not None
         self.sink.request("node_services")
@@ -322,7 +326,7 @@ class ConsulSource:
             if resp.status != 200:
                 raise ConsulHTTPError(resp.status, body[:200].decode("utf-8", "replace"))
             filtered = resp.headers.get(FILTERED_HEADER, "").lower() == "true"
-            return msgspec.json.decode(body), resp.headers.get("X-Consul-Index"), filtered
+            return decode_node_services(body), filtered
 
     async def _relist_timer(self) -> None:
         """Sleeps until the schedule's next deadline or a watch result; the policy is pure."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from edge_sync.core.consul import (
@@ -15,6 +16,7 @@ from edge_sync.core.consul import (
     RelistSchedule,
     aggregate_health,
     bulk_worthwhile,
+    decode_node_services,
     map_health_entries,
     namespace_of,
 )
@@ -305,7 +307,9 @@ def test_bulk_read_joins_node_services_with_the_checks_snapshot() -> None:
         {"Node": _node("n2"), "Services": [_svc("web-3", "web", 82)]},
         {"Node": None, "Services": None},  # a node that left meanwhile
     ]
-    result = tracker.on_node_services(answers)
+    result = tracker.on_node_services(
+        decode_node_services(msgspec.json.encode(answer)) for answer in answers
+    )
     assert result.missing == {"db"}  # in the catalog, not seen: fetched by name
     by_name = {s.name: {i.id: i for i in s.instances} for s in result.changed}
     assert set(by_name) == {"web", "api"}
@@ -354,17 +358,19 @@ def test_bulk_read_joins_node_services_with_the_checks_snapshot() -> None:
 
 
 @pytest.mark.parametrize(
-    "answers",
+    "answer",
     [
-        ["not an object"],
-        [{"Node": "n1", "Services": []}],
-        [{"Node": _node("n1"), "Services": {"web": 1}}],
-        [{"Node": _node("n1"), "Services": ["web"]}],
+        b"not json",
+        b'"not an object"',
+        b'{"Node": "n1", "Services": []}',
+        b'{"Node": {"Node": "n1"}, "Services": {"web": 1}}',
+        b'{"Node": {"Node": "n1"}, "Services": ["web"]}',
+        b'{"Node": {"Node": "n1"}, "Services": [{"Service": 7}]}',
     ],
 )
-def test_bulk_read_rejects_malformed_answers(answers: list[Any]) -> None:
+def test_bulk_read_rejects_malformed_answers(answer: bytes) -> None:
     with pytest.raises(ConsulFormatError):
-        bulk_tracker().on_node_services(answers)
+        decode_node_services(answer)
 
 
 def test_bulk_read_only_when_it_takes_fewer_requests() -> None:

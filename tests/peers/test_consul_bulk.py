@@ -280,3 +280,22 @@ async def test_bulk_read_then_changes_flow_per_service(consul: ConsulPeer) -> No
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_one_service_per_node_is_read_per_service(consul: ConsulPeer) -> None:
+    """Bulk only when it takes fewer requests: one node with one service is read by name."""
+    async with aiohttp.ClientSession(consul.http_url, headers=consul.headers()) as http:
+        body = {"ID": "solo-1", "Name": "solo", "Port": 4000}
+        async with http.put("/v1/agent/service/register", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+
+        async def listed() -> bool:
+            async with http.get("/v1/health/service/solo") as resp:
+                return len(await resp.json()) == 1
+
+        await wait_until(listed, timeout=30, interval=0.1)
+    sink = await _bulk(consul)
+    assert "consul_bulk_read" not in sink.events
+    assert sink.requests.get("nodes") == 1 and "node_services" not in sink.requests
+    assert sink.requests.get("service", 0) >= 1
+    assert [i.id.split("/", 1)[1] for i in sink.state[("default", "solo")]] == ["solo-1"]
