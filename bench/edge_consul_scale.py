@@ -15,9 +15,11 @@ and measures, from outside that process:
   /v1/health/service/<name> for all 5,000 with the same concurrency (32), and
   ratio_vs_ref = initial_sync_s / ref_list_s.
 
-``--rounds`` (3) interleaved rounds of the reference and a fresh agent process
-(the stream keeps the earlier states; each agent republishes everything under
-a new epoch); spread printed, medians in the last line. Also
+``--rounds`` (3) interleaved rounds of the reference and a fresh agent process,
+each for its own cluster (``bench-<round>``): an agent adopts what the stream
+already holds for its cluster and republishes nothing unchanged, so a second
+agent of one cluster would publish nothing; spread printed, medians in the
+last line. Also
 ``sync_after_first_conn_s``: the sync time counted from the agent's first
 Consul connection (interpreter start and imports left out), and its ratio.
 
@@ -57,6 +59,10 @@ FETCH_CONCURRENCY = 32
 REPO = Path(__file__).resolve().parents[1]
 TXN_OPS = 64
 NODES = 100
+
+
+def _cluster(round_: int) -> str:
+    return f"{CLUSTER}-{round_}"
 
 
 def _node(k: int) -> str:
@@ -213,7 +219,7 @@ async def run_agent(
     metrics_port = free_port()
     config = work / f"edge-{round_}.toml"
     config.write_text(
-        f'cluster = "{CLUSTER}"\nmetrics_port = {metrics_port}\n'
+        f'cluster = "{_cluster(round_)}"\nmetrics_port = {metrics_port}\n'
         f'[nats]\nservers = ["{nats_url}"]\n'
         f'[source]\nkind = "consul"\n[source.consul]\naddress = "{consul_addr}"\n'
         f"fetch_concurrency = {FETCH_CONCURRENCY}\n"
@@ -294,7 +300,7 @@ async def main(services: int, instances: int, rounds_n: int) -> str:
                 idle_cpu_pct = (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100
                 nc = await natsconn.connect(natsconn.NatsConfig(servers=[nats.url]))
                 try:
-                    states = await read_last_states(nc.jetstream(), CLUSTER)
+                    states = await read_last_states(nc.jetstream(), _cluster(r))
                 finally:
                     await nc.close()
                 live = [s for s in states.values() if s is not None and not s.deleted]

@@ -14,6 +14,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+import msgspec
+from msgspec import Struct, field
+
 from edge_sync.core.model import (
     DEFAULT_NAMESPACE,
     InvalidInstance,
@@ -35,6 +38,10 @@ __all__ = [
     "map_health_entries",
     "Plan",
     "HealthResult",
+    "BulkResult",
+    "NodeServices",
+    "decode_node_services",
+    "bulk_worthwhile",
     "ConsulTracker",
     "RelistReason",
     "RelistSchedule",
@@ -95,10 +102,14 @@ def aggregate_health(statuses: Iterable[str]) -> Health:
 
 
 def namespace_of(service: dict[str, Any]) -> str:
-    meta = service.get("Meta") or {}
+    return _namespace(service.get("Meta"), service.get("Tags"))
+
+
+def _namespace(meta: Any, raw_tags: Any) -> str:
+    meta = meta or {}
     value = meta.get(NAMESPACE_KEY) if isinstance(meta, dict) else None
     if value is None:
-        for tag in service.get("Tags") or ():
+        for tag in raw_tags or ():
             if isinstance(tag, str) and tag.startswith(NAMESPACE_KEY + "="):
                 value = tag[len(NAMESPACE_KEY) + 1 :]
                 break
@@ -129,18 +140,44 @@ def _instance_fields(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     checks = entry.get("Checks") or []
     if not isinstance(node, dict) or not isinstance(svc, dict) or not isinstance(checks, list):
         raise ConsulFormatError("health entry without Node/Service/Checks")
-    node_name = str(node.get("Node", ""))
-    status = aggregate_health(str(c.get("Status", "")) for c in checks if isinstance(c, dict))
-    weights = svc.get("Weights") or {}
+    return _fields(
+        str(node.get("Node", "")),
+        node.get("Address"),
+        node.get("Meta"),
+        svc.get("ID", ""),
+        svc.get("Address"),
+        svc.get("Port", 0),
+        svc.get("Weights"),
+        svc.get("Meta"),
+        svc.get("Tags"),
+        (str(c.get("Status", "")) for c in checks if isinstance(c, dict)),
+    )
+
+
+def _fields(
+    node_name: str,
+    node_address: Any,
+    node_meta: Any,
+    service_id: Any,
+    service_address: Any,
+    port: Any,
+    weights: Any,
+    meta: Any,
+    raw_tags: Any,
+    statuses: Iterable[str],
+) -> tuple[str, str, dict[str, Any]]:
+    """The one mapping of an instance, whether it came per service or in bulk."""
+    status = aggregate_health(statuses)
+    weights = weights or {}
     weight = weights.get("Warning" if status == "warning" else "Passing", 1)
-    meta = svc.get("Meta") or {}
-    node_meta = node.get("Meta") or {}
-    raw_tags = svc.get("Tags")
+    namespace = _namespace(meta, raw_tags)
+    meta = meta or {}
+    node_meta = node_meta or {}
     tags = [t for t in raw_tags if isinstance(t, str)] if isinstance(raw_tags, list) else []
     fields: dict[str, Any] = {
-        "id": f"{node_name}/{svc.get('ID', '')}",
-        "address": str(svc.get("Address") or node.get("Address") or ""),
-        "port": svc.get("Port", 0),
+        "id": f"{node_name}/{service_id}",
+        "address": str(service_address or node_address or ""),
+        "port": port,
         "health": status,
         "weight": max(0, min(65535, int(weight))) if isinstance(weight, int | float) else 1,
         "meta": {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
@@ -151,7 +188,45 @@ def _instance_fields(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     )
     if zone:
         fields["zone"] = str(zone)
-    return node_name, namespace_of(svc), fields
+    return node_name, namespace, fields
+
+
+class NodeInfo(Struct, frozen=True):
+    """What the mapping needs of a node in ``/v1/catalog/node-services/<node>``."""
+
+    node: str = field(name="Node", default="")
+    address: Any = field(name="Address", default=None)
+    meta: Any = field(name="Meta", default=None)
+
+
+class NodeService(Struct, frozen=True):
+    """What the mapping needs of one service instance (the rest is skipped when decoding)."""
+
+    id: Any = field(name="ID", default="")
+    service: str = field(name="Service", default="")
+    tags: Any = field(name="Tags", default=None)
+    address: Any = field(name="Address", default=None)
+    meta: Any = field(name="Meta", default=None)
+    port: Any = field(name="Port", default=0)
+    weights: Any = field(name="Weights", default=None)
+
+
+class NodeServices(Struct, frozen=True):
+    """``/v1/catalog/node-services/<node>``; ``Node`` is null for a node that is gone."""
+
+    node: NodeInfo | None = field(name="Node", default=None)
+    services: list[NodeService] | None = field(name="Services", default=None)
+
+
+_NODE_SERVICES = msgspec.json.Decoder(NodeServices)
+
+
+def decode_node_services(body: bytes) -> NodeServices:
+    """Decode one ``node-services`` answer, only the fields the mapping reads."""
+    try:
+        return _NODE_SERVICES.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ConsulFormatError(f"catalog/node-services: {exc}") from None
 
 
 class HealthResult(NamedTuple):
@@ -166,12 +241,20 @@ def map_health_entries(
     """``/v1/health/service/<name>`` -> instances per syncmesh namespace, nodes, rejects."""
     if not isinstance(entries, list):
         raise ConsulFormatError(f"health/service/{name}: expected a list")
-    fields_by_namespace: dict[str, list[dict[str, Any]]] = {}
-    nodes: set[str] = set()
+    mapped: list[tuple[str, str, dict[str, Any]]] = []
     for entry in entries:
         if not isinstance(entry, dict):
             raise ConsulFormatError(f"health/service/{name}: entry is not an object")
-        node, namespace, fields = _instance_fields(entry)
+        mapped.append(_instance_fields(entry))
+    return _by_namespace(name, mapped)
+
+
+def _by_namespace(
+    name: str, mapped: Iterable[tuple[str, str, dict[str, Any]]]
+) -> tuple[dict[str, tuple[Instance, ...]], set[str], list[InvalidInstance]]:
+    fields_by_namespace: dict[str, list[dict[str, Any]]] = {}
+    nodes: set[str] = set()
+    for node, namespace, fields in mapped:
         nodes.add(node)
         fields_by_namespace.setdefault(namespace, []).append(fields)
     by_namespace: dict[str, tuple[Instance, ...]] = {}
@@ -184,9 +267,29 @@ def map_health_entries(
     return by_namespace, nodes, invalid
 
 
+class BulkResult(NamedTuple):
+    """The services a bulk read rebuilt, and those it did not see (fetch them one by one)."""
+
+    changed: list[SourceService]
+    removed: list[ServiceRef]
+    invalid: list[InvalidInstance]
+    missing: set[str]
+
+
+def bulk_worthwhile(nodes: int, services: int) -> bool:
+    """Read node by node (``nodes`` requests) rather than service by service?
+
+    Only when that is fewer requests: a catalog with more nodes than services
+    (one service per node, say) is read per service as before.
+    """
+    return 0 < nodes < services
+
+
 class Plan(NamedTuple):
     fetch: set[str]
     removed: list[ServiceRef]
+    # The initial plan (every service): the adapter may read it in bulk instead.
+    initial: bool = False
 
 
 _EMPTY = Plan(set(), [])
@@ -295,7 +398,7 @@ class ConsulTracker:
         if self.initial_planned or self.catalog is None or not self.checks_known:
             return _EMPTY
         self.initial_planned = True
-        return Plan(set(self.catalog), [])
+        return Plan(set(self.catalog), [], True)
 
     def relist_due(self, now: float) -> bool:
         """True once a catalog change stayed unexplained for ``grace_s``: re-fetch everything."""
@@ -313,7 +416,15 @@ class ConsulTracker:
         if self.catalog is None or name not in self.catalog:
             # Removed from the catalog while the fetch was running: the catalog wins.
             return HealthResult([], [], [])
-        by_namespace, nodes, invalid = map_health_entries(name, entries)
+        return self._record(name, *map_health_entries(name, entries))
+
+    def _record(
+        self,
+        name: str,
+        by_namespace: dict[str, tuple[Instance, ...]],
+        nodes: set[str],
+        invalid: list[InvalidInstance],
+    ) -> HealthResult:
         self._set_nodes(name, frozenset(nodes))
         before = self._emitted.get(name, frozenset())
         after = frozenset(by_namespace)
@@ -327,6 +438,62 @@ class ConsulTracker:
         ]
         removed = [ServiceRef(ns, name) for ns in sorted(before - after)]
         return HealthResult(changed, removed, invalid)
+
+    def on_node_services(self, node_services: Iterable[NodeServices]) -> BulkResult:
+        """Every service from ``/v1/catalog/node-services/<node>`` of every node, joined with
+        the checks snapshot: what ``/v1/health/service/<name>`` would have answered.
+
+        Per instance, the checks of ``/v1/health/service/<name>`` are the node's own checks
+        (no service) and the checks of that service ID on that node; both are in the
+        checks snapshot (``on_checks``), so only the statuses are needed. A catalog
+        service the bulk read did not see (registered after the node list was read,
+        or on a node the token may not read) is ``missing``: the adapter fetches it
+        by name. Services not in the catalog snapshot are left to the catalog watch.
+        """
+        catalog = self.catalog or {}
+        by_instance: dict[tuple[str, str], list[str]] = {}
+        for checks in self._service_checks.values():
+            for node_name, _check_id, service_id, status in checks:
+                by_instance.setdefault((node_name, service_id), []).append(status)
+        mapped: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        for item in node_services:
+            node = item.node
+            if node is None:
+                # The node left between the node list and this read.
+                continue
+            node_statuses = [status for _check_id, status in self._node_checks.get(node.node, ())]
+            for svc in item.services or ():
+                if svc.service not in catalog:
+                    continue
+                statuses = node_statuses + by_instance.get((node.node, str(svc.id)), [])
+                mapped.setdefault(svc.service, []).append(
+                    _fields(
+                        node.node,
+                        node.address,
+                        node.meta,
+                        svc.id,
+                        svc.address,
+                        svc.port,
+                        svc.weights,
+                        svc.meta,
+                        svc.tags,
+                        statuses,
+                    )
+                )
+        changed: list[SourceService] = []
+        removed: list[ServiceRef] = []
+        invalid: list[InvalidInstance] = []
+        missing: set[str] = set()
+        for name in catalog:
+            found = mapped.get(name)
+            if found is None:
+                missing.add(name)
+                continue
+            result = self._record(name, *_by_namespace(name, found))
+            changed.extend(result.changed)
+            removed.extend(result.removed)
+            invalid.extend(result.invalid)
+        return BulkResult(changed, removed, invalid, missing)
 
     def forget(self, name: str) -> list[ServiceRef]:
         self._set_nodes(name, frozenset())

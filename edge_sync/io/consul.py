@@ -26,8 +26,11 @@ from edge_sync.core.consul import (
     ConsulFormatError,
     ConsulTracker,
     FetchBacklog,
+    NodeServices,
     Plan,
     RelistSchedule,
+    bulk_worthwhile,
+    decode_node_services,
 )
 from edge_sync.core.ratelimit import TokenBucket
 from edge_sync.core.source_api import SourceSink
@@ -40,6 +43,8 @@ log = logging.getLogger("edge_sync.consul")
 
 CATALOG_PATH = "/v1/catalog/services"
 CHECKS_PATH = "/v1/health/state/any"
+NODES_PATH = "/v1/catalog/nodes"
+FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 FIRST_RETRY_S = 0.2
 
 
@@ -93,6 +98,10 @@ class ConsulSource:
         self._bucket: TokenBucket | None = None
         self._token_file: SecretFile | None = None
         self._synced = False
+        # Closed until the initial read (bulk or not) is planned: workers then start,
+        # so a per-service fetch is never overwritten by an older bulk answer.
+        self._initial_read = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.config.scheme != "https":
@@ -124,6 +133,7 @@ class ConsulSource:
         async with self._new_session() as session:
             self._session = session
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 group.create_task(self._watch(CATALOG_PATH, self.tracker.on_catalog))
                 group.create_task(self._watch(CHECKS_PATH, self.tracker.on_checks))
                 group.create_task(self._relist_timer())
@@ -218,9 +228,105 @@ class ConsulSource:
             for ref in plan.removed:
                 self.backlog.discard(ref.name)
             self.sink.apply(removed=plan.removed)
+        if plan.initial:
+            assert self._group is not None
+            self._group.create_task(self._initial_bulk(plan.fetch))
+            return
         if plan.fetch:
             self.backlog.add(plan.fetch)
             self._work.set()
+
+    # -- initial bulk read -------------------------------------------------
+    async def _initial_bulk(self, names: set[str]) -> None:
+        """The initial read: node by node when that takes fewer requests, else per service.
+
+        Anything the bulk read could not give (refused, failed, malformed, a service
+        it did not see) goes through the per-service fetch pool as before.
+        """
+        try:
+            fetch = await self._bulk_read(names)
+        except asyncio.CancelledError:
+            raise
+        except ConsulHTTPError as exc:
+            if exc.status == 403:
+                log.warning(
+                    "consul: bulk initial read refused (HTTP 403: the token lacks node:read); "
+                    "reading service by service"
+                )
+            else:
+                log.warning(
+                    "consul: bulk initial read failed (%s); reading service by service", exc
+                )
+            self.sink.event("consul_bulk_fallback")
+            fetch = names
+        except ConsulFormatError as exc:
+            self.sink.invalid("consul_malformed", str(exc))
+            log.warning("consul: bulk initial read malformed (%s); reading service by service", exc)
+            self.sink.event("consul_bulk_fallback")
+            fetch = names
+        except Exception as exc:  # noqa: BLE001 - the per-service path is the fallback
+            log.warning(
+                "consul: bulk initial read failed (%s: %s); reading service by service",
+                type(exc).__name__,
+                exc,
+            )
+            self.sink.event("consul_bulk_fallback")
+            fetch = names
+        self.backlog.add(fetch)
+        self._initial_read.set()
+        self._work.set()
+
+    async def _bulk_read(self, names: set[str]) -> set[str]:
+        """Read every node's services and apply them; the names still to fetch one by one."""
+        cfg = self.config
+        nodes, _ = await self._get_once(NODES_PATH, self._params(), cfg.request_timeout_s, "nodes")
+        if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+            raise ConsulFormatError("catalog/nodes: expected a list of objects")
+        node_names = sorted({str(n.get("Node", "")) for n in nodes} - {""})
+        if not bulk_worthwhile(len(node_names), len(names)):
+            return names
+        self.sink.event("consul_bulk_read")
+        limit = asyncio.Semaphore(cfg.fetch_concurrency)
+        filtered = False
+
+        async def node_services(node: str) -> NodeServices:
+            nonlocal filtered
+            path = f"/v1/catalog/node-services/{quote(node, safe='')}"
+            async with limit:
+                data, was_filtered = await self._get_bulk(path)
+            filtered = filtered or was_filtered
+            return data
+
+        answers = await asyncio.gather(*(node_services(n) for n in node_names))
+        result = self.tracker.on_node_services(answers)
+        for bad in result.invalid:
+            self.sink.invalid(bad.reason, bad.detail)
+        if result.changed or result.removed:
+            self.sink.apply(result.changed, result.removed)
+        if filtered:
+            log.info(
+                "consul: the token may not read every node or service (results filtered by "
+                "ACLs); %d services not seen in bulk are read one by one",
+                len(result.missing),
+            )
+        return result.missing
+
+    async def _get_bulk(self, path: str) -> tuple[NodeServices, bool]:
+        """One GET of the bulk read; also whether Consul filtered the answer by ACLs."""
+        assert self._session is not None
+        self.sink.request("node_services")
+        headers = (
+            {"X-Consul-Token": self._token_file.value()} if self._token_file is not None else None
+        )
+        timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s)
+        async with self._session.get(
+            path, params=self._params(), timeout=timeout, headers=headers
+        ) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise ConsulHTTPError(resp.status, body[:200].decode("utf-8", "replace"))
+            filtered = resp.headers.get(FILTERED_HEADER, "").lower() == "true"
+            return decode_node_services(body), filtered
 
     async def _relist_timer(self) -> None:
         """Sleeps until the schedule's next deadline or a watch result; the policy is pure."""
@@ -244,6 +350,7 @@ class ConsulSource:
     # -- fetch pool --------------------------------------------------------
     async def _worker(self) -> None:
         cfg = self.config
+        await self._initial_read.wait()
         while True:
             name = self.backlog.next()
             if name is None:
@@ -269,7 +376,12 @@ class ConsulSource:
                     self._work.set()
 
     def _maybe_synced(self) -> None:
-        if not self._synced and self.tracker.initial_planned and self.backlog.idle:
+        if (
+            not self._synced
+            and self.tracker.initial_planned
+            and self._initial_read.is_set()
+            and self.backlog.idle
+        ):
             self._synced = True
             self.sink.synced()
 

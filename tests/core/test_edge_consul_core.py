@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from edge_sync.core.consul import (
@@ -14,6 +15,8 @@ from edge_sync.core.consul import (
     RelistReason,
     RelistSchedule,
     aggregate_health,
+    bulk_worthwhile,
+    decode_node_services,
     map_health_entries,
     namespace_of,
 )
@@ -260,3 +263,117 @@ def test_relist_schedule_never_runs_before_the_initial_plan_and_can_be_off() -> 
     assert schedule.due(11.0) is RelistReason.FULL
     off = RelistSchedule(ready_tracker(), full_interval_s=0.0, min_interval_s=30.0, now=0.0)
     assert off.next_deadline() is None and off.due(1e9) is None
+
+
+def _node(name: str, **meta: str) -> dict[str, Any]:
+    return {"Node": name, "Address": f"10.9.0.{len(name)}", "Meta": meta or None}
+
+
+def _svc(sid: str, name: str, port: int, **extra: Any) -> dict[str, Any]:
+    return {"ID": sid, "Service": name, "Port": port, "Address": "", "Tags": [], **extra}
+
+
+def bulk_tracker() -> ConsulTracker:
+    tracker = ConsulTracker(["consul"], lambda _name: True, 1.0)
+    tracker.on_catalog({"web": [], "api": ["v2"], "db": [], "consul": []}, 5, 0.0)
+    plan = tracker.on_checks(
+        [
+            check("n1", "serfHealth", "passing"),
+            check("n2", "serfHealth", "critical"),
+            {**check("n1", "c-web-1", "warning", "web"), "ServiceID": "web-1"},
+            {**check("n1", "c-web-2", "passing", "web"), "ServiceID": "web-2"},
+            {**check("n1", "c-api", "passing", "api"), "ServiceID": "api-1"},
+        ],
+        5,
+        0.0,
+    )
+    assert plan.initial and plan.fetch == {"web", "api", "db"}
+    return tracker
+
+
+def test_bulk_read_joins_node_services_with_the_checks_snapshot() -> None:
+    tracker = bulk_tracker()
+    n1 = _node("n1", zone="z1")
+    answers = [
+        {
+            "Node": n1,
+            "Services": [
+                _svc("web-1", "web", 80, Weights={"Passing": 5, "Warning": 2}),
+                _svc("web-2", "web", 81, Meta={"version": "1.2"}),
+                _svc("api-1", "api", 90, Tags=["v2"]),
+                _svc("unknown-1", "not-in-catalog", 1),
+            ],
+        },
+        {"Node": _node("n2"), "Services": [_svc("web-3", "web", 82)]},
+        {"Node": None, "Services": None},  # a node that left meanwhile
+    ]
+    result = tracker.on_node_services(
+        decode_node_services(msgspec.json.encode(answer)) for answer in answers
+    )
+    assert result.missing == {"db"}  # in the catalog, not seen: fetched by name
+    by_name = {s.name: {i.id: i for i in s.instances} for s in result.changed}
+    assert set(by_name) == {"web", "api"}
+    web = by_name["web"]
+    # Service check warning -> warning weight; node check critical applies to every service on n2.
+    assert (web["n1/web-1"].health, web["n1/web-1"].weight) == ("warning", 2)
+    assert (web["n1/web-2"].health, web["n1/web-2"].version) == ("passing", "1.2")
+    assert web["n2/web-3"].health == "critical"
+    assert web["n1/web-1"].zone == "z1" and web["n1/web-1"].address == n1["Address"]
+    assert by_name["api"]["n1/api-1"].health == "passing"
+    # The same mapping as the per-service answer would give.
+    expected, _, _ = map_health_entries(
+        "web",
+        [
+            {
+                "Node": n1,
+                "Service": answers[0]["Services"][0],
+                "Checks": [{"Status": "passing"}, {"Status": "warning"}],
+            },  # noqa: E501
+            {
+                "Node": n1,
+                "Service": answers[0]["Services"][1],
+                "Checks": [{"Status": "passing"}, {"Status": "passing"}],
+            },  # noqa: E501
+            {
+                "Node": answers[1]["Node"],
+                "Service": answers[1]["Services"][0],
+                "Checks": [{"Status": "critical"}],
+            },  # noqa: E501
+        ],
+    )
+    assert expected["default"] == tuple(s for s in result.changed if s.name == "web")[0].instances
+    # The nodes are known afterwards: a node check change fetches the services on it.
+    plan = tracker.on_checks(
+        [
+            check("n1", "serfHealth", "passing"),
+            check("n2", "serfHealth", "passing", index=20),
+            {**check("n1", "c-web-1", "warning", "web"), "ServiceID": "web-1"},
+            {**check("n1", "c-web-2", "passing", "web"), "ServiceID": "web-2"},
+            {**check("n1", "c-api", "passing", "api"), "ServiceID": "api-1"},
+        ],
+        20,
+        0.0,
+    )
+    assert plan.fetch == {"web"} and not plan.initial
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"not json",
+        b'"not an object"',
+        b'{"Node": "n1", "Services": []}',
+        b'{"Node": {"Node": "n1"}, "Services": {"web": 1}}',
+        b'{"Node": {"Node": "n1"}, "Services": ["web"]}',
+        b'{"Node": {"Node": "n1"}, "Services": [{"Service": 7}]}',
+    ],
+)
+def test_bulk_read_rejects_malformed_answers(answer: bytes) -> None:
+    with pytest.raises(ConsulFormatError):
+        decode_node_services(answer)
+
+
+def test_bulk_read_only_when_it_takes_fewer_requests() -> None:
+    assert bulk_worthwhile(100, 5000)
+    assert not bulk_worthwhile(5000, 5000)
+    assert not bulk_worthwhile(0, 10)  # no node visible (ACLs): per service
