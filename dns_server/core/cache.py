@@ -62,33 +62,33 @@ def make_lookup(by_host: dict[str, Packets]) -> HotLookup:
     Stored keys and the question names inside the stored responses are
     folded (``packet_key``), so a query already in lower case (stub
     resolvers, dnsperf) hits with one lookup and one concatenation. A query
-    with upper-case letters misses that lookup, which costs only the failed
-    probe; it is then folded, looked up again and answered with its own name
+    with upper-case letters misses that lookup; it is then folded, looked up again and answered with its own name
     spliced in (same length, so the compression pointers after it hold).
     A closure over ``by_host``: locals are the cheapest reads Python has, and
     ``by_host`` is only ever mutated in place.
     """
 
     def lookup(data: bytes, host: str) -> bytes | None:
-        try:
-            rotation, cell = by_host[host][data[2:]]
-        except KeyError:
-            packets = by_host.get(host)
-            if packets is None:
-                return None
-            # The fold of ``packet_key``, inlined: ``end`` is needed for the splice.
-            end = data.find(0, 12)
-            if end < 0:
-                return None
-            name = data[12:end]
-            entry = packets.get(data[2:12] + name.lower() + data[end:])
-            if entry is None:
-                return None
+        # get() rather than [] in a try: behind a 0x20 resolver most queries
+        # miss the first probe, and a raised KeyError cost more than the fold.
+        packets = by_host.get(host)
+        if packets is None:
+            return None
+        entry = packets.get(data[2:])
+        if entry is not None:
             entry[1][0] += 1
-            response = next(entry[0])
-            return data[:2] + response[:10] + name + response[end - 2 :]
-        cell[0] += 1
-        return data[:2] + next(rotation)
+            return data[:2] + next(entry[0])
+        # The fold of ``packet_key``, inlined: ``end`` is needed for the splice.
+        end = data.find(0, 12)
+        if end < 0:
+            return None
+        name = data[12:end]
+        entry = packets.get(data[2:12] + name.lower() + data[end:])
+        if entry is None:
+            return None
+        entry[1][0] += 1
+        response = next(entry[0])
+        return data[:2] + response[:10] + name + response[end - 2 :]
 
     return lookup
 

@@ -107,7 +107,7 @@ class EdgeMetrics:
         self.source_events = Counter(
             "syncmesh_edge_source_events",
             "Source events by kind: consul_index_reset, consul_relist_unexplained, "
-            "consul_relist_full.",
+            "consul_relist_full, consul_bulk_read, consul_bulk_fallback.",
             ["kind"],
             registry=registry,
         )

@@ -79,7 +79,8 @@ async def test_blocking_query_blocks_then_wakes_on_change(
     assert nodes[0]["Service"]["ID"] == f"{SERVICE}-1"
     assert int(index) > 0
 
-    blocked = asyncio.create_task(_instances(client, index=index, wait="5s"))
+    # A long wait, so that only the change can wake the query within the test.
+    blocked = asyncio.create_task(_instances(client, index=index, wait="120s"))
     # Nothing changes: the query must still be parked after ~1s.
     done, _ = await asyncio.wait({blocked}, timeout=1.0)
     assert not done, f"blocking query returned without a change: {blocked.result()}"
@@ -88,11 +89,11 @@ async def test_blocking_query_blocks_then_wakes_on_change(
     assert await client.agent.service.register(
         SERVICE, service_id=f"{SERVICE}-2", address="10.0.0.2", port=8002, tags=["b"]
     )
-    new_index, nodes = await asyncio.wait_for(blocked, timeout=10)
+    new_index, nodes = await asyncio.wait_for(blocked, timeout=60)
     elapsed = time.monotonic() - started
     print(f"\nblocking query woke after {elapsed:.3f}s: index {index} -> {new_index}")
-    # Well under the 5s wait: the change, not the timeout, woke the query.
-    assert elapsed < 2.5
+    # Returned at all before the 120 s wait ran out: the change woke it (how fast
+    # is a figure for bench/propagation.py, not a bound for a loaded test machine).
     assert int(new_index) > int(index)
     by_id = {n["Service"]["ID"]: n["Service"] for n in nodes}
     assert set(by_id) == {f"{SERVICE}-1", f"{SERVICE}-2"}
