@@ -210,6 +210,13 @@ class EdgeCore:
                 self.state.raise_revision(state.revision)
         return self.state.revision
 
+    def observed(self, key: Key, remote: RemoteService | None) -> bool:
+        """The last message of one key, read back because ``state.unread()`` named it (a
+        failed publish that may have landed, then content the validator refused): the
+        digest counts what the stream holds. None: no message there."""
+        held = None if remote is None else self._held_from(key, remote)
+        return self.state.observed(key, held)
+
     def _held_from(self, key: Key, remote: RemoteService) -> Held:
         state = remote.state
         # What a consumer would accept as it is: decodable, for its own subject, and an
