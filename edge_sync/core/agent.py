@@ -362,4 +362,5 @@ class EdgeCore:
             and self.reconciled
             and self.state.dirty_count == 0
             and self.state.inflight_count == 0
+            and self.state.unread_count == 0
         )
