@@ -1,5 +1,6 @@
 """NATS adapter: connects, creates the stream, claims the epoch, drains the publish table,
-beats, answers resyncs (``edge_sync.io.resync``).
+beats, answers resyncs (``edge_sync.io.resync``), reads back keys whose stream content
+is unknown (docs/digest.md); every message goes out through ``edge_sync.io.fenced``.
 
 The drain loop publishes with JetStream (``Nats-Msg-Id`` = cluster:epoch:revision,
 so a retried publish is de-duplicated by the server) and only while connected:
@@ -30,6 +31,7 @@ from edge_sync.io.errors import (
     PublishFailed,
     publish_error_reason,
 )
+from edge_sync.io.fenced import FencedSender
 from edge_sync.io.metrics import EdgeMetrics, PublishedKind
 from edge_sync.io.remote_state import read_cluster_service, read_cluster_services
 from edge_sync.io.resync import Resyncer
@@ -43,10 +45,6 @@ from syncmesh_io.retry import forever
 __all__ = ["NatsPublisher", "PublishError", "PublishFailed", "Deposed"]
 
 log = logging.getLogger("edge_sync.nats")
-
-# Clustered streams: another fenced publish on the same check subject is in process.
-FENCE_BUSY = 10164
-FENCE_BUSY_RETRIES = 400
 
 
 class NatsPublisher:
@@ -75,6 +73,8 @@ class NatsPublisher:
         # then covers exactly the messages stored before it, which is what a consumer
         # holds when it reads the beat (anti-entropy compares the two).
         self._publish_lock = asyncio.Lock()
+        # Every state and beat goes out through it; it knows when a failed one is settled.
+        self.sender = FencedSender(metrics)
         self.standby: Standby | None = (
             Standby(config, core, claimer, limited, clock) if config.ha.standby else None
         )
@@ -135,6 +135,7 @@ class NatsPublisher:
             self.connected.set()
             self.metrics.nats_connected.set(1)
             self._js = self._nc.jetstream(timeout=cfg.publish_timeout_s)
+            self.sender.js = self._js
             await self._ensure_stream()
             while True:
                 if self.core.epoch == 0:
@@ -321,7 +322,7 @@ class NatsPublisher:
     async def drain(self) -> None:
         """Publish every dirty key; raises PublishFailed (after settling the batch) on any error."""
         state = self.core.state
-        while state.dirty_count or state.unread_count:
+        while state.dirty_count or self._read_due():
             if not self._nc.is_connected:
                 # Nothing is sent while NATS is away; the table keeps the latest state per key.
                 self.connected.clear()
@@ -338,9 +339,9 @@ class NatsPublisher:
                             *(self._publish(o) for o in batch), return_exceptions=True
                         )
                         failure = self._settle(batch, results)
-                    elif not taken.rejected and not state.unread_count:
+                    elif not taken.rejected and not self._read_due():
                         break
-                    if failure is None and state.unread_count:
+                    if failure is None and self._read_due():
                         # Still under the lock: no beat sees the digest before it is right.
                         failure = await self._read_back()
                 finally:
@@ -357,6 +358,11 @@ class NatsPublisher:
                 elif reason is PublishError.TTL_DISABLED:
                     await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
+
+    def _read_due(self) -> bool:
+        """Keys to read back, and a message sent after the last failed one was acknowledged
+        (else the beat that acknowledges one reads them)."""
+        return bool(self.core.state.unread_count) and self.sender.settled_since_failure
 
     async def _read_back(self) -> BaseException | None:
         """Read the last message of every key whose stream content is unknown and will not
@@ -436,30 +442,7 @@ class NatsPublisher:
         headers = self._headers(message.epoch, message.revision)
         if message.deleted and self._tombstone_ttl:
             headers["Nats-TTL"] = str(self._tombstone_ttl)
-        await self._fenced_publish(sent.subject, sent.data, headers)
-
-    async def _fenced_publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        """Publish with the claim fence, waiting out the fence being busy.
-
-        On a clustered stream nats-server lets one message at a time carry an
-        expected-last-sequence check on a given subject and refuses the others
-        at once with a constant "wrong last sequence" (10164); every message of
-        this agent checks the same claim subject, so a pipelined batch collides
-        with itself. That is not a fence failure (a newer claim answers 10071):
-        the message is sent again after a short pause, in order.
-        """
-        for attempt in range(FENCE_BUSY_RETRIES):
-            try:
-                await self._js.publish(subject, data, headers=headers)
-                return
-            except Exception as exc:
-                if (
-                    getattr(exc, "err_code", None) != FENCE_BUSY
-                    or attempt + 1 == FENCE_BUSY_RETRIES
-                ):
-                    raise
-                self.metrics.fence_busy.inc()
-                await asyncio.sleep(0.0005 * min(attempt + 1, 20))
+        await self.sender.publish(sent.subject, sent.data, headers)
 
     # -- beats and resync --------------------------------------------------
     async def _beat_loop(self) -> None:
@@ -481,11 +464,16 @@ class NatsPublisher:
                 return
             headers = self._headers(out.beat.epoch, out.beat.revision)
             try:
-                await self._fenced_publish(out.subject, out.data, headers)
+                await self.sender.publish(out.subject, out.data, headers)
             except Exception as exc:  # the next beat is the retry
                 failure: Exception = exc
             else:
                 self.metrics.published.labels(PublishedKind.BEAT).inc()
+                if self._read_due():
+                    # The beat is the first acknowledgement after a failed publish.
+                    failed = await self._read_back()
+                    if failed is not None:
+                        self.limited.warning("read_back", now, "stream not read back: %s", failed)
                 return
         reason = publish_error_reason(failure)
         self.metrics.publish_errors.labels(reason).inc()
