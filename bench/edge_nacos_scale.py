@@ -21,9 +21,10 @@ subscription per service, gRPC push). Measured from outside the process:
   through ``list_services``, subscribe to every service and read its instances,
   16 at once like the agent), in the same invocation; ``ratio_vs_ref``.
 
-``--rounds`` agent starts (each a fresh process; the stream keeps the previous
-states, the agent republishes everything under a new epoch) and reference runs,
-interleaved; spread printed, medians in the last line.
+``--rounds`` agent starts (each a fresh process publishing as a cluster of its own,
+``bench0``, ``bench1``...: an agent adopts unchanged states it finds in the stream
+instead of republishing them, so a second run under the same cluster would publish
+nothing) and reference runs, interleaved; spread printed, medians in the last line.
 
     .venv/bin/python bench/edge_nacos_scale.py [--services 2000] [--instances 3] [--rounds 3]
 """
@@ -55,7 +56,7 @@ from syncmesh import subjects  # noqa: E402
 from syncmesh.schema import decode_service_state  # noqa: E402
 from syncmesh_app.embedded.process import ManagedProcess, free_port  # noqa: E402
 
-CLUSTER = "bench"
+CLUSTER = "bench"  # the agent of round N publishes as f"{CLUSTER}{N}"
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 16  # the agent's SUBSCRIBE_CONCURRENCY
 TIMEOUT_S = 10.0
@@ -196,7 +197,7 @@ class Tap:
         self.changed = asyncio.Event()
         self._nc: Any = None
 
-    async def start(self, url: str) -> None:
+    async def start(self, url: str, cluster: str) -> None:
         loop = asyncio.get_running_loop()
 
         async def on_msg(msg: Any) -> None:
@@ -205,7 +206,7 @@ class Tap:
             self.changed.set()
 
         self._nc = await nats.connect(url)
-        await self._nc.subscribe(subjects.cluster_service_wildcard(CLUSTER), cb=on_msg)
+        await self._nc.subscribe(subjects.cluster_service_wildcard(cluster), cb=on_msg)
         await self._nc.flush()
 
     async def stop(self) -> None:
@@ -329,7 +330,7 @@ async def run_agent(
     metrics_port = free_port()
     config = work / f"edge-{round_}.toml"
     config.write_text(
-        f'cluster = "{CLUSTER}"\nmetrics_port = {metrics_port}\n'
+        f'cluster = "{CLUSTER}{round_}"\nmetrics_port = {metrics_port}\n'
         f'[nats]\nservers = ["{nats_url}"]\n'
         f'[source]\nkind = "nacos"\n[source.nacos]\nserver_addr = "{nacos_addr}"\n'
         f'work_dir = "{work / f"agent-sdk-{round_}"}"\n'
@@ -405,7 +406,7 @@ async def main(args: argparse.Namespace) -> str:
             async with aiohttp.ClientSession() as http:
                 pending = await metric(http, url, "syncmesh_edge_pending_publishes")
             tap = Tap()
-            await tap.start(peer.url)
+            await tap.start(peer.url, f"{CLUSTER}{args.rounds - 1}")
             try:
                 agent_ms, ref_ms = await push_latency(
                     nacos.server_addr, work, tap, args.services, args.instances,

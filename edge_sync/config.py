@@ -106,6 +106,10 @@ class NacosSourceConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # New services are found only by listing (pushes cover known ones): 1 s keeps a new
     # service within the 1.5 s Nacos-to-DNS goal; one paged list per namespace and group.
     list_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    # Safety net under the pushes: every known service's instances are read again at
+    # least once per this many seconds, a slice per listing round (0 = never, pushes only).
+    # Idle cost is the listing plus services/reread_interval_s reads per second.
+    reread_interval_s: Annotated[float, Meta(ge=0, le=86400)] = 300.0
     page_size: Annotated[int, Meta(ge=1, le=1000)] = 500
     # Where the SDK may write its cache and logs; "" = a private temporary folder.
     # The SDK's disk cache is never read at start (it could resurrect old instances).

@@ -210,6 +210,13 @@ class EdgeCore:
                 self.state.raise_revision(state.revision)
         return self.state.revision
 
+    def observed(self, key: Key, remote: RemoteService | None) -> bool:
+        """The last message of one key, read back because ``state.unread()`` named it (a
+        failed publish that may have landed, then content the validator refused): the
+        digest counts what the stream holds. None: no message there."""
+        held = None if remote is None else self._held_from(key, remote)
+        return self.state.observed(key, held)
+
     def _held_from(self, key: Key, remote: RemoteService) -> Held:
         state = remote.state
         # What a consumer would accept as it is: decodable, for its own subject, and an
@@ -294,6 +301,9 @@ class EdgeCore:
 
     def beat(self, sent_at: float, revision: int | None = None) -> ClusterBeat:
         count, digest = self.state.service_set_digest()
+        if self.state.unread_count:
+            # What the stream holds for some key is being read back: "" = do not compare.
+            digest = ""
         cfg = self.config
         return ClusterBeat(
             schema=SCHEMA_VERSION,
@@ -355,4 +365,5 @@ class EdgeCore:
             and self.reconciled
             and self.state.dirty_count == 0
             and self.state.inflight_count == 0
+            and self.state.unread_count == 0
         )

@@ -1,4 +1,5 @@
-"""Nacos, pure part: namespace, group and instance mapping, and service-list diffs.
+"""Nacos, pure part: namespace, group and instance mapping, service-list diffs, and which
+services a listing round reads (``FollowPlan``).
 
 Mapping (documented in docs/edge.md):
 - namespace id ``""`` or ``"public"`` -> syncmesh namespace ``default``; any
@@ -15,7 +16,9 @@ Mapping (documented in docs/edge.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from edge_sync.core import model
@@ -32,6 +35,7 @@ __all__ = [
     "service_names",
     "map_instances",
     "NacosCatalog",
+    "FollowPlan",
 ]
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
@@ -129,3 +133,70 @@ class NacosCatalog:
 
     def keys(self) -> list[NacosKey]:
         return [NacosKey(ns, g, n) for (ns, g), names in self._known.items() for n in sorted(names)]
+
+
+class FollowPlan:
+    """Which known services a listing round subscribes to and reads from the SDK.
+
+    Pushes carry instance changes, so a round only has to follow what is new (or whose
+    last follow failed) plus a bounded safety-net slice: the known services in a
+    round-robin, sized so that every one is read again at least once per
+    ``reread_interval_s`` (0: never; pushes only). The cost per round is then the
+    listing plus about ``services * round / reread_interval_s`` reads, instead of one
+    read per known service (docs/benchmarks.md, finding 7). Time comes in as ``now``.
+    """
+
+    def __init__(self, reread_interval_s: float, now: float) -> None:
+        self.reread_interval_s = reread_interval_s
+        self._last = now
+        # Fractional reads owed by the safety net (carried between rounds).
+        self._credit = 0.0
+        # The last key the safety net read: the round-robin resumes after it.
+        self._cursor: NacosKey | None = None
+        # New keys, and keys whose follow failed: read in the next round, whatever the slice.
+        self._pending: set[NacosKey] = set()
+
+    def on_list(self, added: Iterable[NacosKey], removed: Iterable[NacosKey]) -> None:
+        self._pending.update(added)
+        self._pending.difference_update(removed)
+
+    def due(self, known: Sequence[NacosKey], now: float) -> list[NacosKey]:
+        """Keys to follow this round: pending ones, then the safety-net slice of ``known``
+        (every key the catalog lists), without repeats."""
+        elapsed = max(0.0, now - self._last)
+        self._last = now
+        known = sorted(known)  # already sorted: linear
+        out: list[NacosKey] = []
+        if self._pending:
+            self._pending.intersection_update(known)  # forget keys that left the listing
+            out = sorted(self._pending)
+        if not known or self.reread_interval_s <= 0:
+            self._credit = 0.0
+            return out
+        self._credit = min(
+            float(len(known)), self._credit + len(known) * elapsed / self.reread_interval_s
+        )
+        count = math.floor(self._credit)
+        if count <= 0:
+            return out
+        self._credit -= count
+        start = 0 if self._cursor is None else bisect.bisect_right(known, self._cursor)
+        chosen = set(out)
+        for i in range(count):
+            key = known[(start + i) % len(known)]
+            self._cursor = key
+            if key not in chosen:
+                chosen.add(key)
+                out.append(key)
+        return out
+
+    def followed(self, key: NacosKey, ok: bool) -> None:
+        """The result of following ``key``: a failure is tried again next round."""
+        if ok:
+            self._pending.discard(key)
+        else:
+            self._pending.add(key)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)

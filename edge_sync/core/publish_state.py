@@ -72,6 +72,10 @@ class _Entry:
     # Revision of the one message in flight for this key (0: none). A report about
     # any other revision is stale (given up on by requeue_inflight) and ignored.
     inflight_revision: int = 0
+    # A publish of this key failed or was given up on and may have landed anyway: the
+    # acked_* fields may be behind the stream until a later message is acknowledged
+    # or the key's last message is read back (observed()).
+    unknown: bool = False
 
 
 class PublishState:
@@ -82,7 +86,10 @@ class PublishState:
     - such a key is dirty or in flight, so it is always published eventually;
     - at most one message per key is in flight;
     - an entry is forgotten only when its acknowledged tombstone is also what is
-      desired, and then it is neither dirty nor in flight.
+      desired, and then it is neither dirty nor in flight;
+    - a key whose stream content is unknown (a failed publish that may have landed)
+      and that will not be published again (its new content was refused) is to be
+      read back (``unread()``, ``observed()``), so the digest names what the stream holds.
     """
 
     def __init__(self, cluster: str, epoch: int, source_kind: str) -> None:
@@ -99,6 +106,8 @@ class PublishState:
         # entry for yet: a service the source reports later starts from it, so
         # unchanged content is not published again. Emptied by forget_held().
         self._held: dict[Key, Held] = {}
+        # Keys whose last message in the stream must be read back (see observed()).
+        self._unread: dict[Key, None] = {}
 
     # -- desired state -------------------------------------------------
     def set_service(self, key: Key, source_name: str, instances: Iterable[Instance]) -> bool:
@@ -145,6 +154,7 @@ class PublishState:
         if entry.deleted and key not in self._inflight:
             # The tombstone is out and still what is wanted: forget the key (bounded memory).
             del self._entries[key]
+            self._unread.pop(key, None)
 
     # -- draining ------------------------------------------------------
     def next_revision(self) -> int:
@@ -198,6 +208,8 @@ class PublishState:
         entry.acked_epoch = sent.message.epoch
         entry.acked_revision = sent.message.revision
         entry.acked_live = not sent.message.deleted
+        entry.unknown = False
+        self._unread.pop(sent.key, None)
         self._set_digest = None
         self._update_dirty(sent.key, entry)
 
@@ -207,6 +219,7 @@ class PublishState:
             # A timed-out publish may have been stored all the same: what NATS holds is
             # unknown now, so the key is published again whatever is desired next.
             entry.acked_digest = None
+            entry.unknown = True
             self._update_dirty(sent.key, entry)
 
     def unpublishable(self, sent: Outgoing) -> None:
@@ -216,6 +229,11 @@ class PublishState:
         if entry is None:
             return
         entry.acked_digest = sent.digest
+        if entry.unknown:
+            # An earlier publish of this key may have landed although it failed, and
+            # nothing will be published over it now: what the stream holds (and so the
+            # digest) is only known once its last message is read back.
+            self._unread[sent.key] = None
         self._update_dirty(sent.key, entry)
 
     def requeue_inflight(self) -> int:
@@ -226,6 +244,7 @@ class PublishState:
             entry = self._entries[key]
             entry.inflight_revision = 0
             entry.acked_digest = None  # it may have landed: unknown, as after failed()
+            entry.unknown = True
             self._update_dirty(key, entry)
         self._inflight.clear()
         return count
@@ -242,6 +261,8 @@ class PublishState:
         for key, entry in list(self._entries.items()):
             if key in self._inflight:
                 continue  # its report decides; adoption happens with nothing in flight anyway
+            entry.unknown = False  # the stream was just read: known again
+            self._unread.pop(key, None)
             found = held.get(key)
             if found is None:
                 entry.acked_digest, entry.acked_epoch, entry.acked_revision = None, 0, 0
@@ -259,6 +280,32 @@ class PublishState:
                 self._held[key] = found
         self._set_digest = None
         return len(self._dirty)
+
+    def unread(self) -> list[Key]:
+        """Keys whose last message the adapter must read back and report with observed()."""
+        return list(self._unread)
+
+    def observed(self, key: Key, held: Held | None) -> bool:
+        """What the stream's last message for ``key`` is (None: no message), read back after
+        ``unread()`` named the key, with nothing of it in flight. The digest then counts
+        exactly that message. The desire and its dirtiness do not change: content settled as
+        unpublishable stays settled. False (ignored) when the key no longer needs it."""
+        if key not in self._unread:
+            return False
+        entry = self._entries.get(key)
+        if entry is None or key in self._inflight or not entry.unknown:
+            # Acknowledged since (acked() cleared it), or in flight: its report decides.
+            self._unread.pop(key, None)
+            return False
+        del self._unread[key]
+        entry.unknown = False
+        if held is None:
+            entry.acked_epoch, entry.acked_revision, entry.acked_live = 0, 0, False
+        else:
+            entry.acked_epoch, entry.acked_revision = held.epoch, held.revision
+            entry.acked_live = held.live
+        self._set_digest = None
+        return True
 
     @staticmethod
     def _seed(entry: _Entry, held: Held) -> None:
@@ -295,6 +342,10 @@ class PublishState:
     @property
     def inflight_count(self) -> int:
         return len(self._inflight)
+
+    @property
+    def unread_count(self) -> int:
+        return len(self._unread)
 
     def is_live(self, key: Key) -> bool:
         entry = self._entries.get(key)

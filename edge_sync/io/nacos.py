@@ -2,7 +2,10 @@
 
 One naming client per configured namespace. Every service found by the
 periodic list is subscribed (pushes arrive through the callback); services that
-leave the list are unsubscribed and removed. SDK traps handled here: empty
+leave the list are unsubscribed and removed. A round reads instances only for
+new services (and those whose last read failed) plus a bounded safety-net slice
+(``FollowPlan``: each service at least once per ``reread_interval_s``), so the
+idle cost does not grow with every service every second. SDK traps handled here: empty
 pushes are kept (``update_cache_when_empty``), the namespace of a listing is
 always passed explicitly, and the SDK's disk cache is never loaded at start
 (its cache and log folders live in ``work_dir`` or a private temporary folder).
@@ -22,6 +25,7 @@ from typing import Any
 from edge_sync.config import NacosSourceConfig
 from edge_sync.core.model import SourceService
 from edge_sync.core.nacos import (
+    FollowPlan,
     NacosCatalog,
     NacosKey,
     map_instances,
@@ -64,6 +68,7 @@ class NacosSource:
         self.sink = sink
         self.may_accept = may_accept
         self.catalog = NacosCatalog()
+        self.plan: FollowPlan | None = None  # made at the first round (needs loop time)
         self._clients: dict[str, Any] = {}
         self._callbacks: dict[NacosKey, Callable[[list[Any]], Awaitable[None]]] = {}
         self._synced = False
@@ -219,9 +224,14 @@ class NacosSource:
             page += 1
 
     async def list_once(self) -> bool:
-        """One full listing of every namespace and group; False if any part failed."""
+        """One listing round: every namespace and group listed (new and removed services),
+        then new services, failed ones and the safety-net slice followed; False if any part
+        failed or a service was never read."""
+        now = asyncio.get_running_loop().time()
+        if self.plan is None:
+            self.plan = FollowPlan(self.config.reread_interval_s, now)
+        plan = self.plan
         complete = True
-        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
         for namespace_id, client in self._clients.items():
             for group in self.config.groups:
                 try:
@@ -234,27 +244,27 @@ class NacosSource:
                     continue
                 wanted = [n for n in names if self.may_accept(service_names(group, n)[1])]
                 added, removed = self.catalog.on_list(namespace_id, group, wanted)
+                plan.on_list(added, removed)
                 if removed:
                     for key in removed:
                         await self._unsubscribe(client, key)
                     self.sink.apply(removed=[service_ref(k) for k in removed])
+        limit = asyncio.Semaphore(SUBSCRIBE_CONCURRENCY)
 
-                async def follow(key: NacosKey, c: Any = client) -> bool:
-                    async with limit:
-                        return await self._follow(c, key)
+        async def follow(key: NacosKey) -> bool:
+            async with limit:
+                ok = await self._follow(self._clients[key.namespace_id], key)
+            plan.followed(key, ok)
+            return ok
 
-                keys = [
-                    k
-                    for k in self.catalog.keys()
-                    if k.namespace_id == namespace_id and k.group == group
-                ]
-                results = await asyncio.gather(*(follow(k) for k in keys))
-                complete = complete and all(results)
-        return complete
+        due = plan.due(self.catalog.keys(), asyncio.get_running_loop().time())
+        results = await asyncio.gather(*(follow(k) for k in due))
+        return complete and all(results) and plan.pending_count == 0
 
     # -- subscriptions -----------------------------------------------------
     async def _follow(self, client: Any, key: NacosKey) -> bool:
-        """Subscribe if new, then read the SDK's cached state (covers a missed push)."""
+        """Subscribe if new, then read the SDK's state (a new service's first state; for a
+        known one, the safety net: covers a push whose callback was missed)."""
         from v2.nacos import ListInstanceParam, SubscribeServiceParam
 
         try:
@@ -272,6 +282,7 @@ class NacosSource:
                     self.config.timeout_ms / 1000 + 5,
                 )
                 self._callbacks[key] = callback
+            self.sink.request("read")
             instances = await asyncio.wait_for(
                 client.list_instances(
                     ListInstanceParam(

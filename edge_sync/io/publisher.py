@@ -1,5 +1,6 @@
 """NATS adapter: connects, creates the stream, claims the epoch, drains the publish table,
-beats, answers resyncs.
+beats, answers resyncs (``edge_sync.io.resync``), reads back keys whose stream content
+is unknown (docs/digest.md); every message goes out through ``edge_sync.io.fenced``.
 
 The drain loop publishes with JetStream (``Nats-Msg-Id`` = cluster:epoch:revision,
 so a retried publish is de-duplicated by the server) and only while connected:
@@ -18,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from edge_sync.config import EdgeConfig
 from edge_sync.core.agent import EdgeCore
 from edge_sync.core.epoch_claim import EpochClaimer, Ownership
@@ -32,12 +31,13 @@ from edge_sync.io.errors import (
     PublishFailed,
     publish_error_reason,
 )
-from edge_sync.io.metrics import EdgeMetrics, PublishedKind, ResyncOutcome
-from edge_sync.io.remote_state import read_cluster_services
+from edge_sync.io.fenced import FencedSender
+from edge_sync.io.metrics import EdgeMetrics, PublishedKind
+from edge_sync.io.remote_state import read_cluster_service, read_cluster_services
+from edge_sync.io.resync import Resyncer
 from edge_sync.io.standby import Standby, decode_presence, try_claim
 from syncmesh import subjects
 from syncmesh.loggate import GatedLog
-from syncmesh.schema import ResyncRequest
 from syncmesh.validate import Rejected
 from syncmesh_io import nats_connection as natsconn
 from syncmesh_io.retry import forever
@@ -45,14 +45,6 @@ from syncmesh_io.retry import forever
 __all__ = ["NatsPublisher", "PublishError", "PublishFailed", "Deposed"]
 
 log = logging.getLogger("edge_sync.nats")
-
-MAX_RESYNC_BYTES = 64 * 1024
-_resync_decoder = msgspec.json.Decoder(ResyncRequest)
-
-
-# Clustered streams: another fenced publish on the same check subject is in process.
-FENCE_BUSY = 10164
-FENCE_BUSY_RETRIES = 400
 
 
 class NatsPublisher:
@@ -81,11 +73,21 @@ class NatsPublisher:
         # then covers exactly the messages stored before it, which is what a consumer
         # holds when it reads the beat (anti-entropy compares the two).
         self._publish_lock = asyncio.Lock()
+        # Every state and beat goes out through it; it knows when a failed one is settled.
+        self.sender = FencedSender(metrics)
         self.standby: Standby | None = (
             Standby(config, core, claimer, limited, clock) if config.ha.standby else None
         )
         self.roster = StandbyRoster(config.ha.lease_beats)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.resyncer = Resyncer(
+            core,
+            metrics,
+            limited,
+            clock,
+            self._publish_lock,
+            self.wake,
+            lambda: read_cluster_services(self._js, config.cluster, self._invalid),
+        )
         self._nc: Any = None
         self._js: Any = None
         self._closing = False
@@ -133,6 +135,7 @@ class NatsPublisher:
             self.connected.set()
             self.metrics.nats_connected.set(1)
             self._js = self._nc.jetstream(timeout=cfg.publish_timeout_s)
+            self.sender.js = self._js
             await self._ensure_stream()
             while True:
                 if self.core.epoch == 0:
@@ -197,7 +200,9 @@ class NatsPublisher:
     async def _lead(self) -> None:
         """Publish as the cluster's owner until cancelled or deposed (``Deposed``)."""
         cluster = self.config.cluster
-        subs = [await self._nc.subscribe(subjects.resync_subject(cluster), cb=self._on_resync)]
+        subs = [
+            await self._nc.subscribe(subjects.resync_subject(cluster), cb=self.resyncer.on_request)
+        ]
         try:
             if self.standby is not None:
                 subs.append(
@@ -317,7 +322,7 @@ class NatsPublisher:
     async def drain(self) -> None:
         """Publish every dirty key; raises PublishFailed (after settling the batch) on any error."""
         state = self.core.state
-        while state.dirty_count:
+        while state.dirty_count or self._read_due():
             if not self._nc.is_connected:
                 # Nothing is sent while NATS is away; the table keeps the latest state per key.
                 self.connected.clear()
@@ -328,14 +333,17 @@ class NatsPublisher:
                     for sent, rejected in taken.rejected:
                         self._unpublishable(sent.subject, rejected)
                     batch = taken.outgoing
-                    if not batch:
-                        if taken.rejected:
-                            continue
+                    failure: BaseException | None = None
+                    if batch:
+                        results = await asyncio.gather(
+                            *(self._publish(o) for o in batch), return_exceptions=True
+                        )
+                        failure = self._settle(batch, results)
+                    elif not taken.rejected and not self._read_due():
                         break
-                    results = await asyncio.gather(
-                        *(self._publish(o) for o in batch), return_exceptions=True
-                    )
-                    failure = self._settle(batch, results)
+                    if failure is None and self._read_due():
+                        # Still under the lock: no beat sees the digest before it is right.
+                        failure = await self._read_back()
                 finally:
                     # Cancelled or crashed before every message was settled: take them back,
                     # so they are published again instead of staying "in flight" forever.
@@ -350,6 +358,24 @@ class NatsPublisher:
                 elif reason is PublishError.TTL_DISABLED:
                     await self._allow_ttl()
                 raise PublishFailed(reason, f"{type(failure).__name__}: {failure}")
+
+    def _read_due(self) -> bool:
+        """Keys to read back, and a message sent after the last failed one was acknowledged
+        (else the beat that acknowledges one reads them)."""
+        return bool(self.core.state.unread_count) and self.sender.settled_since_failure
+
+    async def _read_back(self) -> BaseException | None:
+        """Read the last message of every key whose stream content is unknown and will not
+        be published over (docs/digest.md); the error, if a read failed (retried)."""
+        for key in self.core.state.unread():
+            try:
+                remote = await read_cluster_service(
+                    self._js, self.config.cluster, key, self._invalid
+                )
+            except Exception as exc:  # NATS trouble: the drain's retry reads again
+                return exc
+            self.core.observed(key, remote)
+        return None
 
     def _settle(
         self, batch: list[Outgoing], results: list[BaseException | None]
@@ -416,37 +442,12 @@ class NatsPublisher:
         headers = self._headers(message.epoch, message.revision)
         if message.deleted and self._tombstone_ttl:
             headers["Nats-TTL"] = str(self._tombstone_ttl)
-        await self._fenced_publish(sent.subject, sent.data, headers)
-
-    async def _fenced_publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        """Publish with the claim fence, waiting out the fence being busy.
-
-        On a clustered stream nats-server lets one message at a time carry an
-        expected-last-sequence check on a given subject and refuses the others
-        at once with a constant "wrong last sequence" (10164); every message of
-        this agent checks the same claim subject, so a pipelined batch collides
-        with itself. That is not a fence failure (a newer claim answers 10071):
-        the message is sent again after a short pause, in order.
-        """
-        for attempt in range(FENCE_BUSY_RETRIES):
-            try:
-                await self._js.publish(subject, data, headers=headers)
-                return
-            except Exception as exc:
-                if (
-                    getattr(exc, "err_code", None) != FENCE_BUSY
-                    or attempt + 1 == FENCE_BUSY_RETRIES
-                ):
-                    raise
-                self.metrics.fence_busy.inc()
-                await asyncio.sleep(0.0005 * min(attempt + 1, 20))
+        await self.sender.publish(sent.subject, sent.data, headers)
 
     # -- beats and resync --------------------------------------------------
     async def _beat_loop(self) -> None:
         while True:
-            if self.core.resync_due(self.clock()):
-                self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
-                self._resync()
+            self.resyncer.if_due()
             if self._nc.is_connected:
                 await self._beat_once()
             await asyncio.sleep(self.config.beat_interval_s)
@@ -463,11 +464,16 @@ class NatsPublisher:
                 return
             headers = self._headers(out.beat.epoch, out.beat.revision)
             try:
-                await self._fenced_publish(out.subject, out.data, headers)
+                await self.sender.publish(out.subject, out.data, headers)
             except Exception as exc:  # the next beat is the retry
                 failure: Exception = exc
             else:
                 self.metrics.published.labels(PublishedKind.BEAT).inc()
+                if self._read_due():
+                    # The beat is the first acknowledgement after a failed publish.
+                    failed = await self._read_back()
+                    if failed is not None:
+                        self.limited.warning("read_back", now, "stream not read back: %s", failed)
                 return
         reason = publish_error_reason(failure)
         self.metrics.publish_errors.labels(reason).inc()
@@ -477,48 +483,3 @@ class NatsPublisher:
             await self._fenced_quietly()
         elif reason is PublishError.NO_STREAM:
             await self._recover_stream()
-
-    def _resync(self) -> None:
-        """A resync was granted (everything is dirty): outbid the stream, then publish."""
-        task = asyncio.create_task(self._outbid_then_wake(), name="edge-resync")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _outbid_then_wake(self) -> None:
-        # Under the publish lock, so no revision is handed out before the counter moved.
-        try:
-            async with self._publish_lock:
-                remote = await read_cluster_services(self._js, self.config.cluster, self._invalid)
-                self.core.outbid(remote)
-        except Exception as exc:  # the republish goes ahead; ours win unless someone forged
-            self.limited.warning("resync_read", self.clock(), "resync: stream not read: %s", exc)
-        finally:
-            self.wake.set()
-
-    async def _on_resync(self, msg: Any) -> None:
-        data: bytes = msg.data or b""
-        now = self.clock()
-        if len(data) > MAX_RESYNC_BYTES:
-            self.metrics.invalid_input.labels("resync_oversized").inc()
-            self.metrics.resync_requests.labels(ResyncOutcome.INVALID).inc()
-            self.limited.warning(
-                "resync_oversized", now, "resync request of %d bytes ignored", len(data)
-            )
-            return
-        if data.strip():
-            try:
-                _resync_decoder.decode(data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                self.metrics.invalid_input.labels("resync_malformed").inc()
-                self.metrics.resync_requests.labels(ResyncOutcome.INVALID).inc()
-                self.limited.warning("resync_malformed", now, "resync request ignored: %s", exc)
-                return
-        if self.core.resync_requested(now):
-            self.metrics.resync_requests.labels(ResyncOutcome.DONE).inc()
-            log.info("resync requested: republishing every service")
-            self._resync()
-        else:
-            self.metrics.resync_requests.labels(ResyncOutcome.DEFERRED).inc()
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(b'{"ok":true}')

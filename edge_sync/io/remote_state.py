@@ -1,5 +1,6 @@
 """Read what the stream holds for this cluster's services (start-up and takeover
-reconciliation, resyncs, ``syncmesh audit``, tests)."""
+reconciliation, resyncs, ``syncmesh audit``, tests), or for one of them (a key whose
+publish failed and whose stream content the agent must learn, docs/digest.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from edge_sync.core.publish_state import Key
 from syncmesh import subjects
 from syncmesh.schema import ServiceState, decode_service_state
 
-__all__ = ["StoredState", "read_stored_states", "read_last_states", "read_cluster_services"]
+__all__ = [
+    "StoredState",
+    "read_stored_states",
+    "read_last_states",
+    "read_cluster_services",
+    "read_cluster_service",
+]
 
 
 class StoredState(NamedTuple):
@@ -100,9 +107,35 @@ async def read_cluster_services(
     unless the source has that service.
     """
     stored = await read_stored_states(js, cluster, on_invalid)
-    return {
-        key: RemoteService(key[1], False, None, s.seq)
-        if s.state is None
-        else RemoteService(s.state.source_name, s.state.deleted, s.state, s.seq)
-        for key, s in stored.items()
-    }
+    return {key: _remote(key, s) for key, s in stored.items()}
+
+
+def _remote(key: Key, stored: StoredState) -> RemoteService:
+    if stored.state is None:
+        return RemoteService(key[1], False, None, stored.seq)
+    state = stored.state
+    return RemoteService(state.source_name, state.deleted, state, stored.seq)
+
+
+async def read_cluster_service(
+    js: Any, cluster: str, key: Key, on_invalid: Callable[[str, str], None] = _ignore
+) -> RemoteService | None:
+    """The last message of one service subject of ``cluster`` (None: the stream has none).
+
+    A plain (not direct) get: the stream leader answers, after every message the server
+    stored before the request, including a publish whose acknowledgement was lost.
+    """
+    import nats.js.errors
+
+    subject = subjects.service_subject(cluster, *key)
+    try:
+        raw = await js.get_last_msg(subjects.STREAM, subject)
+    except nats.js.errors.NotFoundError:
+        return None
+    seq = int(raw.seq or 0)
+    try:
+        state: ServiceState | None = decode_service_state(raw.data or b"")
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        on_invalid("stream_malformed", f"{subject}: {exc}")
+        state = None
+    return _remote(key, StoredState(state, seq, 0.0))

@@ -1,11 +1,12 @@
 """PublishState against a simple model: any interleaving converges once the bus is healthy.
 
 The machine drives set / tombstone / take / acked / failed / mark_all_dirty (and the
-adapter's crash path, requeue_inflight, and a takeover's adopt_stream) in any order,
-with a simulated JetStream that keeps the last message per subject. Whatever
-happened, draining with a healthy bus afterwards publishes and acknowledges every
-desired state, the table forgets acknowledged tombstones, and the service-set
-digest names exactly the live messages the stream holds.
+adapter's crash path, requeue_inflight, a takeover's adopt_stream, and the read-back
+of keys whose stream content is unknown, unread/observed) in any order, with a
+simulated JetStream that keeps the last message per subject. Whatever happened,
+draining with a healthy bus afterwards (and reading back what the table asks for)
+publishes and acknowledges every desired state, the table forgets acknowledged
+tombstones, and the service-set digest names exactly the live messages the stream holds.
 """
 
 from __future__ import annotations
@@ -97,6 +98,28 @@ class PublishStateMachine(RuleBasedStateMachine):
         }
         self.state.adopt_stream(held)
 
+    def _read_back(self, key: Key) -> None:
+        # The adapter reads the key's last message (nothing of it is in flight then).
+        m = self.stream.get(key)
+        held = (
+            None
+            if m is None
+            else Held(
+                content_digest(m.source_name, m.instances, m.deleted),
+                m.epoch,
+                m.revision,
+                not m.deleted,
+            )
+        )
+        self.state.observed(key, held)
+
+    @rule(data=st.data())
+    def read_back(self, data: st.DataObject) -> None:
+        flying = {o.key for o in self.bus}
+        unread = [k for k in self.state.unread() if k not in flying]
+        if unread:
+            self._read_back(data.draw(st.sampled_from(unread)))
+
     @rule()
     def forget_held(self) -> None:
         self.state.forget_held()
@@ -158,6 +181,7 @@ class PublishStateMachine(RuleBasedStateMachine):
     def bookkeeping_is_consistent(self) -> None:
         assert self.state.inflight_count == len(self.bus)
         assert set(self.state._dirty) <= set(self.state._entries)
+        assert set(self.state.unread()) <= set(self.state._entries)
 
     def teardown(self) -> None:
         # The bus is healthy again: whatever is in flight is acknowledged, then drain.
@@ -172,7 +196,10 @@ class PublishStateMachine(RuleBasedStateMachine):
             for sent in taken:
                 self._store(sent)
                 self.state.acked(sent)
+        for key in self.state.unread():
+            self._read_back(key)
         assert self.state.dirty_count == 0 and self.state.inflight_count == 0
+        assert self.state.unread_count == 0
         for key, want in self.desired.items():
             if key in self.rejected and self.rejected[key] == want:
                 continue  # the stream keeps what it had, as the registry would
@@ -211,15 +238,10 @@ def test_tombstone_acknowledged_while_the_key_is_dirty_again_regression() -> Non
     assert state.dirty_count == 0 and state.desired(key) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (found by this machine after the anti-entropy merge): a state that "
-    "landed although its publish failed, followed by content the validator refuses, stays "
-    "in the stream but not in the agent's digest; the registry then asks for resyncs "
-    "(with backoff) that cannot fix it. Fix: re-read the key's last message when its "
-    "stream content is unknown.",
-)
 def test_digest_of_a_landed_state_whose_successor_was_refused() -> None:
+    """A state that landed although its publish failed, then content the validator refuses:
+    the table asks for the key's last message, and the digest then names what landed
+    (it used to leave the key out; the registry asked for resyncs that could not fix it)."""
     state = PublishState("east", epoch=3, source_kind="file")
     key = ("default", "a")
     state.set_service(key, "a", CONTENTS[1])
@@ -229,6 +251,77 @@ def test_digest_of_a_landed_state_whose_successor_was_refused() -> None:
     state.set_service(key, "a", CONTENTS[2])
     [again] = state.take(1)
     state.unpublishable(again)  # the validator refused the new content: never sent
+    assert state.dirty_count == 0  # the refused content is not tried again...
+    assert state.unread() == [key]  # ...but what the stream holds must be read back
+    landed = stream[key]
+    held = Held(
+        content_digest(landed.source_name, landed.instances, landed.deleted),
+        landed.epoch,
+        landed.revision,
+        not landed.deleted,
+    )
+    assert state.observed(key, held)
+    assert state.unread() == [] and state.dirty_count == 0
     assert state.service_set_digest() == service_set_digest(
         (k[0], k[1], m.epoch, m.revision) for k, m in stream.items() if not m.deleted
+    )
+
+
+def test_read_back_of_a_failed_publish_that_did_not_land() -> None:
+    """The same, but the failed publish never reached the stream: the digest keeps the
+    message acknowledged before it (and names nothing when the stream has none)."""
+    state = PublishState("east", epoch=3, source_kind="file")
+    key = ("default", "a")
+    state.set_service(key, "a", CONTENTS[1])
+    [first] = state.take(1)
+    state.acked(first)
+    state.set_service(key, "a", CONTENTS[2])
+    [lost] = state.take(1)
+    state.failed(lost)  # not stored
+    state.set_service(key, "a", CONTENTS[3])
+    [refused] = state.take(1)
+    state.unpublishable(refused)
+    assert state.unread() == [key]
+    state.observed(key, Held(b"x", first.message.epoch, first.message.revision, True))
+    assert state.service_set_digest() == service_set_digest(
+        [("default", "a", first.message.epoch, first.message.revision)]
+    )
+    # A key with no message at all in the stream is counted out.
+    other = ("default", "b")
+    state.set_service(other, "b", CONTENTS[1])
+    [sent] = state.take(1)
+    state.failed(sent)
+    state.set_service(other, "b", CONTENTS[2])
+    [again] = state.take(1)
+    state.unpublishable(again)
+    assert state.unread() == [other]
+    assert state.observed(other, None)
+    assert state.service_set_digest()[0] == 1
+
+
+def test_no_read_back_when_the_stream_content_is_known() -> None:
+    """Refused content after an acknowledged publish (or a resync) needs no read: the
+    table knows what the stream holds. A read asked for but overtaken by an
+    acknowledgement is dropped."""
+    state = PublishState("east", epoch=3, source_kind="file")
+    key = ("default", "a")
+    state.set_service(key, "a", CONTENTS[1])
+    state.acked(state.take(1)[0])
+    state.mark_all_dirty()
+    state.set_service(key, "a", CONTENTS[2])
+    state.unpublishable(state.take(1)[0])
+    assert state.unread() == []
+    # Unknown, refused, then changed again and acknowledged before the read happened.
+    state.set_service(key, "a", CONTENTS[3])
+    state.failed(state.take(1)[0])
+    state.set_service(key, "a", CONTENTS[2])
+    state.unpublishable(state.take(1)[0])
+    assert state.unread() == [key]
+    state.set_service(key, "a", CONTENTS[1])
+    [last] = state.take(1)
+    state.acked(last)
+    assert state.unread() == []
+    assert not state.observed(key, None)  # late: ignored
+    assert state.service_set_digest() == service_set_digest(
+        [("default", "a", last.message.epoch, last.message.revision)]
     )
