@@ -196,6 +196,11 @@ class GatewayLoadConfig(Struct, kw_only=True, forbid_unknown_fields=True):
 
     # Every source is read this often; the beat after a read carries the value.
     interval_s: Annotated[float, Meta(ge=0.1, le=3600)] = 2.0
+    # A read that moves a gateway's load by this many points from what the last
+    # beat said (or turns it known or unknown) sends a beat at once instead of at
+    # the next beat interval; 5 matches the registries' default step_pct, below
+    # which they do not change answers. 0: loads wait for the next beat.
+    beat_on_change_pct: Annotated[int, Meta(ge=0, le=100)] = 5
     # A read that takes longer fails (the load turns unknown).
     timeout_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
     sources: list[LoadSourceConfig] = []

@@ -212,7 +212,10 @@ class EdgeAgent:
         }
         if self.config.load.sources:
             self.load = LoadPoller(
-                self.config, self.core.loads, LoadMetrics(self.collector_registry)
+                self.config,
+                self.core.loads,
+                LoadMetrics(self.collector_registry),
+                on_move=publisher.beat_wake.set,
             )
             self._tasks["load"] = asyncio.create_task(
                 self._supervise("load", self.load.run), name="edge-load"

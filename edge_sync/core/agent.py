@@ -281,6 +281,7 @@ class EdgeCore:
     def beat_message(self, sent_at: float) -> OutgoingBeat:
         """The next beat, encoded and checked like the registry does; raises ``Rejected``."""
         beat = self.beat(sent_at)
+        self.loads.announce(beat.gateways)
         subject = subjects.cluster_subject(self.cluster)
         data = encode(beat)
         validate_message(subject, data, self.config.limits)

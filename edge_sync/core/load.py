@@ -147,6 +147,8 @@ class GatewayLoads:
             gateway_key(s.address, s.port): None for s in sources
         }
         self._failing: dict[GatewayKey, str] = {}
+        # What the last beat carried, to tell whether a read is worth a beat now.
+        self._announced: dict[GatewayKey, int | None] = dict(self._loads)
 
     def succeeded(self, key: GatewayKey, load: int) -> bool:
         """Record a read; True when the source was failing until now (log the recovery)."""
@@ -167,6 +169,24 @@ class GatewayLoads:
     @property
     def failing(self) -> int:
         return len(self._failing)
+
+    def announce(self, gateways: Sequence[Gateway]) -> None:
+        """Remember the loads a beat about to be sent carries."""
+        for g in gateways:
+            self._announced[gateway_key(g.address, g.port)] = g.load
+
+    def moved(self, step_pct: int) -> bool:
+        """A load differs by ``step_pct`` or more from what the last beat carried,
+        or turned known or unknown since (``step_pct`` 0: never)."""
+        if step_pct <= 0:
+            return False
+        for key, load in self._loads.items():
+            announced = self._announced.get(key)
+            if (load is None) != (announced is None):
+                return True
+            if load is not None and announced is not None and abs(load - announced) >= step_pct:
+                return True
+        return False
 
     def apply(self, gateways: Sequence[Gateway]) -> list[Gateway]:
         """The configured gateways with their current loads, for the beat."""

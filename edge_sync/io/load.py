@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -84,10 +85,19 @@ def _http_reason(exc: BaseException) -> str:
 
 
 class LoadPoller:
-    def __init__(self, config: EdgeConfig, loads: GatewayLoads, metrics: LoadMetrics) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        loads: GatewayLoads,
+        metrics: LoadMetrics,
+        on_move: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_move`` is called after a round of reads that moved a load by
+        ``load.beat_on_change_pct`` from what the last beat carried."""
         self.config = config
         self.loads = loads
         self.metrics = metrics
+        self._on_move = on_move
         consul = config.source.consul
         self._consul_token = SecretFile(consul.token_file) if consul.token_file else None
         nacos = config.source.nacos
@@ -106,6 +116,8 @@ class LoadPoller:
                 await asyncio.gather(*(self.refresh(session, s) for s in cfg.sources))
                 self.metrics.failing.set(self.loads.failing)
                 self.rounds += 1
+                if self._on_move is not None and self.loads.moved(cfg.beat_on_change_pct):
+                    self._on_move()
                 await asyncio.sleep(cfg.interval_s)
 
     async def refresh(self, session: aiohttp.ClientSession, source: LoadSourceConfig) -> None:

@@ -64,6 +64,7 @@ class NatsPublisher:
         self.limited = limited
         self.clock = clock
         self.wake = asyncio.Event()
+        self.beat_wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.remote_loaded = asyncio.Event()
         # The beat loop and the drain may both be refused at once: one check at a time,
@@ -450,7 +451,11 @@ class NatsPublisher:
             self.resyncer.if_due()
             if self._nc.is_connected:
                 await self._beat_once()
-            await asyncio.sleep(self.config.beat_interval_s)
+            # Every interval, or at once when a gateway's load moved (beat_wake).
+            self.beat_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.beat_interval_s):
+                    await self.beat_wake.wait()
 
     async def _beat_once(self) -> None:
         now = self.clock()

@@ -224,3 +224,25 @@ def test_config_refuses(fields: dict[str, Any], message: str) -> None:
     values.update(fields)
     with pytest.raises(msgspec.ValidationError, match=message):
         edge_config(**values)
+
+
+def test_a_load_moved_by_the_step_since_the_last_beat_asks_for_a_beat_now() -> None:
+    core = EdgeCore(edge_config(), now=0.0)
+    east, west = gateway_key("192.0.2.10", 443), gateway_key("fd00::9", 443)
+    assert not core.loads.moved(5)  # nothing read, nothing announced
+    core.loads.succeeded(east, 40)
+    assert core.loads.moved(5)  # unknown -> known
+    core.beat_message(sent_at=0.0)
+    assert not core.loads.moved(5)
+    core.loads.succeeded(east, 44)
+    assert not core.loads.moved(5)  # less than a step: the next beat is soon enough
+    core.loads.succeeded(east, 45)
+    assert core.loads.moved(5) and not core.loads.moved(0)  # 0: never early
+    core.beat_message(sent_at=1.0)
+    core.loads.succeeded(west, 10)
+    core.beat_message(sent_at=2.0)
+    core.loads.failed(west, LoadError("load_timeout", "slow"))
+    assert core.loads.moved(5)  # known -> unknown
+    # A beat that was only built (config_problem) announces nothing.
+    core.config_problem()
+    assert core.loads.moved(5)

@@ -246,3 +246,53 @@ async def test_version_and_tag_subsets_in_dns_and_the_resolve_api(
         assert [(c.cluster, c.healthy_instances) for c in reply.clusters] == [("east", 1)]
         reply = await m.resolve(version="...")
         assert reply.error
+
+
+async def test_a_load_move_is_beaten_at_once_not_at_the_next_interval(
+    nats_peer: NatsPeer, tmp_path: Path
+) -> None:
+    """With a 120 s beat interval, a load read that moved by the step must still
+    reach NATS within the test: the agent beats at once (load.beat_on_change_pct)."""
+    services = tmp_path / "east.toml"
+    services.write_text(EAST_FILE)
+    load_file = tmp_path / "east-load"
+    load_file.write_text("10\n")
+    gateway = Listener("127.0.0.2")
+    await gateway.open()
+    nc = await nats.connect(nats_peer.url)
+    loads: list[int | None] = []
+
+    async def on_beat(msg: Any) -> None:
+        beat = msgspec.json.decode(msg.data)
+        loads.append(beat["gateways"][0].get("load"))
+
+    await nc.subscribe(subjects.cluster_subject("east"), cb=on_beat)
+    load = {
+        "interval_s": 0.2,
+        "sources": [
+            {
+                "address": gateway.address,
+                "port": gateway.port,
+                "kind": "file",
+                "path": str(load_file),
+            }
+        ],
+    }
+    config = _agent("east", nats_peer, services, gateway, "127.0.0.0/24", load=load)
+    config = msgspec.structs.replace(config, beat_interval_s=120.0)
+    try:
+        async with EdgeAgent(config) as agent:
+            await agent.wait_synced(30)
+            await _until(lambda: _true(10 in loads), 30, "a beat with the first load read")
+            load_file.write_text("90\n")
+            took = await _until(lambda: _true(90 in loads), 30, "a beat right after the load moved")
+            print(
+                f"\nload 10 -> 90 on NATS after {took * 1000:.0f} ms (load interval 0.2 s, beat 120 s)"
+            )
+    finally:
+        await nc.close()
+        await gateway.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
