@@ -9,6 +9,7 @@ no answer (``audit``: drift), 2 usage or config error. See docs/cli.md.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import sys
@@ -333,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
+    # A crash in native code (the Nacos SDK's gRPC, uvloop) would otherwise leave
+    # an empty log; this writes every thread's Python stack to stderr first.
+    faulthandler.enable()
     try:
         return int(args.func(args))
     except ConfigError as exc:

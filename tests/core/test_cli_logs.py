@@ -104,3 +104,25 @@ def test_gated_log_lines_carry_their_reason_as_a_field() -> None:
         logger.removeHandler(handler)
     entry = json.loads(stream.getvalue())
     assert entry["reason"] == "schema" and entry["message"] == "[schema] rejected on east"
+
+
+def test_a_crash_in_native_code_leaves_the_python_stack_in_the_log() -> None:
+    """An agent died of SIGSEGV with an empty log (the Nacos bench): every syncmesh
+    command enables faulthandler, so stderr (the log) names where it happened."""
+    import subprocess
+    import sys
+
+    crash = (
+        "import ctypes, sys\n"
+        "from syncmesh_app import cli\n"
+        "def _schemas(args):\n"
+        "    return ctypes.string_at(0)\n"
+        "cli._schemas = _schemas\n"
+        "sys.exit(cli.main(['schemas', '--check']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", crash], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode < 0, result
+    assert "Fatal Python error: Segmentation fault" in result.stderr
+    assert "_schemas" in result.stderr
