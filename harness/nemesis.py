@@ -265,6 +265,19 @@ async def inject(system: NemesisSystem, fault: Fault) -> None:
         await gateway.close()
         await asyncio.sleep(fault.hold_s)
         await gateway.open()
+    elif kind in (FaultKind.KILL_LEADER, FaultKind.FREEZE_LEADER):
+        # Whichever agent of the standby group publishes now; the other must take
+        # over and the old one come back as a standby (fenced if it was frozen).
+        leader = await system.leader(target)
+        assert leader.process is not None
+        if kind is FaultKind.KILL_LEADER:
+            leader.process.kill()
+            await asyncio.sleep(fault.hold_s)
+            leader.start()
+        else:
+            system.freeze(leader.process)
+            await asyncio.sleep(fault.hold_s)
+            system.thaw(leader.process)
     elif kind in (FaultKind.CLOCK_AHEAD_AGENT, FaultKind.CLOCK_BEHIND_AGENT):
         # The agent restarts on a host whose clock is a year off (before NTP fixes it),
         # runs the hold, and restarts again with the right time.
@@ -278,6 +291,7 @@ async def inject(system: NemesisSystem, fault: Fault) -> None:
 
 _RESTARTS_AN_AGENT = (
     FaultKind.KILL_AGENT,
+    FaultKind.KILL_LEADER,
     FaultKind.CLOCK_AHEAD_AGENT,
     FaultKind.CLOCK_BEHIND_AGENT,
 )

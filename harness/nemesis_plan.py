@@ -19,6 +19,7 @@ __all__ = [
     "plan",
     "CLUSTERS",
     "GATEWAY_ADDRESS",
+    "STANDBY_CLUSTER",
     "NEAREST_ORDER",
     "Truth",
     "InstanceView",
@@ -32,6 +33,9 @@ __all__ = [
 CLUSTERS = {"east": "consul", "west": "nacos", "north": "file"}
 NEAREST_ORDER = ("east", "west", "north")
 GATEWAY_ADDRESS = {"east": "127.0.0.2", "west": "127.0.0.3", "north": "127.0.0.4"}
+# This cluster runs two agents in a standby group ([ha] standby = true): one
+# publishes, the other takes over when the leader's lease runs out.
+STANDBY_CLUSTER = "north"
 
 # (address, port, health)
 InstanceView = tuple[str, int, str]
@@ -52,6 +56,9 @@ class FaultKind(enum.Enum):
     FLAP_GATEWAY = "flap-gateway"
     CLOCK_AHEAD_AGENT = "clock-ahead-agent"
     CLOCK_BEHIND_AGENT = "clock-behind-agent"
+    # The standby group's current leader (whichever agent holds the claim).
+    KILL_LEADER = "kill-leader"
+    FREEZE_LEADER = "freeze-leader"
 
 
 # Which targets each fault picks from.
@@ -68,6 +75,8 @@ _TARGETS: dict[FaultKind, tuple[str, ...]] = {
     FaultKind.FLAP_GATEWAY: tuple(CLUSTERS),
     FaultKind.CLOCK_AHEAD_AGENT: tuple(CLUSTERS),
     FaultKind.CLOCK_BEHIND_AGENT: tuple(CLUSTERS),
+    FaultKind.KILL_LEADER: (STANDBY_CLUSTER,),
+    FaultKind.FREEZE_LEADER: (STANDBY_CLUSTER,),
 }
 
 

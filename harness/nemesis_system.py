@@ -25,7 +25,7 @@ from harness.bound_ports import ADMIN_HTTP, DNS, port_in_log
 from harness.consul_peer import ConsulPeer, consul_agent
 from harness.nacos_peer import NacosPeer, nacos_server
 from harness.nats_peer import NatsPeer, nats_server
-from harness.nemesis_plan import CLUSTERS, GATEWAY_ADDRESS
+from harness.nemesis_plan import CLUSTERS, GATEWAY_ADDRESS, STANDBY_CLUSTER
 from harness.system import Listener
 from syncmesh_app.embedded.process import ManagedProcess, wait_until
 
@@ -49,6 +49,12 @@ class Agent:
     log: Path
     process: ManagedProcess | None = None
     clock_offset: str = ""
+    # "" for the cluster's first agent; "standby" for the second of a standby group.
+    role: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"agent-{self.cluster}" + (f"-{self.role}" if self.role else "")
 
     def start(self, clock_offset: str = "") -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -56,7 +62,7 @@ class Agent:
         if clock_offset:
             env.update(LD_PRELOAD=str(LIBFAKETIME), FAKETIME=clock_offset)
         self.process = ManagedProcess(
-            f"agent-{self.cluster}",
+            self.name,
             [sys.executable, "-m", "syncmesh_app", "edge", "--config", str(self.config)],
             self.log,
             env=env,
@@ -130,15 +136,17 @@ class NemesisSystem:
     # Nacos TCP-checks persistent instances: they point at these real listeners.
     nacos_targets: list[Listener]
     agents: dict[str, Agent] = field(default_factory=dict)
+    # The second agent of each standby group, by cluster.
+    standbys: dict[str, Agent] = field(default_factory=dict)
     registries: dict[str, Registry] = field(default_factory=dict)
 
     def processes(self) -> dict[str, ManagedProcess]:
         procs = {f"nats-{n.name}": n.process for n in self.nats.nodes}
         procs["consul"] = self.consul.process
         procs["nacos"] = self.nacos.process
-        for agent in self.agents.values():
+        for agent in [*self.agents.values(), *self.standbys.values()]:
             if agent.process is not None:
-                procs[f"agent-{agent.cluster}"] = agent.process
+                procs[agent.name] = agent.process
         for reg in self.registries.values():
             if reg.process is not None:
                 procs[f"registry-{reg.name}"] = reg.process
@@ -166,6 +174,29 @@ class NemesisSystem:
         if agent.process is not None:
             agent.process.kill()
         agent.start(clock_offset)
+
+    async def leader(self, cluster: str, timeout: float = 30.0) -> Agent:
+        """The agent of ``cluster``'s standby group that publishes now, as the
+        registries see it (the beat's leader is ``host:pid``)."""
+        group = [self.agents[cluster], self.standbys[cluster]]
+        found: list[Agent] = []
+
+        async def known() -> bool:
+            reg = next(r for r in self.registries.values() if r.process and r.process.alive())
+            url = f"http://127.0.0.1:{reg.admin_port}/v1/status"
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                status = await resp.json()
+            leader = next(
+                c.get("leader", "") for c in status["clusters"] if c["cluster"] == cluster
+            )
+            for agent in group:
+                if agent.alive() and agent.process and leader.endswith(f":{agent.process.pid}"):
+                    found.append(agent)
+                    return True
+            return False
+
+        await wait_until(known, timeout, interval=0.2, what=f"the leader of {cluster}")
+        return found[-1]
 
     async def restart_registry(self, name: str) -> None:
         reg = self.registries[name]
@@ -206,6 +237,8 @@ def _edge_toml(system: NemesisSystem, cluster: str) -> str:
         'region = "r1"',
         f'zone = "{ZONE_OF[cluster]}"',
     ]
+    if cluster == STANDBY_CLUSTER:
+        lines += ["[ha]", "standby = true"]
     return "\n".join(lines) + "\n"
 
 
@@ -271,6 +304,12 @@ async def nemesis_system(workdir: Path) -> AsyncIterator[NemesisSystem]:
             agent.config.write_text(_edge_toml(system, cluster))
             system.agents[cluster] = agent
             agent.start()
+            if cluster == STANDBY_CLUSTER:
+                standby = Agent(
+                    cluster, agent.config, workdir / f"edge-{cluster}-standby.log", role="standby"
+                )
+                system.standbys[cluster] = standby
+                standby.start()
         try:
             await asyncio.gather(*(reg.wait_ready() for reg in system.registries.values()))
             yield system
@@ -278,7 +317,7 @@ async def nemesis_system(workdir: Path) -> AsyncIterator[NemesisSystem]:
             for proc in system.processes().values():
                 # A frozen process ignores SIGTERM: thaw first, then stop.
                 proc.signal_group(signal.SIGCONT)
-            for agent in system.agents.values():
+            for agent in [*system.agents.values(), *system.standbys.values()]:
                 if agent.process is not None:
                     await agent.process.stop(grace=3.0)
             for reg in system.registries.values():
