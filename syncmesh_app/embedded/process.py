@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,8 +35,17 @@ class PeerStartError(RuntimeError):
     """A peer did not become ready; the message carries the tail of its log."""
 
 
+# util-linux's setpriv sets the parent-death signal and execs the command, so
+# no Python runs between fork and exec: a preexec_fn forks the whole process
+# the slow way and runs Python in the child, and in a process with gRPC
+# threads (the Nacos SDK) that child died of SIGSEGV before exec, leaving an
+# empty log (bench/edge_nacos_scale.py, twice).
+_SETPRIV = shutil.which("setpriv")
+
+
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the process that started it dies.
+    """Runs in the child before exec (only without setpriv): SIGKILL it when the
+    process that started it dies.
 
     Peers run in their own session so teardown can kill the whole group; this
     covers the other case, a test runner or benchmark that is itself killed.
@@ -156,16 +166,19 @@ class ManagedProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        argv = list(self.argv)
+        if _SETPRIV is not None:
+            argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
         try:
             self.proc = subprocess.Popen(
-                list(self.argv),
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if _SETPRIV is not None else _die_with_parent,
             )
         finally:
             log.close()
