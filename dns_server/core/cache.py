@@ -22,7 +22,9 @@ tags name and every level-1 packet built from them.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 
@@ -30,13 +32,25 @@ from dns_server.core.render import Rendered
 from dns_server.core.resolver import NamespaceTag, Tag
 from syncmesh.view_api import ViewChange
 
-__all__ = ["AnswerCache", "HotLookup", "Packets", "PacketEntry", "make_lookup", "packet_key"]
+__all__ = [
+    "AnswerCache",
+    "HostKey",
+    "HotLookup",
+    "Packets",
+    "PacketEntry",
+    "ipv4_key",
+    "make_lookup",
+    "packet_key",
+]
 
 # (responses without the id, rotating; the hit counter cell of the answer)
 PacketEntry = tuple[Iterator[bytes], list[int]]
 Packets = dict[bytes, PacketEntry]
+# A client address as text, or an IPv4 address as the integer ``ipv4_key`` gives:
+# the batched UDP reader finds it in the kernel's sockaddr without building a string.
+HostKey = str | int
 # (query packet, client address) -> the response, or None: not a level-1 hit.
-HotLookup = Callable[[bytes, str], bytes | None]
+HotLookup = Callable[[bytes, HostKey], bytes | None]
 _Slot = tuple[str | None, bytes]
 
 
@@ -55,7 +69,17 @@ def packet_key(data: bytes) -> bytes:
     return data[2:12] + data[12:end].lower() + data[end:]
 
 
-def make_lookup(by_host: dict[str, Packets]) -> HotLookup:
+def ipv4_key(address: str) -> int | None:
+    """The integer the batched reader reads for this IPv4 address: its four
+    network-order bytes as one native-order machine word (None: not IPv4)."""
+    try:
+        packed = ipaddress.IPv4Address(address).packed
+    except ValueError:
+        return None
+    return int.from_bytes(packed, sys.byteorder)
+
+
+def make_lookup(by_host: dict[HostKey, Packets]) -> HotLookup:
     """The level-1 lookup, the measured hot path of every UDP reader (loop,
     thread, batch): the response to ``data`` from ``host``, or None.
 
@@ -68,7 +92,7 @@ def make_lookup(by_host: dict[str, Packets]) -> HotLookup:
     ``by_host`` is only ever mutated in place.
     """
 
-    def lookup(data: bytes, host: str) -> bytes | None:
+    def lookup(data: bytes, host: HostKey) -> bytes | None:
         # get() rather than [] in a try: behind a 0x20 resolver most queries
         # miss the first probe, and a raised KeyError cost more than the fold.
         packets = by_host.get(host)
@@ -100,7 +124,7 @@ class AnswerCache:
         self._packets: dict[str | None, Packets] = {}
         self._packet_count = 0
         # Client address -> level-1 dict of its class (the hot path's first lookup).
-        self.by_host: dict[str, Packets] = {}
+        self.by_host: dict[HostKey, Packets] = {}
         self.lookup: HotLookup = make_lookup(self.by_host)
         # Client address or ECS subnet -> class, for the slow path.
         self._classes: dict[Hashable, str | None] = {}
@@ -127,7 +151,10 @@ class AnswerCache:
             self.by_host.clear()
         self._classes[client] = client_class
         if isinstance(client, str):
-            self.by_host[client] = self._packets_of(client_class)
+            packets = self.by_host[client] = self._packets_of(client_class)
+            alias = ipv4_key(client)
+            if alias is not None:
+                self.by_host[alias] = packets
 
     def _packets_of(self, client_class: str | None) -> Packets:
         packets = self._packets.get(client_class)

@@ -5,6 +5,8 @@ view change, bounds, metrics and the rejection hook."""
 from __future__ import annotations
 
 import random
+import socket
+import sys
 
 import dns.message
 import dns.rcode
@@ -14,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from dns_server.config import DnsConfig
-from dns_server.core.cache import packet_key
+from dns_server.core.cache import ipv4_key, packet_key
 from dns_server.core.engine import AnswerEngine
 from dns_server.core.wire import Reject
 from dns_server.io.metrics import DnsMetrics
@@ -130,6 +132,27 @@ def test_the_hot_lookup_knows_clients_only_once_classified() -> None:
     assert exchange(engine, wire, "10.1.9.9")[1] is False
     assert exchange(engine, wire, "10.1.9.9")[1] is True
     assert engine.stats.misses == 1  # the class's answer was already there
+
+
+def test_the_batched_readers_integer_ipv4_key_hits_the_same_answers() -> None:
+    """The batched UDP reader looks IPv4 clients up by the word it reads from the
+    kernel's sockaddr (``ipv4_key``); it must find what the address string finds,
+    and lose it whenever the string loses it (a topology change)."""
+    engine = make_engine()
+    wire = dns.message.make_query(f"web.svc.{ZONE}", "A").to_wire()
+    key = ipv4_key(EAST_CLIENT)
+    assert key == int.from_bytes(socket.inet_aton(EAST_CLIENT), sys.byteorder)
+    assert ipv4_key("fd00::1") is None and ipv4_key("not an address") is None
+    assert engine.hot(wire, key) is None
+    exchange(engine, wire, EAST_CLIENT)
+    by_word, by_text = engine.hot(wire, key), engine.hot(wire, EAST_CLIENT)
+    assert by_word is not None and by_text is not None
+    # The same answer (consecutive hits rotate the records: compare the sets).
+    assert sorted(answer_values(dns.message.from_wire(by_word))) == sorted(
+        answer_values(dns.message.from_wire(by_text))
+    )
+    engine.invalidate(ViewChange(everything=True))
+    assert engine.hot(wire, key) is None and engine.hot(wire, EAST_CLIENT) is None
 
 
 # -- 0x20 case randomisation (issue 15) ----------------------------------------
