@@ -9,7 +9,9 @@ no answer (``audit``: drift), 2 usage or config error. See docs/cli.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import io
 import logging
 import os
 import sys
@@ -330,13 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _enable_faulthandler() -> None:
+    """A crash in native code (the Nacos SDK's gRPC, uvloop) would otherwise leave
+    an empty log; this writes every thread's Python stack to stderr first.
+    ``python -m syncmesh_app`` enables it before importing anything; this covers
+    the ``syncmesh`` console script. A stderr without a file descriptor (main()
+    called in-process with captured output) has nothing to write to."""
+    if faulthandler.is_enabled():
+        return
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        faulthandler.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
-    # A crash in native code (the Nacos SDK's gRPC, uvloop) would otherwise leave
-    # an empty log; this writes every thread's Python stack to stderr first.
-    faulthandler.enable()
+    _enable_faulthandler()
     try:
         return int(args.func(args))
     except ConfigError as exc:
