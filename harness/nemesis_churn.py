@@ -14,6 +14,7 @@ import aiohttp
 
 from harness.nemesis_plan import CLUSTERS, InstanceView
 from harness.nemesis_system import NemesisSystem
+from harness.samples import service_file_text
 
 __all__ = ["Churn", "SERVICES", "NAMESPACE", "GRACE_S"]
 
@@ -125,21 +126,9 @@ class Churn:
                         resp.raise_for_status()
 
     def _write_file(self) -> None:
-        lines = []
-        for service, instances in sorted(self.file_state.items()):
-            if not instances:
-                continue
-            lines += ["[[services]]", f'name = "{service}"']
-            for address, port, health in instances:
-                lines += [
-                    "[[services.instances]]",
-                    f'address = "{address}"',
-                    f"port = {port}",
-                    f'health = "{health}"',
-                ]
         path = self.system.service_file
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n" if lines else "services = []\n")
+        tmp.write_text(service_file_text(dict(sorted(self.file_state.items()))))
         tmp.replace(path)  # atomic: the agent never reads half a file
 
     async def run(self, rate_per_s: float) -> None:

@@ -12,6 +12,7 @@ override any field. Every message needs an epoch its cluster claimed
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from global_registry.core.records import Applied
@@ -175,3 +176,23 @@ class ScriptedStream:
         """Apply at the next sequence (or ``seq``); raises what the view raises."""
         self.claim(message.cluster)
         return self.view.apply(message, self.next_seq() if seq is None else seq, now, age_s)
+
+
+def service_file_text(services: Mapping[str, Iterable[tuple[str, int, str]]]) -> str:
+    """A file source's TOML: each service with its (address, port, health)
+    instances; services with none are left out, and no service at all is
+    ``services = []``."""
+    lines: list[str] = []
+    for name, instances in services.items():
+        entries = list(instances)
+        if not entries:
+            continue
+        lines += ["[[services]]", f'name = "{name}"']
+        for address, port, health in entries:
+            lines += [
+                "[[services.instances]]",
+                f'address = "{address}"',
+                f"port = {port}",
+                f'health = "{health}"',
+            ]
+    return "\n".join(lines) + "\n" if lines else "services = []\n"

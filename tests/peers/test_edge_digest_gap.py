@@ -19,6 +19,7 @@ import pytest
 from edge_sync.config import EdgeConfig
 from edge_sync.io.remote_state import read_last_states
 from harness.nats_peer import NatsPeer
+from harness.samples import service_file_text
 from syncmesh import subjects
 from syncmesh.digest import service_set_digest
 from syncmesh.schema import ClusterBeat, ServiceState, decode_cluster_beat
@@ -37,18 +38,8 @@ REFUSED = [("10.0.0.1", 80, "passing"), ("10.0.0.2", 80, "passing"), ("10.0.0.3"
 Instances = list[tuple[str, int, str]]
 
 
-def service_file(services: dict[str, Instances]) -> str:
-    lines: list[str] = []
-    for name, instances in services.items():
-        lines += ["[[services]]", f'name = "{name}"']
-        for address, port, health in instances:
-            lines += [
-                "[[services.instances]]",
-                f'address = "{address}"',
-                f"port = {port}",
-                f'health = "{health}"',
-            ]
-    return "\n".join(lines) + "\n"
+def service_file(services: dict[str, list[tuple[str, int, str]]]) -> str:
+    return service_file_text(services)
 
 
 async def stream_states(peer: NatsPeer) -> dict[tuple[str, str], ServiceState]:

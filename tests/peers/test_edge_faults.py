@@ -15,6 +15,7 @@ import pytest
 from edge_sync.config import EdgeConfig
 from edge_sync.io.remote_state import read_last_states
 from harness.nats_peer import NatsPeer
+from harness.samples import service_file_text
 from syncmesh.schema import ServiceState
 from syncmesh_app.edge import EdgeAgent, run_edge
 from syncmesh_app.embedded.process import wait_until
@@ -24,17 +25,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.reliability]
 
 
 def service_file(services: dict[str, list[tuple[str, int, str]]]) -> str:
-    lines: list[str] = []
-    for name, instances in services.items():
-        lines += ["[[services]]", f'name = "{name}"']
-        for address, port, health in instances:
-            lines += [
-                "[[services.instances]]",
-                f'address = "{address}"',
-                f"port = {port}",
-                f'health = "{health}"',
-            ]
-    return "\n".join(lines) + "\n"
+    return service_file_text(services)
 
 
 def edge_config(peer: NatsPeer, path: Path) -> EdgeConfig:
