@@ -192,10 +192,18 @@ async def test_recovers_by_itself_after_consul_restart(
             "syncmesh_edge_source_events_total", {"kind": "consul_index_reset"}
         )
         assert resets is not None and resets >= 1
-        errors = agent.collector_registry.get_sample_value(
-            "syncmesh_edge_source_errors_total", {"reason": "consul_connect"}
-        )
-        assert errors is not None and errors >= 1
+        # The outage was seen and counted. Its reason depends on where the restart
+        # found the agent's next request: refused while Consul was down
+        # (consul_connect), cut off mid-request (consul_io), or answered by a
+        # Consul back up but without a leader yet (consul_http_500).
+        errors = {
+            sample.labels["reason"]: sample.value
+            for metric in agent.collector_registry.collect()
+            if metric.name == "syncmesh_edge_source_errors"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+        assert sum(errors.values()) >= 1, errors
         assert agent.core is not None and agent.core.source_health == "ok"
 
 
