@@ -7,11 +7,14 @@ import asyncio
 
 import nats
 import pytest
+from nats.errors import NoRespondersError
 from nats.js.api import StreamConfig
+from nats.js.errors import NoStreamResponseError
 
 from harness.nats_peer import NatsPeer
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
+from syncmesh_app.embedded.process import wait_until
 from syncmesh_io.nats_connection import connect, ensure_stream
 
 pytestmark = pytest.mark.peers
@@ -51,6 +54,17 @@ async def test_cluster_serves_r3_stream_with_one_node_killed(nats_cluster: NatsP
         await js.add_stream(
             StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3, max_msgs_per_subject=1)
         )
+
+        # add_stream returns once the meta leader has placed the stream; its own
+        # raft group may elect a leader a moment later ("no responders" meanwhile).
+        async def writable() -> bool:
+            try:
+                await js.publish("r3.k0", b"before", timeout=1.0)
+            except (NoRespondersError, NoStreamResponseError):
+                return False
+            return True
+
+        await wait_until(writable, 30, interval=0.2, what="the new R3 stream to take writes")
         for i in range(10):
             await js.publish(f"r3.k{i}", b"before")
         info = await js.stream_info("R3")
