@@ -201,6 +201,32 @@ async def _wait_ready(node: NatsNode, cluster_size: int, timeout: float = 30.0) 
         await asyncio.sleep(0.1)
 
 
+async def _wait_meta_current(nodes: list[NatsNode], timeout: float = 30.0) -> None:
+    """A cluster is ready when every node names the same JetStream meta leader and
+    that leader sees every other node current. Healthz and routes alone were not
+    enough: a stream created at once timed out or had no responders yet."""
+    import aiohttp
+
+    async def current() -> bool:
+        metas = []
+        async with aiohttp.ClientSession() as http:
+            for node in nodes:
+                async with http.get(f"http://127.0.0.1:{node.monitor_port}/jsz") as resp:
+                    metas.append((await resp.json(content_type=None)).get("meta_cluster") or {})
+        leaders = {meta.get("leader") for meta in metas}
+        if len(leaders) != 1 or not next(iter(leaders)):
+            return False
+        leader = next(iter(leaders))
+        meta = next(m for n, m in zip(nodes, metas, strict=True) if n.name == leader)
+        replicas = meta.get("replicas") or []
+        return len(replicas) == len(nodes) - 1 and all(r.get("current") for r in replicas)
+
+    try:
+        await wait_until(current, timeout, interval=0.1, what="JetStream meta group current")
+    except TimeoutError as exc:
+        raise nodes[0].process.fail(str(exc)) from exc
+
+
 async def _learn_ports(node: NatsNode, timeout: float = 30.0) -> None:
     """Read the ports the node bound from the file nats-server writes once it listens."""
     ports_file = node.config_path.parent / f"nats-server_{node.process.pid}.ports"
@@ -312,6 +338,8 @@ async def nats_server(
                 if node.port < 0:
                     await _learn_ports(node)
                 await _wait_ready(node, cluster_size)
+            if jetstream and cluster_size > 1:
+                await _wait_meta_current(nodes)
             break
         except PeerStartError:
             await _stop_all(nodes)

@@ -51,9 +51,14 @@ async def test_cluster_serves_r3_stream_with_one_node_killed(nats_cluster: NatsP
     )
     try:
         js = nc.jetstream()
-        await js.add_stream(
-            StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3, max_msgs_per_subject=1)
-        )
+        config = StreamConfig(name="R3", subjects=["r3.>"], num_replicas=3, max_msgs_per_subject=1)
+
+        async def created() -> bool:
+            # Creating the same stream again is a no-op, so a timed-out call is retried.
+            await js.add_stream(config)
+            return True
+
+        await wait_until(created, 60, interval=0.5, what="the R3 stream created")
 
         # add_stream returns once the meta leader has placed the stream; its own
         # raft group may elect a leader a moment later ("no responders" meanwhile).
