@@ -23,15 +23,13 @@ import msgspec
 from edge_sync.config import ConsulSourceConfig
 from edge_sync.core.consul import (
     BlockingIndex,
-    ConsulFormatError,
     ConsulTracker,
     FetchBacklog,
-    NodeServices,
     Plan,
     RelistSchedule,
     bulk_worthwhile,
-    decode_node_services,
 )
+from edge_sync.core.consul_mapping import ConsulFormatError, NodeServices, decode_node_services
 from edge_sync.core.ratelimit import TokenBucket
 from edge_sync.core.source_api import SourceSink
 from syncmesh_io.retry import forever

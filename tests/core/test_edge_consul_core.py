@@ -9,13 +9,15 @@ import pytest
 
 from edge_sync.core.consul import (
     BlockingIndex,
-    ConsulFormatError,
     ConsulTracker,
     FetchBacklog,
     RelistReason,
     RelistSchedule,
-    aggregate_health,
     bulk_worthwhile,
+)
+from edge_sync.core.consul_mapping import (
+    ConsulFormatError,
+    aggregate_health,
     decode_node_services,
     map_health_entries,
     namespace_of,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge_sync.core.consul import map_health_entries, version_of
+from edge_sync.core.consul_mapping import map_health_entries, version_of
 from edge_sync.core.model import carried_subset
 from edge_sync.core.nacos import map_instances as map_nacos_instances
 from edge_sync.core.service_file import ServiceFileError, parse_service_file

@@ -22,7 +22,7 @@ from v2.nacos import (
 )
 
 from edge_sync.config import EdgeConfig
-from edge_sync.core.consul import map_health_entries
+from edge_sync.core.consul_mapping import map_health_entries
 from edge_sync.core.load import GatewayLoads, gateway_key
 from edge_sync.core.nacos import map_instances as map_nacos_instances
 from edge_sync.io.load import LoadMetrics, LoadPoller
