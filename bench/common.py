@@ -35,20 +35,12 @@ import aiohttp
 
 from syncmesh import subjects
 from syncmesh.schema import SCHEMA_VERSION, EpochClaim, encode
+from syncmesh_app.embedded.process import dying_with_parent
 
 CLIENT = "127.0.0.1"
 ZONE = "syncmesh.internal."
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` of every child a bench starts: SIGKILL it if the bench itself dies."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -146,6 +138,35 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> str:
         return await resp.text()
 
 
+async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    """One sample of a scrape, ``name`` with its labels as exposed (0 when absent)."""
+    text = await scrape(http, url)
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+class AgentExited(RuntimeError):
+    """The agent under test is gone: ``until`` fails at once instead of timing out."""
+
+
+async def until(check: Any, timeout: float, interval: float) -> None:
+    """Poll ``check`` until true; an exited agent fails at once (not after the timeout)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if await check():
+                return
+        except AgentExited:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the metrics endpoint is not up yet
+            last = exc
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"no initial sync within {timeout}s (last error: {last})")
+
+
 def metric_sum(text: str, name: str, labels: str = "") -> float:
     """Sum of every sample of ``name`` (any labels; only those containing ``labels`` if given)."""
     total = 0.0
@@ -186,6 +207,39 @@ async def claim_epoch(js: Any, cluster: str, previous_seq: int = 0) -> int:
         headers={"Nats-Expected-Last-Subject-Sequence": str(previous_seq)},
     )
     return int(ack.seq)
+
+
+async def reference_consumer(url: str, expected: int, timeout: float = 300.0) -> float:
+    """Seconds for nats-py's stock ordered push consumer to deliver the whole
+    stream; the callback only counts (no decode, no apply): the ingest reference."""
+    import nats
+    from nats.js.api import DeliverPolicy
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    done = asyncio.Event()
+    count = 0
+
+    async def on_message(msg: Any) -> None:
+        nonlocal count
+        count += 1
+        if count >= expected:
+            done.set()
+
+    started = time.perf_counter()
+    sub = await js.subscribe(
+        "syncmesh.v2.>",
+        stream=subjects.STREAM,
+        cb=on_message,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        idle_heartbeat=2.0,
+    )
+    await asyncio.wait_for(done.wait(), timeout)
+    elapsed = time.perf_counter() - started
+    await sub.unsubscribe()
+    await nc.close()
+    return elapsed
 
 
 async def wait_stream_messages(js: Any, expected: int, timeout: float = 120.0) -> Any:
@@ -423,11 +477,12 @@ zone:
     check = subprocess.run(["nsd-checkconf", str(conf)], capture_output=True, text=True)
     if check.returncode:
         raise RuntimeError("nsd.conf: " + check.stderr + check.stdout)
+    argv, preexec = dying_with_parent(["nsd", "-d", "-c", str(conf)])
     return subprocess.Popen(
-        ["nsd", "-d", "-c", str(conf)],
+        argv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - a prctl, no locks
+        preexec_fn=preexec,  # noqa: PLW1509 - only without setpriv
     )
 
 

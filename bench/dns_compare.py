@@ -52,7 +52,6 @@ from bench.common import (  # noqa: E402
     DnsRun,
     Zipf,
     ask_all,
-    die_with_parent,
     dnsperf,
     ensure_tools,
     free_udp_tcp_port,
@@ -71,6 +70,7 @@ from bench.common import (  # noqa: E402
 from bench.scale import Inventory, publish_inventory, spawn_registry  # noqa: E402
 from harness.consul_peer import consul_agent  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
+from syncmesh_app.embedded.process import dying_with_parent  # noqa: E402
 from syncmesh_io.nats_connection import ensure_stream  # noqa: E402
 
 TXN_OPS = 64
@@ -240,11 +240,14 @@ async def main(args: argparse.Namespace) -> str:
                 (work / "coredns").mkdir()
                 (work / "coredns" / "zone").write_text(zone_text)
                 corefile = coredns_config(work / "coredns", core_port, work / "coredns" / "zone")
+                argv, preexec = dying_with_parent(
+                    [binary, "-conf", str(corefile), "-dns.port", str(core_port), "-quiet"]
+                )
                 coredns = subprocess.Popen(
-                    [binary, "-conf", str(corefile), "-dns.port", str(core_port), "-quiet"],
+                    argv,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
-                    preexec_fn=die_with_parent,  # noqa: PLW1509 - a prctl, no locks
+                    preexec_fn=preexec,  # noqa: PLW1509 - only without setpriv
                 )
                 servers["coredns"] = (core_port, syncmesh_file)
             results: dict[str, dict[str, list[float]]] = {k: {} for k in servers}

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dnslib import QTYPE, DNSRecord
 
+from bench.common import start_nsd
 from dns_server.config import DnsConfig
 from dns_server.core.resolver import Resolver
 from global_registry.core.view import RegistryView
@@ -180,41 +181,6 @@ def compare(ports: tuple[int, int], asked: list[tuple[str, str]]) -> None:
     )
     if differ:
         raise RuntimeError(f"answers differ, e.g. {differ[:3]}")
-
-
-def start_nsd(workdir: Path, port: int, zone: str) -> subprocess.Popen[bytes]:
-    (workdir / "zone").write_text(zone)
-    conf = workdir / "nsd.conf"
-    conf.write_text(
-        f"""server:
-    ip-address: {CLIENT}@{port}
-    port: {port}
-    username: ""
-    chroot: ""
-    zonesdir: "{workdir}"
-    database: ""
-    pidfile: "{workdir}/nsd.pid"
-    xfrdfile: "{workdir}/xfrd.state"
-    zonelistfile: "{workdir}/zone.list"
-    logfile: "{workdir}/nsd.log"
-    server-count: 1
-    verbosity: 0
-    hide-version: yes
-    rrl-ratelimit: 0
-    rrl-whitelist-ratelimit: 0
-remote-control:
-    control-enable: no
-zone:
-    name: {ZONE}
-    zonefile: "{workdir}/zone"
-"""
-    )
-    check = subprocess.run(["nsd-checkconf", str(conf)], capture_output=True, text=True)
-    if check.returncode:
-        raise RuntimeError("nsd.conf: " + check.stderr + check.stdout)
-    return subprocess.Popen(
-        ["nsd", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
 
 
 def start_syncmesh(port: int, services: int) -> subprocess.Popen[bytes]:

@@ -47,7 +47,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import median, spread  # noqa: E402
+from bench.common import AgentExited, median, metric, spread, until  # noqa: E402
 from edge_sync.io.remote_state import read_last_states  # noqa: E402
 from harness.consul_peer import consul_agent  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
@@ -181,35 +181,6 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
-
-
-async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with session.get(url) as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-class AgentExited(RuntimeError):
-    pass
-
-
-async def until(check: Any, timeout: float, interval: float) -> None:
-    """Poll ``check`` until true; an exited agent fails at once (not after the timeout)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if await check():
-                return
-        except AgentExited:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the metrics endpoint is not up yet
-            last = exc
-        await asyncio.sleep(interval)
-    raise TimeoutError(f"no initial sync within {timeout}s (last error: {last})")
 
 
 async def run_agent(

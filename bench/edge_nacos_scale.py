@@ -49,7 +49,17 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ProcStats, load_average, median, percentile, say, spread  # noqa: E402
+from bench.common import (  # noqa: E402
+    AgentExited,
+    ProcStats,
+    load_average,
+    median,
+    metric,
+    percentile,
+    say,
+    spread,
+    until,
+)
 from harness.nacos_peer import nacos_server  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh import subjects  # noqa: E402
@@ -180,15 +190,6 @@ def quiet_sdk_logs() -> None:
         logger.removeHandler(handler)
 
 
-async def metric(http: aiohttp.ClientSession, url: str, name_: str) -> float:
-    async with http.get(url) as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(name_ + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 class Tap:
     """Arrival time and instance count of every state the agent puts on NATS, per service."""
 
@@ -302,26 +303,6 @@ async def push_latency(
         await watcher.shutdown()
         await writer.shutdown()
         quiet_sdk_logs()
-
-
-class AgentExited(RuntimeError):
-    pass
-
-
-async def until(check: Any, timeout: float, interval: float) -> None:
-    """Poll ``check`` until true; an exited agent fails at once (not after the timeout)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if await check():
-                return
-        except AgentExited:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the metrics endpoint is not up yet
-            last = exc
-        await asyncio.sleep(interval)
-    raise TimeoutError(f"no initial sync within {timeout}s (last error: {last})")
 
 
 async def run_agent(

@@ -32,7 +32,7 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import claim_epoch, median, spread  # noqa: E402
+from bench.common import claim_epoch, median, reference_consumer, spread  # noqa: E402
 from dns_server.config import DnsConfig  # noqa: E402
 from global_registry.config import ApiConfig  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
@@ -132,38 +132,6 @@ async def publish(url: str, clusters: int, services: int, instances: int, gatewa
     return int(info.state.bytes)
 
 
-async def reference_consumer(url: str, expected: int) -> float:
-    """Seconds for nats-py's stock ordered push consumer to deliver the whole stream; the
-    callback only counts (no decode, no apply)."""
-    from nats.js.api import DeliverPolicy
-
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    done = asyncio.Event()
-    count = 0
-
-    async def on_message(msg: object) -> None:
-        nonlocal count
-        count += 1
-        if count >= expected:
-            done.set()
-
-    started = time.perf_counter()
-    sub = await js.subscribe(
-        "syncmesh.v2.>",
-        stream=subjects.STREAM,
-        cb=on_message,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        idle_heartbeat=2.0,
-    )
-    await asyncio.wait_for(done.wait(), 120)
-    elapsed = time.perf_counter() - started
-    await sub.unsubscribe()
-    await nc.close()
-    return elapsed
-
-
 async def child(url: str) -> None:
     """The registry replica under test, in its own process (for an honest peak RSS)."""
     config = RegistryConfig(
@@ -220,7 +188,7 @@ async def main(args: argparse.Namespace) -> None:
             messages = states + 2 * args.clusters
             rounds: dict[str, list[float]] = {}
             for r in range(args.rounds):
-                ref_s = await reference_consumer(peer.url, messages)
+                ref_s = await reference_consumer(peer.url, messages, timeout=120)
                 rounds.setdefault("ref_states_per_s", []).append(states / ref_s)
                 result, spawn_to_ready_s = await run_child(peer.url)
                 if result["services"] != states:

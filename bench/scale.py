@@ -67,7 +67,6 @@ from bench.common import (  # noqa: E402
     Zipf,
     ask_all,
     claim_epoch,
-    die_with_parent,
     dnsperf,
     ensure_tools,
     free_udp_tcp_port,
@@ -77,6 +76,7 @@ from bench.common import (  # noqa: E402
     median,
     metric_sum,
     mixed_case,
+    reference_consumer,
     say,
     scrape,
     spread,
@@ -99,7 +99,7 @@ from syncmesh.schema import (  # noqa: E402
     ServiceState,
     encode,
 )
-from syncmesh_app.embedded.process import free_port  # noqa: E402
+from syncmesh_app.embedded.process import dying_with_parent, free_port  # noqa: E402
 from syncmesh_io.nats_connection import ensure_stream  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,37 +280,6 @@ class Churn:
 # -- the reference: a stock ordered consumer that only counts --------------------------------
 
 
-async def reference_consumer(url: str, expected: int) -> float:
-    """Seconds for nats-py's own ordered push consumer to deliver the whole stream."""
-    from nats.js.api import DeliverPolicy
-
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    done = asyncio.Event()
-    count = 0
-
-    async def on_message(msg: Any) -> None:
-        nonlocal count
-        count += 1
-        if count >= expected:
-            done.set()
-
-    started = time.perf_counter()
-    sub = await js.subscribe(
-        "syncmesh.v2.>",
-        stream=subjects.STREAM,
-        cb=on_message,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        idle_heartbeat=2.0,
-    )
-    await asyncio.wait_for(done.wait(), 300)
-    elapsed = time.perf_counter() - started
-    await sub.unsubscribe()
-    await nc.close()
-    return elapsed
-
-
 # -- the registry process --------------------------------------------------------------------
 
 
@@ -367,19 +336,16 @@ async def spawn_registry(workdir: Path, nats_url: str, name: str, extra: str = "
     )
     log = workdir / f"{name}.log"
     spawned = time.monotonic()
+    argv, preexec = dying_with_parent(
+        [sys.executable, "-m", "syncmesh_app", "--log-level", "WARNING", "registry"]
+        + ["--config", str(config)]
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syncmesh_app",
-        "--log-level",
-        "WARNING",
-        "registry",
-        "--config",
-        str(config),
+        *argv,
         stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - a prctl, no locks
+        preexec_fn=preexec,  # noqa: PLW1509 - only without setpriv
     )
     return Registry(process, admin_port, dns_port, spawned, log)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "PeerStartError",
     "ManagedProcess",
+    "dying_with_parent",
     "free_port",
     "reserve_ports",
     "cache_dir",
@@ -41,6 +42,15 @@ class PeerStartError(RuntimeError):
 # threads (the Nacos SDK) that child died of SIGSEGV before exec, leaving an
 # empty log (bench/edge_nacos_scale.py, twice).
 _SETPRIV = shutil.which("setpriv")
+
+
+def dying_with_parent(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``argv`` and a ``preexec_fn`` for ``Popen`` that SIGKILL the child when the
+    process that started it dies: through setpriv when it is there, else a
+    ``preexec_fn`` (unsafe in a process with gRPC threads, see ``_SETPRIV``)."""
+    if _SETPRIV is not None:
+        return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv], None
+    return list(argv), _die_with_parent
 
 
 def _die_with_parent() -> None:
@@ -166,9 +176,7 @@ class ManagedProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        argv = list(self.argv)
-        if _SETPRIV is not None:
-            argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        argv, preexec = dying_with_parent(self.argv)
         try:
             self.proc = subprocess.Popen(
                 argv,
@@ -178,7 +186,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=None if _SETPRIV is not None else _die_with_parent,
+                preexec_fn=preexec,
             )
         finally:
             log.close()
