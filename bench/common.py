@@ -147,26 +147,6 @@ async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     return 0.0
 
 
-class AgentExited(RuntimeError):
-    """The agent under test is gone: ``until`` fails at once instead of timing out."""
-
-
-async def until(check: Any, timeout: float, interval: float) -> None:
-    """Poll ``check`` until true; an exited agent fails at once (not after the timeout)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if await check():
-                return
-        except AgentExited:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the metrics endpoint is not up yet
-            last = exc
-        await asyncio.sleep(interval)
-    raise TimeoutError(f"no initial sync within {timeout}s (last error: {last})")
-
-
 def metric_sum(text: str, name: str, labels: str = "") -> float:
     """Sum of every sample of ``name`` (any labels; only those containing ``labels`` if given)."""
     total = 0.0

@@ -47,11 +47,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import AgentExited, median, metric, spread, until  # noqa: E402
+from bench.common import median, metric, spread  # noqa: E402
 from edge_sync.io.remote_state import read_last_states  # noqa: E402
 from harness.consul_peer import consul_agent  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
-from syncmesh_app.embedded.process import ManagedProcess, free_port  # noqa: E402
+from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until  # noqa: E402
 from syncmesh_io import nats_connection as natsconn  # noqa: E402
 
 CLUSTER = "bench"
@@ -213,7 +213,7 @@ async def run_agent(
 
         async def synced() -> bool:
             if not agent.alive():
-                raise AgentExited(agent.fail(f"agent exited with {agent.proc.returncode}"))
+                raise agent.fail(f"agent exited with {agent.proc.returncode}")
             conns = consul_connections(agent.pid, consul_port)
             if conns and math.isnan(figures["first_conn_s"]):
                 figures["first_conn_s"] = time.monotonic() - started
@@ -225,7 +225,7 @@ async def run_agent(
             published = await metric(http, url, 'syncmesh_edge_published_total{kind="service"}')
             return published >= services
 
-        await until(synced, 300, 0.02)
+        await wait_until(synced, 300, interval=0.02, what="initial sync")
     figures["initial_sync_s"] = time.monotonic() - started
     return agent, url, figures
 

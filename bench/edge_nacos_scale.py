@@ -50,7 +50,6 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    AgentExited,
     ProcStats,
     load_average,
     median,
@@ -58,13 +57,12 @@ from bench.common import (  # noqa: E402
     percentile,
     say,
     spread,
-    until,
 )
 from harness.nacos_peer import nacos_server  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh import subjects  # noqa: E402
 from syncmesh.schema import decode_service_state  # noqa: E402
-from syncmesh_app.embedded.process import ManagedProcess, free_port  # noqa: E402
+from syncmesh_app.embedded.process import ManagedProcess, free_port, wait_until  # noqa: E402
 
 CLUSTER = "bench"  # the agent of round N publishes as f"{CLUSTER}{N}"
 REPO = Path(__file__).resolve().parents[1]
@@ -332,14 +330,14 @@ async def run_agent(
         async def synced() -> bool:
             nonlocal max_conns
             if not agent.alive():
-                raise AgentExited(agent.fail(f"agent exited with {agent.proc.returncode}"))
+                raise agent.fail(f"agent exited with {agent.proc.returncode}")
             stats = ProcStats(agent.pid)
             max_conns = max(max_conns, stats.tcp_connections(grpc_port))
             published = await metric(http, url, 'syncmesh_edge_published_total{kind="service"}')
             return published >= services
 
         # Every 100 ms: each scrape of /metrics costs the agent CPU during the sync.
-        await until(synced, 600, 0.1)
+        await wait_until(synced, 600, interval=0.1, what="initial sync")
     return agent, time.monotonic() - started, max_conns, url
 
 

@@ -10,10 +10,11 @@ process restarted into the same log file logs its new port after the old.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
+
+from syncmesh_app.embedded.process import PeerStartError, wait_until
 
 __all__ = [
     "ADMIN_HTTP",
@@ -52,12 +53,16 @@ async def wait_for_port(
     timeout: float = 60.0,
 ) -> int:
     """Wait until ``log`` names the port; fails at once when the process is gone."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    found: list[int] = []
+
+    async def logged() -> bool:
         port = port_in_log(log, pattern)
         if port is not None:
-            return port
-        assert alive(), f"process exited before logging its port; log {log}"
-        assert loop.time() < deadline, f"no {pattern.pattern!r} in {log} within {timeout}s"
-        await asyncio.sleep(0.05)
+            found.append(port)
+            return True
+        if not alive():
+            raise PeerStartError(f"process exited before logging its port; log {log}")
+        return False
+
+    await wait_until(logged, timeout, interval=0.05, what=f"{pattern.pattern!r} in {log}")
+    return found[-1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -171,6 +170,8 @@ async def _wait_ready(node: NatsNode, cluster_size: int, timeout: float = 30.0) 
     url = f"http://127.0.0.1:{node.monitor_port}/healthz"
 
     async def ready() -> bool:
+        if not node.process.alive():
+            raise node.process.fail("exited during start")
         async with aiohttp.ClientSession() as http, http.get(url) as resp:
             if resp.status != 200:
                 return False
@@ -183,22 +184,10 @@ async def _wait_ready(node: NatsNode, cluster_size: int, timeout: float = 30.0) 
                 return int(data.get("num_routes", 0)) >= cluster_size - 1
         return True
 
-    # Own loop rather than wait_until (which takes exceptions for "not yet"):
-    # a node that exited, e.g. on a port taken meanwhile, fails at once.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: BaseException | None = None
-    while True:
-        if not node.process.alive():
-            raise node.process.fail("exited during start")
-        try:
-            if await ready():
-                return
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            last = exc
-        if loop.time() >= deadline:
-            raise node.process.fail(f"not ready within {timeout}s: {last}")
-        await asyncio.sleep(0.1)
+    try:
+        await wait_until(ready, timeout, what=f"{node.name} ready")
+    except TimeoutError as exc:
+        raise node.process.fail(str(exc)) from exc
 
 
 async def _wait_meta_current(nodes: list[NatsNode], timeout: float = 30.0) -> None:

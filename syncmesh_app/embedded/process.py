@@ -147,7 +147,9 @@ async def wait_tcp(host: str, port: int, timeout: float) -> None:
 async def wait_until(
     check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.1, what: str = ""
 ) -> None:
-    """Poll an async predicate until it is true; exceptions count as false."""
+    """Poll an async predicate until it is true; exceptions count as false, except
+    ``PeerStartError``: a process that exited will not become ready, so a check
+    that finds it gone fails the wait at once instead of at the timeout."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: BaseException | None = None
@@ -155,6 +157,8 @@ async def wait_until(
         try:
             if await check():
                 return
+        except PeerStartError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a not-yet-ready peer raises anything
             last = exc
         if loop.time() >= deadline:
