@@ -196,3 +196,11 @@ def service_file_text(services: Mapping[str, Iterable[tuple[str, int, str]]]) ->
                 f'health = "{health}"',
             ]
     return "\n".join(lines) + "\n" if lines else "services = []\n"
+
+
+def one_instance_file(services: Mapping[str, str]) -> str:
+    """A file source's TOML: each service (name -> address) with one passing
+    instance on port 80."""
+    return service_file_text(
+        {name: [(address, 80, "passing")] for name, address in services.items()}
+    )

@@ -27,6 +27,7 @@ from edge_sync.config import EdgeConfig
 from edge_sync.io.remote_state import read_stored_states
 from global_registry.config import AntiEntropyConfig, ProbeConfig
 from harness.nats_peer import NatsPeer
+from harness.samples import one_instance_file
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Instance, encode
@@ -41,13 +42,6 @@ pytestmark = [pytest.mark.peers, pytest.mark.reliability]
 BEAT_S = 1.0
 GRACE_S = 3.0
 SERVICES = {"web": "10.0.0.1", "api": "10.0.0.2", "db": "10.0.0.3"}
-
-
-def service_file(services: dict[str, str]) -> str:
-    return "".join(
-        f'[[services]]\nname = "{name}"\n[[services.instances]]\naddress = "{address}"\nport = 80\n'
-        for name, address in services.items()
-    )
 
 
 def edge_config(peer: NatsPeer, path: Path) -> EdgeConfig:
@@ -116,7 +110,7 @@ async def test_a_forged_state_accepted_by_a_running_replica_heals_by_itself(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
     path = tmp_path / "services.toml"
-    path.write_text(service_file(SERVICES))
+    path.write_text(one_instance_file(SERVICES))
     async with (
         EdgeAgent(edge_config(nats_peer, path)) as agent,
         RegistryApp(registry_config(nats_peer, "r1")) as app,
@@ -172,7 +166,7 @@ async def test_a_message_deleted_behind_a_cold_replica_comes_back(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
     path = tmp_path / "services.toml"
-    path.write_text(service_file(SERVICES))
+    path.write_text(one_instance_file(SERVICES))
     async with EdgeAgent(edge_config(nats_peer, path)) as agent, stream(nats_peer) as js:
         await agent.wait_synced(30)
         states = await read_stored_states(js, "east")

@@ -18,6 +18,7 @@ from edge_sync.core.epoch_claim import EXPECTED_LAST_SUBJECT_SEQ
 from edge_sync.io.epoch import read_last_claim
 from edge_sync.io.remote_state import read_last_states
 from harness.nats_peer import NatsPeer
+from harness.samples import one_instance_file
 from syncmesh import subjects
 from syncmesh.schema import SCHEMA_VERSION, EpochClaim, ServiceState, decode_cluster_beat, encode
 from syncmesh_app.edge import AgentDeposed, EdgeAgent, run_edge
@@ -27,14 +28,6 @@ from syncmesh_io import nats_connection as natsconn
 pytestmark = [pytest.mark.peers, pytest.mark.reliability]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def service_file(services: dict[str, str]) -> str:
-    """name -> address, one instance each."""
-    return "".join(
-        f'[[services]]\nname = "{name}"\n[[services.instances]]\naddress = "{address}"\nport = 80\n'
-        for name, address in services.items()
-    )
 
 
 def edge_config(peer: NatsPeer, path: Path) -> EdgeConfig:
@@ -69,7 +62,7 @@ async def test_frozen_agent_resumed_after_a_takeover_publishes_nothing_and_exits
 ) -> None:
     """A real SIGSTOP of an agent process; a second agent claims while it is frozen."""
     file_a, file_b = tmp_path / "a.toml", tmp_path / "b.toml"
-    file_a.write_text(service_file({"old": "10.0.0.1", "shared": "10.0.0.2"}))
+    file_a.write_text(one_instance_file({"old": "10.0.0.1", "shared": "10.0.0.2"}))
     config_a = tmp_path / "edge-a.toml"
     config_a.write_text(
         f'cluster = "east"\nbeat_interval_s = 0.3\nmetrics_port = 0\n'
@@ -98,13 +91,13 @@ async def test_frozen_agent_resumed_after_a_takeover_publishes_nothing_and_exits
             assert {s.epoch for s in (await live_states(js)).values()} == {epoch_a}
 
             first.signal_group(signal.SIGSTOP)
-            file_b.write_text(service_file({"shared": "10.9.0.2", "new": "10.9.0.3"}))
+            file_b.write_text(one_instance_file({"shared": "10.9.0.2", "new": "10.9.0.3"}))
             async with EdgeAgent(edge_config(nats_peer, file_b)) as second:
                 await second.wait_synced(30)
                 epoch_b = second.epoch
                 assert epoch_b > epoch_a
                 # The frozen agent's source changes as well: it has news when it wakes up.
-                file_a.write_text(service_file({"old": "10.0.0.9", "late": "10.0.0.8"}))
+                file_a.write_text(one_instance_file({"old": "10.0.0.9", "late": "10.0.0.8"}))
                 first.signal_group(signal.SIGCONT)
 
                 async def first_exited() -> bool:
@@ -136,7 +129,7 @@ async def test_agent_stops_when_it_learns_of_a_newer_claim(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
     path = tmp_path / "s.toml"
-    path.write_text(service_file({"web": "10.0.0.1"}))
+    path.write_text(one_instance_file({"web": "10.0.0.1"}))
     ready = asyncio.Event()
     config = edge_config(nats_peer, path)
     task = asyncio.create_task(run_edge(config, ready))
@@ -167,7 +160,7 @@ async def test_deposition_is_counted_and_stops_the_agent(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
     path = tmp_path / "s.toml"
-    path.write_text(service_file({"web": "10.0.0.1"}))
+    path.write_text(one_instance_file({"web": "10.0.0.1"}))
     async with EdgeAgent(edge_config(nats_peer, path)) as first:
         await first.wait_synced(30)
         async with EdgeAgent(edge_config(nats_peer, path)) as second:
@@ -183,7 +176,7 @@ async def test_a_claim_lost_with_the_stream_history_is_claimed_again(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
     path = tmp_path / "s.toml"
-    path.write_text(service_file({"web": "10.0.0.1", "api": "10.0.0.2"}))
+    path.write_text(one_instance_file({"web": "10.0.0.1", "api": "10.0.0.2"}))
     async with EdgeAgent(edge_config(nats_peer, path)) as agent, reader(nats_peer) as js:
         await agent.wait_synced(30)
         old = agent.epoch
@@ -204,7 +197,7 @@ async def test_a_lost_stream_is_recreated_claimed_again_and_refilled(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
     path = tmp_path / "s.toml"
-    path.write_text(service_file({"web": "10.0.0.1", "api": "10.0.0.2"}))
+    path.write_text(one_instance_file({"web": "10.0.0.1", "api": "10.0.0.2"}))
     async with EdgeAgent(edge_config(nats_peer, path)) as agent, reader(nats_peer) as js:
         await agent.wait_synced(30)
         old = agent.epoch

@@ -31,6 +31,7 @@ from edge_sync.io.remote_state import read_stored_states
 from global_registry.config import ProbeConfig
 from harness.bound_ports import AGENT_HTTP, port_in_log
 from harness.nats_peer import NatsPeer
+from harness.samples import one_instance_file
 from syncmesh import subjects
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import ClusterBeat, decode_cluster_beat
@@ -44,13 +45,6 @@ pytestmark = [pytest.mark.peers, pytest.mark.reliability]
 REPO = Path(__file__).resolve().parents[2]
 BEAT_S = 2.0  # the default beat interval: the lease is 2.5 x 2 s
 SERVICES = {"web": "10.0.0.1", "api": "10.0.0.2", "db": "10.0.0.3"}
-
-
-def service_file(services: dict[str, str]) -> str:
-    return "".join(
-        f'[[services]]\nname = "{name}"\n[[services.instances]]\naddress = "{address}"\nport = 80\n'
-        for name, address in services.items()
-    )
 
 
 class Agent:
@@ -101,7 +95,7 @@ class Agent:
 async def agents(tmp: Path, peer: NatsPeer, names: list[str]) -> AsyncIterator[list[Agent]]:
     services = tmp / "services.toml"
     if not services.exists():
-        services.write_text(service_file(SERVICES))
+        services.write_text(one_instance_file(SERVICES))
     started = [Agent(tmp, n, peer.url, services) for n in names]
     try:
         yield started
@@ -282,7 +276,7 @@ async def test_sigkill_of_the_leader_a_standby_takes_over_and_answers_never_chan
         assert (await winner.readyz())["pending"] == 0
 
         # The new leader follows the source.
-        (tmp_path / "services.toml").write_text(service_file({**SERVICES, "web": "10.0.0.9"}))
+        (tmp_path / "services.toml").write_text(one_instance_file({**SERVICES, "web": "10.0.0.9"}))
 
         async def republished() -> bool:
             states = await read_stored_states(js, "east")
@@ -316,7 +310,7 @@ async def test_frozen_leader_resumed_after_a_takeover_steps_down_to_standby(
 
         # The source changes while a is frozen: a has news to publish when it wakes up.
         (tmp_path / "services.toml").write_text(
-            service_file({"web": "10.0.0.1", "api": "10.0.7.2", "new": "10.0.0.4"})
+            one_instance_file({"web": "10.0.0.1", "api": "10.0.7.2", "new": "10.0.0.4"})
         )
 
         async def b_published() -> bool:
