@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dns.asyncquery
 import dns.edns
@@ -78,7 +78,9 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def registry_serving(nats_peer: NatsPeer, udp_mode: str) -> AsyncIterator[Served]:
+async def registry_serving(
+    nats_peer: NatsPeer, udp_mode: Literal["batch", "thread", "loop"]
+) -> AsyncIterator[Served]:
     """east (the test client's cluster, 127.0.0.1), west (same region, dual stack
     with a gateway on ::1), big (60 gateways); web in east and west, wide in
     big, db known but with no healthy instance."""
@@ -399,14 +401,7 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.asynccontextmanager
-async def unbound(workdir: Path, upstream_port: int) -> AsyncIterator[int]:
-    """Unbound on 127.0.0.1 with ``use-caps-for-id`` (0x20) and no answer cache
-    worth the name (TTLs capped at 0), so every query reaches syncmesh."""
-    binary = unbound_binary()
-    assert binary is not None
-    port = free_udp_port()
-    workdir.mkdir(parents=True, exist_ok=True)
+def unbound_conf(workdir: Path, port: int, upstream_port: int) -> Path:
     conf = workdir / "unbound.conf"
     conf.write_text(
         f"""server:
@@ -437,28 +432,71 @@ stub-zone:
     stub-first: no
 """
     )
-    log = (workdir / "unbound.log").open("wb")
-    process = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=log, stderr=log)
+    return conf
+
+
+@contextlib.asynccontextmanager
+async def unbound(
+    workdir: Path, upstream_port: int, first_port: int | None = None
+) -> AsyncIterator[int]:
+    """Unbound on 127.0.0.1 with ``use-caps-for-id`` (0x20) and no answer cache
+    worth the name (TTLs capped at 0), so every query reaches syncmesh.
+
+    Unbound cannot bind port 0 and report what it got, so the port is picked
+    here; another process may take it (UDP or TCP) before Unbound binds it. A
+    start that fails with "address already in use" is retried on a new port,
+    as the harness does for Consul, Nacos and NATS (CI stop 17 failed on it).
+    """
+    binary = unbound_binary()
+    assert binary is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = await start_unbound(binary, workdir, upstream_port, first_port or free_udp_port())
+    for _ in range(4):
+        if not isinstance(started, str) or "already in use" not in started:
+            break
+        started = await start_unbound(binary, workdir, upstream_port, free_udp_port())
+    if isinstance(started, str):
+        raise RuntimeError("unbound exited: " + started[-2000:])
+    process, port = started
     try:
-
-        async def answering() -> bool:
-            try:
-                await udp(port, ZONE, "SOA")
-            except Exception:
-                return process.poll() is not None  # stop waiting: it died
-            return True
-
-        await wait_until(answering, 15, interval=0.2)
-        if process.poll() is not None:
-            raise RuntimeError("unbound exited: " + (workdir / "unbound.log").read_text()[-2000:])
         yield port
     finally:
-        process.terminate()
+        stop(process)
+
+
+async def start_unbound(
+    binary: str, workdir: Path, upstream_port: int, port: int
+) -> tuple[subprocess.Popen[bytes], int] | str:
+    """A running Unbound and its port, or the log of one that exited."""
+    conf = unbound_conf(workdir, port, upstream_port)
+    log_path = workdir / "unbound.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=log, stderr=log)
+
+    async def answering() -> bool:
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            await udp(port, ZONE, "SOA")
+        except Exception:
+            return process.poll() is not None  # stop waiting: it died
+        return True
+
+    try:
+        await wait_until(answering, 15, interval=0.2)
+    except BaseException:
+        stop(process)
+        raise
+    if process.poll() is not None:
+        return log_path.read_text(errors="replace")
+    return process, port
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 # `./run test` installs unbound; under CI a missing binary fails instead of skipping.
@@ -489,3 +527,22 @@ async def test_behind_unbound_with_0x20_the_hot_lookup_serves_every_repeat(
             assert reached >= asked + 1
             assert hits >= asked
             assert served.metric("syncmesh_dns_cache_misses_total") == misses
+
+
+@pytest.mark.skipif(
+    unbound_binary() is None and not os.environ.get("CI"),
+    reason="unbound is not installed (apt-get install unbound; ./run test installs it)",
+)
+async def test_unbound_taken_port_is_retried_on_another(
+    nats_peer: NatsPeer, tmp_path: Path
+) -> None:
+    """Regression (CI stop 17): another process took the port picked for
+    Unbound before it bound it; the fixture starts it again on a new port."""
+    async with registry_serving(nats_peer, "batch") as served:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+            squatter.bind((HOST, 0))
+            taken = int(squatter.getsockname()[1])
+            async with unbound(tmp_path / "unbound", served.port, first_port=taken) as port:
+                assert port != taken
+                answer = await udp(port, f"web.svc.{ZONE}")
+                assert sorted(values(answer)) == sorted(EAST)
