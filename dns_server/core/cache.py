@@ -16,8 +16,14 @@ Knot Resolver by default) randomises the case of every query it sends, so a
 key of the exact bytes would miss nearly always. The answer must still echo
 the question byte for byte, so a folded hit splices the client's name in.
 
-Both levels are bounded; a view change drops exactly the level-2 entries its
-tags name and every level-1 packet built from them.
+Both levels, and the map of clients to classes, are bounded; a view change
+drops exactly the level-2 entries its tags name and every level-1 packet
+built from them. When full, each evicts its oldest entry (first in, first
+out) rather than clearing itself: a working set just over the bound used to
+lose every hot packet at each clear, and a stream of new client addresses
+(many resolvers, or a spoofed flood) threw every known client's class away.
+The hot path does not record use (it would cost the hit path a write), so
+it is FIFO, not LRU; a popular entry evicted comes back on its next miss.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ HostKey = str | int
 # (query packet, client address) -> the response, or None: not a level-1 hit.
 HotLookup = Callable[[bytes, HostKey], bytes | None]
 _Slot = tuple[str | None, bytes]
+# A level-1 packet: its class, its key; the value is the answer it was built from.
+_PacketSlot = tuple[str | None, bytes]
 
 
 def packet_key(data: bytes) -> bytes:
@@ -126,8 +134,10 @@ class AnswerCache:
         # Client address -> level-1 dict of its class (the hot path's first lookup).
         self.by_host: dict[HostKey, Packets] = {}
         self.lookup: HotLookup = make_lookup(self.by_host)
-        # Client address or ECS subnet -> class, for the slow path.
-        self._classes: dict[Hashable, str | None] = {}
+        # Client address or ECS subnet -> class, for the slow path; oldest first.
+        self._classes: OrderedDict[Hashable, str | None] = OrderedDict()
+        # Every level-1 packet, oldest first, for eviction.
+        self._packet_order: OrderedDict[_PacketSlot, Rendered] = OrderedDict()
         self._order: OrderedDict[_Slot, frozenset[Tag]] = OrderedDict()
         self._index: dict[Tag, set[_Slot]] = {}
 
@@ -146,9 +156,13 @@ class AnswerCache:
         return False, None
 
     def remember_class(self, client: Hashable, client_class: str | None) -> None:
-        if len(self._classes) >= self._max:
-            self._classes.clear()
-            self.by_host.clear()
+        if client not in self._classes and len(self._classes) >= self._max:
+            oldest, _ = self._classes.popitem(last=False)
+            if isinstance(oldest, str):
+                self.by_host.pop(oldest, None)
+                alias = ipv4_key(oldest)
+                if alias is not None:
+                    self.by_host.pop(alias, None)
         self._classes[client] = client_class
         if isinstance(client, str):
             packets = self.by_host[client] = self._packets_of(client_class)
@@ -191,6 +205,7 @@ class AnswerCache:
             for packet in rendered.packets:
                 if packets.pop(packet, None) is not None:
                     self._packet_count -= 1
+                self._packet_order.pop((slot[0], packet), None)
         for tag in tags or ():
             members = self._index.get(tag)
             if members is not None:
@@ -205,15 +220,26 @@ class AnswerCache:
     ) -> Iterator[bytes]:
         """Remember the responses (without id, question name as in ``key``) to the
         packets whose ``packet_key`` is ``key``; returns their rotation."""
-        if self._packet_count >= self._max:
-            self._clear_packets()
-        rotation = itertools.cycle(responses)
         packets = self._packets_of(client_class)
         if key not in packets:
+            while self._packet_count >= self._max and self._packet_order:
+                self._evict_oldest_packet()
             self._packet_count += 1
+        rotation = itertools.cycle(responses)
         packets[key] = (rotation, rendered.cell)
         rendered.packets.add(key)
+        slot = (client_class, key)
+        previous = self._packet_order.pop(slot, None)
+        if previous is not None and previous is not rendered:
+            previous.packets.discard(key)
+        self._packet_order[slot] = rendered
         return rotation
+
+    def _evict_oldest_packet(self) -> None:
+        (client_class, key), rendered = self._packet_order.popitem(last=False)
+        rendered.packets.discard(key)
+        if self._packets_of(client_class).pop(key, None) is not None:
+            self._packet_count -= 1
 
     def _clear_packets(self) -> None:
         for packets in self._packets.values():
@@ -221,6 +247,7 @@ class AnswerCache:
         for answers in self._answers.values():
             for rendered in answers.values():
                 rendered.packets.clear()
+        self._packet_order.clear()
         self._packet_count = 0
 
     # -- view changes ---------------------------------------------------------

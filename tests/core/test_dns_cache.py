@@ -285,6 +285,86 @@ def test_cache_stays_bounded_under_random_names() -> None:
     assert sorted(answer_values(ask(engine, f"web.svc.{ZONE}"))) == ["10.0.0.1", "10.0.0.2"]
 
 
+def test_a_full_cache_evicts_its_oldest_packets_not_everything() -> None:
+    """Regression: level 1 used to clear itself when full, so a working set just
+    over the bound lost every hot packet at each clear (a hit-rate cliff).
+    Two packet variants per question (with and without EDNS) fill level 1
+    before level 2, whose own FIFO would otherwise evict first."""
+    engine = make_engine(cache_max_entries=20)
+    wires = []
+    for i in range(13):
+        name = f"r{i}.svc.{ZONE}"
+        wires.append(dns.message.make_query(name, "A").to_wire())
+        wires.append(dns.message.make_query(name, "A", use_edns=0).to_wire())
+    for wire in wires:
+        exchange(engine, wire)
+    cache = engine.cache
+    assert len(cache) == 13 and cache.packet_count == 20
+    # The newest 20 packets stay hot; the oldest 6 went, one per store.
+    assert all(engine.hot(wire, EAST_CLIENT) is not None for wire in wires[-20:])
+    assert all(engine.hot(wire, EAST_CLIENT) is None for wire in wires[:6])
+    exchange(engine, wires[0])
+    assert engine.hot(wires[6], EAST_CLIENT) is None
+    assert all(engine.hot(wire, EAST_CLIENT) is not None for wire in wires[7:])
+    assert engine.hot(wires[0], EAST_CLIENT) is not None
+
+
+def test_many_new_clients_evict_the_oldest_client_not_every_client() -> None:
+    """Regression: 1,000s of new client addresses (many resolvers, a spoofed
+    flood) used to throw every known client's class and hot entries away."""
+    engine = make_engine(cache_max_entries=10)
+    wire = dns.message.make_query(f"web.svc.{ZONE}", "A").to_wire()
+    clients = [f"10.1.0.{i}" for i in range(1, 26)]
+    for client in clients:
+        exchange(engine, wire, client)
+    # The last 10 clients are known to the hot lookup, the first 15 are not.
+    assert all(engine.hot(wire, client) is not None for client in clients[-10:])
+    assert all(engine.hot(wire, client) is None for client in clients[:15])
+    # Bounded: aliases included, no more than two keys per remembered client.
+    assert len(engine.cache.by_host) <= 20
+    response, hot = exchange(engine, wire, clients[0])
+    assert not hot and sorted(answer_values(dns.message.from_wire(response))) == [
+        "10.0.0.1",
+        "10.0.0.2",
+    ]
+    assert engine.hot(wire, clients[0]) is not None and engine.hot(wire, clients[-10]) is None
+
+
+def test_eviction_and_invalidation_keep_the_packet_count_true() -> None:
+    """Randomised: stores, evictions and view changes in any order leave the
+    packet count equal to what the hot lookup can actually find, never above
+    the bound, and every hot answer equals the slow path's."""
+    rng = random.Random(7)
+    feed = make_feed()
+    engine = make_engine(feed, cache_max_entries=15)
+    names = [f"web.svc.{ZONE}", f"api.shop.svc.{ZONE}"] + [f"n{i}.svc.{ZONE}" for i in range(25)]
+    hosts = [EAST_CLIENT, WEST_CLIENT, NOWHERE]
+    for step in range(600):
+        roll = rng.random()
+        if roll < 0.05:
+            up = rng.random() < 0.5
+            phase = ProbePhase.UP if up else ProbePhase.DOWN
+            engine.invalidate(feed.probe("east", EAST_GATEWAYS[0], GatewayStatus(phase, up)))
+        elif roll < 0.08:
+            engine.invalidate(ViewChange(services=frozenset({WEB})))
+        else:
+            name = rng.choice(names)
+            wire = dns.message.make_query(randomise_case(name, rng), "A").to_wire()
+            host = rng.choice(hosts)
+            response, hot = exchange(engine, wire, host)
+            if hot:
+                slow = engine.handle(wire, host)
+                assert slow is not None
+                hot_answer = dns.message.from_wire(response)
+                slow_answer = dns.message.from_wire(slow)
+                assert hot_answer.question == slow_answer.question
+                assert sorted(answer_values(hot_answer)) == sorted(answer_values(slow_answer))
+        cache = engine.cache
+        stored = sum(len(packets) for packets in cache._packets.values())
+        assert cache.packet_count == stored <= 15, step
+        assert len(cache) <= 15
+
+
 # -- metrics and the rejection hook ------------------------------------------------
 
 
