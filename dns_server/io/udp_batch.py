@@ -136,6 +136,12 @@ class UdpBatchReaderThread(UdpReaderThread):
                         continue
                     size = len(response)
                     if size > _OUT_SLOT:
+                        # Only with max_udp_payload above the slot; the address is
+                        # this packet's own (``host`` may be a previous miss's).
+                        if name_bytes[n] == af4:
+                            host = inet_ntop(af4, name_bytes[n + 4 : n + 8])
+                        else:
+                            host = inet_ntop(af6, name_bytes[n + 8 : n + 24])
                         send(response, (host, (name_bytes[n + 2] << 8) | name_bytes[n + 3]))
                         continue
                     slot = ready * _OUT_SLOT
