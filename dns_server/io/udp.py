@@ -31,6 +31,8 @@ __all__ = ["UdpProtocol", "UdpReaderThread"]
 _READ_SIZE = 4096
 # Packets waiting for the loop thread; beyond this the reader drops (overload).
 _MAX_PENDING = 4096
+# Packets the loop thread answers per turn before letting other callbacks run.
+_DRAIN_BUDGET = 64
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -141,7 +143,11 @@ class UdpReaderThread:
         self._drain_scheduled = False
         handle = self._engine.handle
         pending = self._pending
-        while pending:
+        # At most a budget per turn, then the rest after whatever else is ready:
+        # drained to empty, a flood of misses (random names, ECS) kept this one
+        # callback running as long as it lasted and starved every task on the
+        # loop (NATS, probes, the stream, the GC refreeze).
+        for _ in range(min(len(pending), _DRAIN_BUDGET)):
             data, addr = pending.popleft()
             started = time.perf_counter()
             response = handle(data, addr[0])
@@ -152,6 +158,9 @@ class UdpReaderThread:
             except OSError as exc:
                 self._metrics.transport_errors.labels("udp_" + type(exc).__name__).inc()
             self._metrics.udp_latency.observe(time.perf_counter() - started)
+        if pending and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
 
     async def stop(self) -> None:
         self._stopping = True

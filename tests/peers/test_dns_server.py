@@ -13,6 +13,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,6 +387,66 @@ async def test_close_frees_the_port() -> None:
     await server.close()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((HOST, port))
+
+
+FLOOD = """
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+queries = []
+for i in range(20000):
+    name = b"".join(bytes([len(l)]) + l for l in (b"n%d" % i, b"svc", b"syncmesh", b"internal"))
+    queries.append(b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00" + name + b"\\x00\\x00\\x01\\x00\\x01")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for q in queries[:2000]:
+        try:
+            s.sendto(q, ("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+    queries = queries[2000:] + queries[:2000]
+"""
+
+
+@pytest.mark.parametrize("udp_mode", ["batch", "thread"])
+async def test_a_flood_of_misses_does_not_starve_the_event_loop(
+    udp_mode: Literal["batch", "thread"], tmp_path: Path
+) -> None:
+    """Regression: the reader thread hands misses to the loop, which drained
+    them to empty in one callback; a flood that never let the queue empty
+    (random names, ECS: each a miss) kept that callback running as long as
+    the flood did, and no other task on the loop (NATS, probes, the stream)
+    ran. A task ticking every 50 ms must keep ticking through a 4 s flood."""
+    server = await start_dns(
+        DnsConfig(port=0, udp_mode=udp_mode), small_view().view, CollectorRegistry()
+    )
+    script = tmp_path / "flood.py"
+    script.write_text(FLOOD)
+    loop = asyncio.get_running_loop()
+    try:
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), str(server.port), "4"
+        )
+        started = loop.time()
+        latest, late = started, 0.0
+        while flood.returncode is None and loop.time() - started < 60:
+            await asyncio.sleep(0.05)
+            now = loop.time()
+            late = max(late, now - latest - 0.05)
+            latest = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(flood.wait()), 0.001)
+        await flood.wait()
+        misses = server.engine.stats.misses
+        assert misses > 1000, f"the flood did not reach the server ({misses} misses)"
+        # On a loaded 2-core machine a tick may be late by a GIL switch or a
+        # scheduling delay, never by the length of the flood.
+        assert late < 1.5, f"the loop stalled for {late:.2f}s during the flood"
+        # And the server still answers once the flood is over.
+        assert values(await udp(server.port, f"web.svc.{ZONE}")) == ["10.0.0.1"]
+    finally:
+        await server.close()
 
 
 # -- a real resolver doing 0x20 in front (issue 15) -------------------------------------
