@@ -609,6 +609,17 @@ async def run_size(size: int, s: Settings, workdir: Path) -> dict[str, Any]:
                 f"{result[f'ecs_cache_entries_after_{label}']:.0f}"
             )
         result["rss_after_dns_mb"] = stats.rss_mb()
+        text = await scrape(http, reg.metrics_url)
+        result["gc_longest_pause_ms"] = 1000 * metric_sum(text, "syncmesh_gc_longest_pause_seconds")
+        result["gc_full_collections"] = metric_sum(
+            text, "syncmesh_gc_pause_seconds_count", 'generation="2"'
+        )
+        result["gc_pause_total_s"] = metric_sum(text, "syncmesh_gc_pause_seconds_sum")
+        say(
+            f"  GC: longest pause {result['gc_longest_pause_ms']:.1f} ms, "
+            f"{result['gc_full_collections']:.0f} full collections, "
+            f"{result['gc_pause_total_s']:.2f} s paused in all"
+        )
         await reg.stop()
         await nc.close()
     result["rounds"] = rounds
@@ -875,6 +886,7 @@ def last_line(results: list[dict[str, Any]]) -> str:
         "qps_ratio_0x20": f"{top['qps_ratio_0x20']:.2f}",
         "p99_ratio_0x20": f"{top['p99_ratio_0x20']:.2f}",
         "ecs_rss_growth_mb": f"{top['ecs_rss_after_outside_mb'] - top['ecs_rss_before_mb']:.1f}",
+        "gc_longest_pause_ms": f"{top['gc_longest_pause_ms']:.1f}",
         "ready_goal_met": "yes" if top["ready_s"] <= GOAL_READY_S else "no",
     }
     return " ".join(f"{k}={v}" for k, v in fields.items())

@@ -44,6 +44,7 @@ from syncmesh.schema import (
 )
 from syncmesh.view_api import ViewChange
 from syncmesh_app.registry_config import RegistryConfig
+from syncmesh_io.gc_pauses import GcPauses, keep_frozen
 from syncmesh_io.nats_connection import connect, ensure_stream
 from syncmesh_io.retry import forever
 
@@ -70,6 +71,7 @@ class RegistryApp:
             collector_registry if collector_registry is not None else CollectorRegistry()
         )
         self.metrics = RegistryMetrics(self.collector_registry)
+        self._gc_pauses = GcPauses(self.collector_registry)
         self._view = RegistryView(
             config.stale,
             config.limits,
@@ -202,6 +204,7 @@ class RegistryApp:
                     await nc.close()
         self.nc = self._ingest_nc = None
         self._resume_gc()
+        self._gc_pauses.close()
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
@@ -290,6 +293,7 @@ class RegistryApp:
         if self.config.api.enabled:
             self._api = RegistryApi(self.nc, self.config.api, lambda: self._view, self.metrics)
             await self._api.start()
+        self._spawn(keep_frozen(self.config.gc, self._gc_pauses), "registry-gc")
         assert self._ready is not None
         self._ready.set()
         self.metrics.ready.set(1)

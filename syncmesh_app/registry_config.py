@@ -20,6 +20,7 @@ from global_registry.config import (
 from syncmesh.limits import LimitsConfig
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Label
+from syncmesh_io.gc_pauses import GcConfig
 
 __all__ = ["RegistryConfig"]
 
@@ -41,3 +42,5 @@ class RegistryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # Gateway loads from the beats: overloaded clusters demoted, SRV weights by headroom.
     load: LoadConfig = msgspec.field(default_factory=LoadConfig)
     anti_entropy: AntiEntropyConfig = msgspec.field(default_factory=AntiEntropyConfig)
+    # The garbage collector's pauses kept short (syncmesh_io/gc_pauses.py).
+    gc: GcConfig = msgspec.field(default_factory=GcConfig)
