@@ -127,3 +127,29 @@ async def test_first_consul_request_before_nats_connects(
     # and nothing had been published before it.
     assert seen["consul_requests"] >= 2
     assert seen["published"] == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:8500", True),
+        ("127.3.4.5:8500", True),
+        ("localhost:8500", True),
+        ("[::1]:8500", True),
+        ("10.0.0.1:8500", False),
+        ("consul.service.consul:8500", False),
+        ("[fe80::1]:8500", False),
+    ],
+)
+async def test_consul_on_loopback_is_asked_for_uncompressed_answers(
+    address: str, loopback: bool
+) -> None:
+    # gzip only costs CPU on both sides when Consul is on this machine; elsewhere it
+    # saves bandwidth (a checks snapshot is ~450 bytes per check), so it stays on.
+    from edge_sync.config import ConsulSourceConfig
+    from edge_sync.io.consul import ConsulSource
+
+    source = ConsulSource(ConsulSourceConfig(address=address), None, lambda _: True)  # type: ignore[arg-type]
+    async with source._new_session() as session:
+        expected = "identity" if loopback else None
+        assert session.headers.get("Accept-Encoding") == expected
