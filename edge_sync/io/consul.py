@@ -45,6 +45,8 @@ CHECKS_PATH = "/v1/health/state/any"
 NODES_PATH = "/v1/catalog/nodes"
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 FIRST_RETRY_S = 0.2
+# Services turned into results (and handed to the publisher) at a time by the bulk read.
+BULK_SLICE = 500
 
 
 class ConsulHTTPError(Exception):
@@ -307,28 +309,37 @@ class ConsulSource:
         self.sink.event("consul_bulk_read")
         limit = asyncio.Semaphore(cfg.fetch_concurrency)
         filtered = False
+        # Each answer is mapped as it arrives, while Consul still works on the others.
+        bulk = self.tracker.bulk_read()
 
-        async def node_services(node: str) -> NodeServices:
+        async def node_services(node: str) -> None:
             nonlocal filtered
             path = f"/v1/catalog/node-services/{quote(node, safe='')}"
             async with limit:
                 data, was_filtered = await self._get_bulk(path)
             filtered = filtered or was_filtered
-            return data
+            bulk.add(data)
 
-        answers = await asyncio.gather(*(node_services(n) for n in node_names))
-        result = self.tracker.on_node_services(answers)
-        for bad in result.invalid:
-            self.sink.invalid(bad.reason, bad.detail)
-        if result.changed or result.removed:
-            self.sink.apply(result.changed, result.removed)
+        await asyncio.gather(*(node_services(n) for n in node_names))
+        missing: set[str] = set()
+        catalog = self.tracker.names()
+        for start in range(0, len(catalog), BULK_SLICE):
+            # A slice at a time, the loop turning between slices: the publisher sends the
+            # first services (and NATS stores them) while the next slice is built.
+            result = bulk.finish(catalog[start : start + BULK_SLICE])
+            for bad in result.invalid:
+                self.sink.invalid(bad.reason, bad.detail)
+            if result.changed or result.removed:
+                self.sink.apply(result.changed, result.removed)
+            missing |= result.missing
+            await asyncio.sleep(0)
         if filtered:
             log.info(
                 "consul: the token may not read every node or service (results filtered by "
                 "ACLs); %d services not seen in bulk are read one by one",
-                len(result.missing),
+                len(missing),
             )
-        return result.missing
+        return missing
 
     async def _get_bulk(self, path: str) -> tuple[NodeServices, bool]:
         """One GET of the bulk read; also whether Consul filtered the answer by ACLs."""
