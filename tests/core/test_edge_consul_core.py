@@ -359,6 +359,26 @@ def test_bulk_read_joins_node_services_with_the_checks_snapshot() -> None:
     assert plan.fetch == {"web"} and not plan.initial
 
 
+def test_bulk_read_answer_by_answer_and_in_slices_is_the_whole_read() -> None:
+    answers = [
+        {"Node": _node("n1"), "Services": [_svc("web-1", "web", 80), _svc("api-1", "api", 90)]},
+        {"Node": _node("n2"), "Services": [_svc("web-3", "web", 82), _svc("c", "consul", 8300)]},
+    ]
+    decoded = [decode_node_services(msgspec.json.encode(answer)) for answer in answers]
+    whole = bulk_tracker().on_node_services(decoded)
+    tracker = bulk_tracker()
+    bulk = tracker.bulk_read()
+    for answer in decoded:  # as each arrives
+        bulk.add(answer)
+    # The catalog loses "api" before the second slice: it is left to the catalog watch.
+    first = bulk.finish(["db", "consul"])
+    tracker.catalog = {k: v for k, v in (tracker.catalog or {}).items() if k != "api"}
+    second = bulk.finish(["api", "web"])
+    assert first.changed == [] and first.missing == {"db"}  # "consul" is skipped
+    assert second.missing == set()
+    assert second.changed == [s for s in whole.changed if s.name == "web"]
+
+
 @pytest.mark.parametrize(
     "answer",
     [
