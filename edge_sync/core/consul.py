@@ -14,7 +14,10 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+import msgspec
+
 from edge_sync.core.consul_mapping import (
+    Check,
     ConsulFormatError,
     NodeServices,
     by_namespace,
@@ -152,20 +155,26 @@ class ConsulTracker:
         by_service: dict[str, set[tuple[str, str, str, str]]] = {}
         by_node: dict[str, set[tuple[str, str]]] = {}
         indexes: set[int] = set()
-        for check in checks:
-            if not isinstance(check, dict):
+        for item in checks:
+            if isinstance(item, Check):
+                check = item
+            elif isinstance(item, dict):
+                try:
+                    check = msgspec.convert(item, Check)
+                except msgspec.ValidationError as exc:
+                    raise ConsulFormatError(f"health/state/any: {exc}") from None
+            else:
                 raise ConsulFormatError("health/state/any: check is not an object")
-            node = str(check.get("Node", ""))
-            check_id = str(check.get("CheckID", ""))
-            status = str(check.get("Status", ""))
-            service = str(check.get("ServiceName") or "")
-            for key in ("ModifyIndex", "CreateIndex"):
-                value = check.get(key)
+            node = str(check.node)
+            check_id = str(check.check_id)
+            status = str(check.status)
+            service = str(check.service_name or "")
+            for value in (check.modify_index, check.create_index):
                 if isinstance(value, int):
                     indexes.add(value)
             if service:
                 by_service.setdefault(service, set()).add(
-                    (node, check_id, str(check.get("ServiceID", "")), status)
+                    (node, check_id, str(check.service_id), status)
                 )
             else:
                 by_node.setdefault(node, set()).add((check_id, status))

@@ -30,7 +30,12 @@ from edge_sync.core.consul import (
     RelistSchedule,
     bulk_worthwhile,
 )
-from edge_sync.core.consul_mapping import ConsulFormatError, NodeServices, decode_node_services
+from edge_sync.core.consul_mapping import (
+    ConsulFormatError,
+    NodeServices,
+    decode_checks,
+    decode_node_services,
+)
 from edge_sync.core.ratelimit import TokenBucket
 from edge_sync.core.source_api import SourceSink
 from syncmesh_io.retry import forever
@@ -171,7 +176,12 @@ class ConsulSource:
         return report
 
     async def _get_once(
-        self, path: str, params: dict[str, str], timeout_s: float, kind: str
+        self,
+        path: str,
+        params: dict[str, str],
+        timeout_s: float,
+        kind: str,
+        decode: Callable[[bytes], Any] = msgspec.json.decode,
     ) -> tuple[Any, str | None]:
         assert self._session is not None
         self.sink.request(kind)
@@ -183,7 +193,7 @@ class ConsulSource:
             body = await resp.read()
             if resp.status != 200:
                 raise ConsulHTTPError(resp.status, body[:200].decode("utf-8", "replace"))
-            return msgspec.json.decode(body), resp.headers.get("X-Consul-Index")
+            return decode(body), resp.headers.get("X-Consul-Index")
 
     async def _get(
         self,
@@ -192,12 +202,13 @@ class ConsulSource:
         timeout_s: float,
         kind: str,
         retry_params: dict[str, str] | None = None,
+        decode: Callable[[bytes], Any] = msgspec.json.decode,
     ) -> tuple[Any, str | None]:
         """One GET, retried forever with backoff; decoded JSON and X-Consul-Index."""
         try:
             # The retry machinery is only built once something failed: thousands of
             # fetches per re-list should not pay for it.
-            return await self._get_once(path, params, timeout_s, kind)
+            return await self._get_once(path, params, timeout_s, kind, decode)
         except _RETRYABLE as exc:
             report = self._on_error(path)
             report(exc, 1)
@@ -208,7 +219,7 @@ class ConsulSource:
         params = retry_params if retry_params is not None else params
         async for attempt in forever(_RETRYABLE, lambda exc, n: report(exc, n + 1)):
             with attempt:
-                result = await self._get_once(path, params, timeout_s, kind)
+                result = await self._get_once(path, params, timeout_s, kind, decode)
         return result
 
     # -- blocking-query loops ----------------------------------------------
@@ -226,11 +237,12 @@ class ConsulSource:
         index = BlockingIndex()
         blocking_timeout = cfg.wait_s + cfg.wait_s / 16 + cfg.request_timeout_s
         kind = "catalog" if path == CATALOG_PATH else "checks"
+        decode = decode_checks if path == CHECKS_PATH else msgspec.json.decode
         while True:
             await self._throttle()
             params = self._params({"index": str(index.value), "wait": f"{int(cfg.wait_s)}s"})
             fresh_read = self._params({"index": "0"})
-            data, header = await self._get(path, params, blocking_timeout, kind, fresh_read)
+            data, header = await self._get(path, params, blocking_timeout, kind, fresh_read, decode)
             if index.observe(header):
                 self.sink.event("consul_index_reset")
                 log.info("consul %s index went backwards; reset to 0 for a fresh read", path)
