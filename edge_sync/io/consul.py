@@ -50,8 +50,9 @@ CHECKS_PATH = "/v1/health/state/any"
 NODES_PATH = "/v1/catalog/nodes"
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 FIRST_RETRY_S = 0.2
-# Services turned into results (and handed to the publisher) at a time by the bulk read.
-BULK_SLICE = 500
+# Services turned into results (and handed to the publisher) per turn of the loop by the
+# bulk read: the publisher sends the first while the next are built.
+BULK_SLICE = 250
 
 
 class ConsulHTTPError(Exception):
@@ -321,8 +322,8 @@ class ConsulSource:
         self.sink.event("consul_bulk_read")
         limit = asyncio.Semaphore(cfg.fetch_concurrency)
         filtered = False
-        # Each answer is mapped as it arrives, while Consul still works on the others.
         bulk = self.tracker.bulk_read()
+        arrived: asyncio.Queue[NodeServices] = asyncio.Queue()
 
         async def node_services(node: str) -> None:
             nonlocal filtered
@@ -330,9 +331,22 @@ class ConsulSource:
             async with limit:
                 data, was_filtered = await self._get_bulk(path)
             filtered = filtered or was_filtered
-            bulk.add(data)
+            arrived.put_nowait(data)
 
-        await asyncio.gather(*(node_services(n) for n in node_names))
+        async def map_answers() -> None:
+            # Each answer is mapped as it arrives, while Consul still works on the others,
+            # one answer per turn of the loop: answers arriving together must not hold up
+            # the NATS connection's round trips (connect, stream check, claim) behind them.
+            for _ in node_names:
+                bulk.add(await arrived.get())
+                await asyncio.sleep(0)
+
+        mapper = asyncio.ensure_future(map_answers())
+        try:
+            await asyncio.gather(*(node_services(n) for n in node_names))
+            await mapper
+        finally:
+            mapper.cancel()
         missing: set[str] = set()
         catalog = self.tracker.names()
         for start in range(0, len(catalog), BULK_SLICE):
