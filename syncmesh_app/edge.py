@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from edge_sync.io.publisher import NatsPublisher
     from syncmesh_io.http import HttpReply, HttpServer
 
-__all__ = ["EdgeAgent", "AgentDeposed", "run_edge", "build_source"]
+__all__ = ["EdgeAgent", "AgentDeposed", "run_edge", "build_source", "tune_gc"]
 
 log = logging.getLogger("edge_sync")
 
@@ -44,6 +45,8 @@ log = logging.getLogger("edge_sync")
 # and how many loop turns it then leaves aiohttp to connect and send it.
 SOURCE_HEAD_START_S = 0.5
 SOURCE_HEAD_START_TURNS = 4
+# tune_gc: allocations between two collections of the youngest generation (CPython: 700).
+GC_GEN0_THRESHOLD = 10_000
 
 
 def _agent_version() -> str:
@@ -53,6 +56,19 @@ def _agent_version() -> str:
         return metadata.version("syncmesh")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def tune_gc() -> None:
+    """The ``syncmesh edge`` process's garbage collector (a process setting, not for a
+    library caller): an initial sync builds ~10^5 objects that live as long as the agent
+    (instances, states, their messages), and with CPython's defaults the collector scanned
+    them again and again, full collections included: 190-260 ms of a 5,000-service sync.
+    What is imported by now is frozen (never scanned again), and the youngest generation
+    is collected every ``GC_GEN0_THRESHOLD`` allocations. Reference counting frees almost
+    everything the agent drops; cycles are still collected, only less often."""
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 class AgentDeposed(SyncmeshError):
