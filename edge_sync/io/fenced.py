@@ -160,6 +160,9 @@ class FencedSender:
 
 def _ack_error(msg: Any) -> BaseException | None:
     """What ``js.publish`` would raise for this acknowledgement (None: stored)."""
+    data = msg.data
+    if not msg.headers and data.startswith(b'{"stream":') and b'"error"' not in data:
+        return None  # a PubAck, as nats-server writes it: no need to parse 5,000 of them
     import nats.js.errors
 
     if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
