@@ -226,10 +226,10 @@ class EdgeAgent:
     async def start(self) -> None:
         """The source first, then NATS, the HTTP endpoints and the load poller.
 
-        The source's first requests go out before the rest of the agent is imported
-        and started: Consul (or Nacos) works on its answers, on its own CPU, while
-        this process connects to NATS, checks the stream, claims the epoch and binds
-        its HTTP port. Nothing is published before NATS is connected and the epoch
+        The source task starts first; for Consul, its first requests go out before the
+        rest of the agent is imported and started: Consul works on its answers, on its
+        own CPU, while this process connects to NATS, checks the stream, claims the
+        epoch and binds its HTTP port. Nothing is published before NATS is connected and the epoch
         claimed (the publisher's drain only starts then), and /readyz stays 503 until
         the initial sync is in NATS, whatever the order here.
         """
@@ -266,8 +266,11 @@ class EdgeAgent:
         )
 
     async def _source_head_start(self) -> None:
-        """Until the source's first request is on its way (bounded: a source that sends
-        nothing at once, or hangs, only delays the rest by ``SOURCE_HEAD_START_S``)."""
+        """Until Consul's first requests are on their way (bounded: a Consul that cannot be
+        reached only delays the rest by ``SOURCE_HEAD_START_S``). A service file is read at
+        once; the Nacos SDK first connects for a while, with the loop free for NATS."""
+        if self.config.source.kind != "consul":
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.source_going.wait(), SOURCE_HEAD_START_S)
         # The request was only handed to aiohttp: a few turns of the loop connect and
