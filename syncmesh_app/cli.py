@@ -38,9 +38,10 @@ EXIT_DEPOSED = 3
 
 def _edge(args: argparse.Namespace) -> int:
     from edge_sync.config import EdgeConfig
-    from syncmesh_app.edge import AgentDeposed, run_edge
+    from syncmesh_app.edge import AgentDeposed, run_edge, tune_gc
 
     config = load_config(args.config, EdgeConfig, "SYNCMESH_EDGE")
+    tune_gc()
     try:
         return _run(run_edge(config), f"edge {config.cluster}")
     except AgentDeposed as exc:

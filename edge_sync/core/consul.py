@@ -14,7 +14,10 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+import msgspec
+
 from edge_sync.core.consul_mapping import (
+    Check,
     ConsulFormatError,
     NodeServices,
     by_namespace,
@@ -29,6 +32,7 @@ __all__ = [
     "Plan",
     "HealthResult",
     "BulkResult",
+    "BulkRead",
     "bulk_worthwhile",
     "ConsulTracker",
     "RelistReason",
@@ -151,20 +155,26 @@ class ConsulTracker:
         by_service: dict[str, set[tuple[str, str, str, str]]] = {}
         by_node: dict[str, set[tuple[str, str]]] = {}
         indexes: set[int] = set()
-        for check in checks:
-            if not isinstance(check, dict):
+        for item in checks:
+            if isinstance(item, Check):
+                check = item
+            elif isinstance(item, dict):
+                try:
+                    check = msgspec.convert(item, Check)
+                except msgspec.ValidationError as exc:
+                    raise ConsulFormatError(f"health/state/any: {exc}") from None
+            else:
                 raise ConsulFormatError("health/state/any: check is not an object")
-            node = str(check.get("Node", ""))
-            check_id = str(check.get("CheckID", ""))
-            status = str(check.get("Status", ""))
-            service = str(check.get("ServiceName") or "")
-            for key in ("ModifyIndex", "CreateIndex"):
-                value = check.get(key)
+            node = str(check.node)
+            check_id = str(check.check_id)
+            status = str(check.status)
+            service = str(check.service_name or "")
+            for value in (check.modify_index, check.create_index):
                 if isinstance(value, int):
                     indexes.add(value)
             if service:
                 by_service.setdefault(service, set()).add(
-                    (node, check_id, str(check.get("ServiceID", "")), status)
+                    (node, check_id, str(check.service_id), status)
                 )
             else:
                 by_node.setdefault(node, set()).add((check_id, status))
@@ -241,57 +251,18 @@ class ConsulTracker:
         """Every service from ``/v1/catalog/node-services/<node>`` of every node, joined with
         the checks snapshot: what ``/v1/health/service/<name>`` would have answered.
 
-        Per instance, the checks of ``/v1/health/service/<name>`` are the node's own checks
-        (no service) and the checks of that service ID on that node; both are in the
-        checks snapshot (``on_checks``), so only the statuses are needed. A catalog
-        service the bulk read did not see (registered after the node list was read,
-        or on a node the token may not read) is ``missing``: the adapter fetches it
-        by name. Services not in the catalog snapshot are left to the catalog watch.
+        The same as ``bulk_read()``, ``add`` of every answer and ``finish`` of the whole
+        catalog; the adapter maps each answer as it arrives and finishes in slices.
         """
-        catalog = self.catalog or {}
-        by_instance: dict[tuple[str, str], list[str]] = {}
-        for checks in self._service_checks.values():
-            for node_name, _check_id, service_id, status in checks:
-                by_instance.setdefault((node_name, service_id), []).append(status)
-        mapped: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        bulk = self.bulk_read()
         for item in node_services:
-            node = item.node
-            if node is None:
-                # The node left between the node list and this read.
-                continue
-            node_statuses = [status for _check_id, status in self._node_checks.get(node.node, ())]
-            for svc in item.services or ():
-                if svc.service not in catalog:
-                    continue
-                statuses = node_statuses + by_instance.get((node.node, str(svc.id)), [])
-                mapped.setdefault(svc.service, []).append(
-                    instance_fields(
-                        node.node,
-                        node.address,
-                        node.meta,
-                        svc.id,
-                        svc.address,
-                        svc.port,
-                        svc.weights,
-                        svc.meta,
-                        svc.tags,
-                        statuses,
-                    )
-                )
-        changed: list[SourceService] = []
-        removed: list[ServiceRef] = []
-        invalid: list[InvalidInstance] = []
-        missing: set[str] = set()
-        for name in catalog:
-            found = mapped.get(name)
-            if found is None:
-                missing.add(name)
-                continue
-            result = self._record(name, *by_namespace(name, found))
-            changed.extend(result.changed)
-            removed.extend(result.removed)
-            invalid.extend(result.invalid)
-        return BulkResult(changed, removed, invalid, missing)
+            bulk.add(item)
+        return bulk.finish(self.names())
+
+    def bulk_read(self) -> BulkRead:
+        """A bulk read against the checks snapshot of now (a check that changes meanwhile
+        makes the checks watch fetch its service again, after the bulk read)."""
+        return BulkRead(self)
 
     def forget(self, name: str) -> list[ServiceRef]:
         self._set_nodes(name, frozenset())
@@ -311,6 +282,76 @@ class ConsulTracker:
             self._service_nodes[name] = nodes
         else:
             self._service_nodes.pop(name, None)
+
+
+class BulkRead:
+    """One initial read in bulk: ``add`` maps a node's answer as it arrives, ``finish``
+    turns a slice of the catalog's names into results (so publishing starts before
+    the last slice is done).
+
+    Per instance, the checks of ``/v1/health/service/<name>`` are the node's own checks
+    (no service) and the checks of that service ID on that node; both are in the
+    checks snapshot (``on_checks``), so only the statuses are needed. A catalog
+    service the bulk read did not see (registered after the node list was read, or
+    on a node the token may not read) is ``missing``: the adapter fetches it by name.
+    Services not in the catalog when ``finish`` runs are left to the catalog watch.
+    """
+
+    def __init__(self, tracker: ConsulTracker) -> None:
+        self.tracker = tracker
+        self._by_instance: dict[tuple[str, str], list[str]] = {}
+        for checks in tracker._service_checks.values():
+            for node_name, _check_id, service_id, status in checks:
+                self._by_instance.setdefault((node_name, service_id), []).append(status)
+        self._mapped: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+
+    def add(self, item: NodeServices) -> None:
+        """One ``/v1/catalog/node-services/<node>`` answer."""
+        node = item.node
+        if node is None:
+            # The node left between the node list and this read.
+            return
+        tracker, by_instance, mapped = self.tracker, self._by_instance, self._mapped
+        node_statuses = [status for _check_id, status in tracker._node_checks.get(node.node, ())]
+        for svc in item.services or ():
+            if not tracker.wanted(svc.service):
+                continue
+            statuses = node_statuses + by_instance.get((node.node, str(svc.id)), [])
+            mapped.setdefault(svc.service, []).append(
+                instance_fields(
+                    node.node,
+                    node.address,
+                    node.meta,
+                    svc.id,
+                    svc.address,
+                    svc.port,
+                    svc.weights,
+                    svc.meta,
+                    svc.tags,
+                    statuses,
+                )
+            )
+
+    def finish(self, names: Iterable[str]) -> BulkResult:
+        """The results for ``names`` (each once, after every ``add``)."""
+        tracker = self.tracker
+        catalog = tracker.catalog or {}
+        changed: list[SourceService] = []
+        removed: list[ServiceRef] = []
+        invalid: list[InvalidInstance] = []
+        missing: set[str] = set()
+        for name in names:
+            if name not in catalog:
+                continue
+            found = self._mapped.pop(name, None)
+            if found is None:
+                missing.add(name)
+                continue
+            result = tracker._record(name, *by_namespace(name, found))
+            changed.extend(result.changed)
+            removed.extend(result.removed)
+            invalid.extend(result.invalid)
+        return BulkResult(changed, removed, invalid, missing)
 
 
 class RelistReason(enum.StrEnum):

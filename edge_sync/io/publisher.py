@@ -31,7 +31,7 @@ from edge_sync.io.errors import (
     PublishFailed,
     publish_error_reason,
 )
-from edge_sync.io.fenced import FencedSender
+from edge_sync.io.fenced import FencedSender, Outbound
 from edge_sync.io.metrics import EdgeMetrics, PublishedKind
 from edge_sync.io.remote_state import read_cluster_service, read_cluster_services
 from edge_sync.io.resync import Resyncer
@@ -137,6 +137,7 @@ class NatsPublisher:
             self.metrics.nats_connected.set(1)
             self._js = self._nc.jetstream(timeout=cfg.publish_timeout_s)
             self.sender.js = self._js
+            self.sender.nc = self._nc
             await self._ensure_stream()
             while True:
                 if self.core.epoch == 0:
@@ -336,8 +337,8 @@ class NatsPublisher:
                     batch = taken.outgoing
                     failure: BaseException | None = None
                     if batch:
-                        results = await asyncio.gather(
-                            *(self._publish(o) for o in batch), return_exceptions=True
+                        results = await self.sender.publish_many(
+                            [self._outbound(o) for o in batch], self.config.publish_timeout_s
                         )
                         failure = self._settle(batch, results)
                     elif not taken.rejected and not self._read_due():
@@ -438,12 +439,12 @@ class NatsPublisher:
         headers["Nats-Msg-Id"] = subjects.msg_id(self.config.cluster, epoch, revision)
         return headers
 
-    async def _publish(self, sent: Outgoing) -> None:
+    def _outbound(self, sent: Outgoing) -> Outbound:
         message = sent.message
         headers = self._headers(message.epoch, message.revision)
         if message.deleted and self._tombstone_ttl:
             headers["Nats-TTL"] = str(self._tombstone_ttl)
-        await self.sender.publish(sent.subject, sent.data, headers)
+        return sent.subject, sent.data, headers
 
     # -- beats and resync --------------------------------------------------
     async def _beat_loop(self) -> None:

@@ -18,6 +18,7 @@ from edge_sync.core.consul import (
 from edge_sync.core.consul_mapping import (
     ConsulFormatError,
     aggregate_health,
+    decode_checks,
     decode_node_services,
     map_health_entries,
     namespace_of,
@@ -359,6 +360,26 @@ def test_bulk_read_joins_node_services_with_the_checks_snapshot() -> None:
     assert plan.fetch == {"web"} and not plan.initial
 
 
+def test_bulk_read_answer_by_answer_and_in_slices_is_the_whole_read() -> None:
+    answers = [
+        {"Node": _node("n1"), "Services": [_svc("web-1", "web", 80), _svc("api-1", "api", 90)]},
+        {"Node": _node("n2"), "Services": [_svc("web-3", "web", 82), _svc("c", "consul", 8300)]},
+    ]
+    decoded = [decode_node_services(msgspec.json.encode(answer)) for answer in answers]
+    whole = bulk_tracker().on_node_services(decoded)
+    tracker = bulk_tracker()
+    bulk = tracker.bulk_read()
+    for answer in decoded:  # as each arrives
+        bulk.add(answer)
+    # The catalog loses "api" before the second slice: it is left to the catalog watch.
+    first = bulk.finish(["db", "consul"])
+    tracker.catalog = {k: v for k, v in (tracker.catalog or {}).items() if k != "api"}
+    second = bulk.finish(["api", "web"])
+    assert first.changed == [] and first.missing == {"db"}  # "consul" is skipped
+    assert second.missing == set()
+    assert second.changed == [s for s in whole.changed if s.name == "web"]
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -379,3 +400,19 @@ def test_bulk_read_only_when_it_takes_fewer_requests() -> None:
     assert bulk_worthwhile(100, 5000)
     assert not bulk_worthwhile(5000, 5000)
     assert not bulk_worthwhile(0, 10)  # no node visible (ACLs): per service
+
+
+def test_checks_decoded_into_structs_plan_like_plain_json() -> None:
+    checks = [
+        check("n1", "serfHealth", "passing"),
+        {**check("n1", "c-web-1", "warning", "web"), "ServiceID": "web-1", "Output": "x" * 50},
+    ]
+    typed, plain = ready_tracker(), ready_tracker()
+    flipped = [{**checks[0], "Status": "critical", "ModifyIndex": 30}, checks[1]]
+    body = msgspec.json.encode(flipped)
+    assert typed.on_checks(decode_checks(body), 30, 0.0) == plain.on_checks(flipped, 30, 0.0)
+    for bad in (b'{"not": "a list"}', b'["not an object"]'):
+        with pytest.raises(ConsulFormatError):
+            ready_tracker().on_checks(decode_checks(bad), 31, 0.0)
+    with pytest.raises(msgspec.DecodeError):  # not JSON: the request is retried
+        decode_checks(b"not json")
