@@ -13,7 +13,10 @@ and measures, from outside that process:
   as a percentage of one core;
 - ref_list_s: in the same invocation, a bare aiohttp client fetching
   /v1/health/service/<name> for all 5,000 with the same concurrency (32), and
-  ratio_vs_ref = initial_sync_s / ref_list_s.
+  ratio_vs_ref = initial_sync_s / ref_list_s;
+- ref_identity_list_s: the same client asking for uncompressed answers
+  (``Accept-Encoding: identity``), as the agent asks a loopback Consul, and
+  ratio_vs_identity_ref (the agent gains nothing the reference could not).
 
 ``--rounds`` (3) interleaved rounds of the reference and a fresh agent process,
 each for its own cluster (``bench-<round>``): an agent adopts what the stream
@@ -138,11 +141,14 @@ async def register(http_url: str, services: int, instances: int) -> float:
     return time.monotonic() - started
 
 
-async def reference_list(http_url: str, services: int) -> float:
+async def reference_list(http_url: str, services: int, identity: bool = False) -> float:
+    """``identity``: ask for uncompressed answers, as the agent does of a
+    loopback Consul (aiohttp asks for gzip by default)."""
     names = [f"svc-{i:05d}" for i in range(services)]
     connector = aiohttp.TCPConnector(limit=FETCH_CONCURRENCY)
+    headers = {"Accept-Encoding": "identity"} if identity else None
     started = time.monotonic()
-    async with aiohttp.ClientSession(http_url, connector=connector) as http:
+    async with aiohttp.ClientSession(http_url, connector=connector, headers=headers) as http:
         queue = list(reversed(names))
 
         async def worker() -> None:
@@ -249,6 +255,8 @@ async def main(services: int, instances: int, rounds_n: int) -> str:
         for r in range(rounds_n):
             ref_list_s = await reference_list(consul.http_url, services)
             rounds.setdefault("ref_list_s", []).append(ref_list_s)
+            identity_s = await reference_list(consul.http_url, services, identity=True)
+            rounds.setdefault("ref_identity_list_s", []).append(identity_s)
             agent, url, figures = await run_agent(
                 work, consul.http_addr, consul_port, nats.url, services, r
             )
@@ -257,7 +265,7 @@ async def main(services: int, instances: int, rounds_n: int) -> str:
             print(
                 f"round {r + 1}: initial sync {figures['initial_sync_s']:.2f}s (first Consul "
                 f"connection {figures['first_conn_s']:.2f}s after spawning); bare client "
-                f"{ref_list_s:.2f}s; load {os.getloadavg()[0]:.2f}",
+                f"{ref_list_s:.2f}s (uncompressed {identity_s:.2f}s); load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
             if r < rounds_n - 1:
@@ -294,6 +302,7 @@ async def main(services: int, instances: int, rounds_n: int) -> str:
     for key, values in rounds.items():
         print(f"  {key:16s} {spread(values)}")
     sync_s, ref_s = median(rounds["initial_sync_s"]), median(rounds["ref_list_s"])
+    identity_s = median(rounds["ref_identity_list_s"])
     after_start = median(
         [a - b for a, b in zip(rounds["initial_sync_s"], rounds["first_conn_s"], strict=True)]
     )
@@ -301,7 +310,8 @@ async def main(services: int, instances: int, rounds_n: int) -> str:
         f"services={services} instances={services * instances} pending_after_sync={pending:.0f} "
         f"initial_sync_s={sync_s:.2f} max_consul_conns={max_conns} idle_cpu_pct={idle_cpu_pct:.2f} "
         f"ref_list_s={ref_s:.2f} ratio_vs_ref={sync_s / ref_s:.2f} "
-        f"sync_after_first_conn_s={after_start:.2f} ratio_after_first_conn={after_start / ref_s:.2f}"
+        f"sync_after_first_conn_s={after_start:.2f} ratio_after_first_conn={after_start / ref_s:.2f} "
+        f"ref_identity_list_s={identity_s:.2f} ratio_vs_identity_ref={sync_s / identity_s:.2f}"
     )
 
 
