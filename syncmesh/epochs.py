@@ -22,6 +22,7 @@ wins as before. Pure: used by the registry's view and by ``watch_inventory``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 __all__ = ["EpochVerdict", "EpochFence"]
 
@@ -40,6 +41,11 @@ class EpochFence:
 
     def __init__(self) -> None:
         self._claims: dict[str, int] = {}
+
+    @property
+    def claims(self) -> Mapping[str, int]:
+        """The latest claim per cluster (live: it changes as claims come)."""
+        return self._claims
 
     def claim(self, cluster: str, seq: int) -> bool:
         """A claim stored at ``seq``; True when it is the newest for its cluster."""

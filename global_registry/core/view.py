@@ -73,6 +73,7 @@ _INF = float("inf")
 # Looked up once: this runs for every message.
 _OK = EpochVerdict.OK
 _APPLIED, _SAME, _STALE = Outcome.APPLIED, Outcome.SAME, Outcome.STALE_REVISION
+_APPLIED_QUIETLY = Applied(_APPLIED)
 
 
 def _bucket_or_inf(rtt: tuple[int | None, float | None] | None) -> float:
@@ -107,6 +108,7 @@ class RegistryView:
         self._locality = locality
         self._clusters: dict[str, ClusterRecord] = {}
         self._fence = EpochFence()
+        self._claims = self._fence.claims
         self._by_key: dict[Key, dict[str, ServiceEntry]] = {}
         # Services per namespace, so DNS can tell an empty non-terminal from NXDOMAIN
         # in O(1) even under a flood of random names.
@@ -118,7 +120,7 @@ class RegistryView:
         self._tombstone_expiry: list[tuple[float, str, Key]] = []
         self.instance_count = 0
         # True while a first full read runs: nobody is served yet and the end of it
-        # invalidates everything, so cluster-wide changes are not worked out.
+        # invalidates everything, so what a message changed is not worked out.
         self.quiet = False
 
     # -- ViewReader ---------------------------------------------------------
@@ -248,7 +250,11 @@ class RegistryView:
         raw: bytes | None = None,
     ) -> Applied:
         cluster = state.cluster
-        self._judge(cluster, state.epoch, seq)
+        epoch = state.epoch
+        # The current agent's message is the common case: the fence's verdict is OK
+        # without asking it (see EpochFence.judge).
+        if epoch != self._claims.get(cluster) or not 0 < epoch < seq:
+            self._judge(cluster, epoch, seq)
         rec = self._clusters.get(cluster)
         base = _NO_CHANGE
         if rec is None:
@@ -256,45 +262,49 @@ class RegistryView:
             # A new cluster name changes cluster_known(), which the DNS layer caches.
             base = _EVERYTHING
         key = (state.namespace, state.service)
-        entry = rec.services.get(key)
+        services = rec.services
+        entry = services.get(key)
         tombstone = None
         if entry is not None:
-            if (state.epoch, state.revision) <= (entry.epoch, entry.revision):
+            if (epoch, state.revision) <= (entry.epoch, entry.revision):
                 return Applied(_STALE, base)
         else:
             tombstone = rec.tombstones.get(key)
-            if tombstone is not None and (state.epoch, state.revision) <= tombstone[:2]:
+            if tombstone is not None and (epoch, state.revision) <= tombstone[:2]:
                 return Applied(_STALE, base)
-            if not state.deleted and len(rec.services) >= self._limits.max_services_per_cluster:
+            if not state.deleted and len(services) >= self._limits.max_services_per_cluster:
                 raise Rejected(
                     "too-many-services",
                     cluster,
-                    f"cluster already has {len(rec.services)} services",
+                    f"cluster already has {len(services)} services",
                 )
         rec.set_digest = None  # a newer message for the key: the service set's digest moves
         if state.deleted:
             expires_at = now - max(0.0, age_s) + self._stale.tombstone_ttl_s
-            rec.tombstones[key] = Tombstone(state.epoch, state.revision, expires_at)
+            rec.tombstones[key] = Tombstone(epoch, state.revision, expires_at)
             heapq.heappush(self._tombstone_expiry, (expires_at, cluster, key))
             if entry is None:
                 return Applied(_SAME, base)
-            del rec.services[key]
+            del services[key]
             self._unindex(cluster, key, entry)
             return Applied(_APPLIED, base, key=key)
         if tombstone is not None:
             del rec.tombstones[key]
         instances = state.instances
         fresh = ServiceEntry(encode(state) if raw is None else raw, state)
-        rec.services[key] = fresh
+        services[key] = fresh
         holders = self._by_key.get(key)
         if holders is None:
             holders = self._by_key[key] = {}
             self._namespace_services[key[0]] = self._namespace_services.get(key[0], 0) + 1
         holders[cluster] = fresh
         if entry is None:
-            self.instance_count += len(instances)
+            self.instance_count += fresh.instances
+            if self.quiet:
+                # Nobody asks what a message of the first full read changed.
+                return _APPLIED_QUIETLY
             # Applied(_APPLIED, base, key=key) without the NamedTuple's Python-level
-            # __new__: every service of a cold start passes here.
+            # __new__.
             return tuple.__new__(Applied, (_APPLIED, base, False, key))
         self.instance_count += len(instances) - entry.instances
         if entry.instances == len(instances) and entry.state.instances == instances:
