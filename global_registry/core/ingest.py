@@ -59,7 +59,10 @@ _APPLIED = Outcome.APPLIED
 def _age(wall_s: float, stored_at_ns: bytes) -> float:
     """Seconds since the server stored a message (never negative: the server's clock
     against ours only ever makes a replayed beat older)."""
-    age_s = wall_s - int(stored_at_ns) * 1e-9
+    try:
+        age_s = wall_s - int(stored_at_ns) * 1e-9
+    except ValueError:  # not a number: no age to go by
+        return 0.0
     return age_s if age_s > 0.0 else 0.0
 
 

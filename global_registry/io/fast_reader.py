@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Callable
 from operator import itemgetter
 from typing import Any, Protocol
@@ -49,15 +48,6 @@ log = logging.getLogger(__name__)
 BatchHandler = Callable[[list[Delivery]], None]
 
 _CONTROL = b"NATS/1.0 100"
-# A message delivered by JetStream with its v1 ack subject, the form nearly every frame
-# of a read has: ``HMSG <subject> <sid> $JS.ACK.<stream>.<consumer>.<delivered>.<stream
-# seq>.<consumer seq>.<stored at ns>.<pending> <header bytes> <total bytes>``. One match
-# reads every token the reader needs; any other frame (control messages, the v2 ack form
-# with a domain, a message without headers) takes the general path.
-_DELIVERY = re.compile(
-    rb"HMSG ([^ \r\n]+) ([^ \r\n]+) \$JS\.ACK\.[^ .\r\n]+\.[^ .\r\n]+\.[0-9]+\."
-    rb"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+) ([0-9]+) ([0-9]+)\r\n"
-)
 _consumer_seq = itemgetter(3)
 
 
@@ -111,7 +101,6 @@ class FrameParser(Parser):
         buf.extend(data)
         generation = self._generation
         handlers = self.handlers
-        match = _DELIVERY.match
         size = len(buf)
         pos = 0
         # Messages read but not handed over yet, all for ``sink``.
@@ -122,32 +111,53 @@ class FrameParser(Parser):
         view = memoryview(buf)
         try:
             while pos < size:
-                m = match(buf, pos)
-                if m is not None:
-                    subject, sid, stream_seq, consumer_seq, stored, pending, hdr, total = m.groups()
-                    start = m.end()
-                    end = start + int(total)
-                    if end + 2 > size:
-                        break
-                    handler = handlers.get(sid)
-                    if handler is not None:
-                        if handler is not sink:
-                            if batch:
-                                sink.on_batch(batch)  # type: ignore[union-attr]
-                                batch = []
-                            sink = handler
-                        batch.append(
-                            (
-                                subject,
-                                view[start + int(hdr) : end].tobytes(),
-                                int(stream_seq),
-                                int(consumer_seq),
-                                pending,
-                                stored,
-                            )
-                        )
-                        pos = end + 2
-                        continue
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                # The form nearly every frame of a read has: a message delivered by
+                # JetStream with its v1 ack subject, ``HMSG <subject> <sid> $JS.ACK.
+                # <stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<stored at
+                # ns>.<pending> <header bytes> <total bytes>``; anything else (control
+                # messages, the v2 ack form, a message without headers) is a frame for
+                # ``_other_frame``.
+                if buf[pos] == 72:  # H
+                    parts = view[pos:eol].tobytes().split(b" ")
+                    if len(parts) == 6 and parts[0] == b"HMSG":
+                        handler = handlers.get(parts[2])
+                        tokens = parts[3].split(b".")
+                        if (
+                            handler is not None
+                            and len(tokens) == 9
+                            and tokens[1] == b"ACK"
+                            and tokens[0] == b"$JS"
+                        ):
+                            try:
+                                start = eol + 2 + int(parts[4])
+                                end = eol + 2 + int(parts[5])
+                                stream_seq = int(tokens[5])
+                                consumer_seq = int(tokens[6])
+                            except ValueError:
+                                start = end = -1
+                            if eol < start <= end:
+                                if end + 2 > size:
+                                    break
+                                if handler is not sink:
+                                    if batch:
+                                        sink.on_batch(batch)  # type: ignore[union-attr]
+                                        batch = []
+                                    sink = handler
+                                batch.append(
+                                    (
+                                        parts[1],
+                                        view[start:end].tobytes(),
+                                        stream_seq,
+                                        consumer_seq,
+                                        tokens[8],
+                                        tokens[7],
+                                    )
+                                )
+                                pos = end + 2
+                                continue
                 if batch:
                     sink.on_batch(batch)  # type: ignore[union-attr]
                     batch = []
