@@ -33,6 +33,15 @@ class EpochVerdict(enum.Enum):
     UNCLAIMED = "unclaimed-epoch"
     DEPOSED = "deposed"
 
+    def detail(self, epoch: int, seq: int, claimed: int) -> str:
+        """Why a message with ``epoch`` stored at ``seq`` got this verdict (the latest
+        claim of its cluster: ``claimed``)."""
+        if self is EpochVerdict.FUTURE:
+            return f"epoch {epoch} is not below the message's own stream sequence {seq}"
+        if self is EpochVerdict.UNCLAIMED:
+            return f"epoch {epoch} was never claimed (latest claim: {claimed or 'none'})"
+        return f"epoch {epoch} was deposed by the claim at {claimed}; message stored at {seq}"
+
 
 class EpochFence:
     """The latest claim per cluster, and the verdict on each message."""
