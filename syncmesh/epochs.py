@@ -22,6 +22,7 @@ wins as before. Pure: used by the registry's view and by ``watch_inventory``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 __all__ = ["EpochVerdict", "EpochFence"]
 
@@ -32,6 +33,15 @@ class EpochVerdict(enum.Enum):
     UNCLAIMED = "unclaimed-epoch"
     DEPOSED = "deposed"
 
+    def detail(self, epoch: int, seq: int, claimed: int) -> str:
+        """Why a message with ``epoch`` stored at ``seq`` got this verdict (the latest
+        claim of its cluster: ``claimed``)."""
+        if self is EpochVerdict.FUTURE:
+            return f"epoch {epoch} is not below the message's own stream sequence {seq}"
+        if self is EpochVerdict.UNCLAIMED:
+            return f"epoch {epoch} was never claimed (latest claim: {claimed or 'none'})"
+        return f"epoch {epoch} was deposed by the claim at {claimed}; message stored at {seq}"
+
 
 class EpochFence:
     """The latest claim per cluster, and the verdict on each message."""
@@ -40,6 +50,11 @@ class EpochFence:
 
     def __init__(self) -> None:
         self._claims: dict[str, int] = {}
+
+    @property
+    def claims(self) -> Mapping[str, int]:
+        """The latest claim per cluster (live: it changes as claims come)."""
+        return self._claims
 
     def claim(self, cluster: str, seq: int) -> bool:
         """A claim stored at ``seq``; True when it is the newest for its cluster."""

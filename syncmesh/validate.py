@@ -190,22 +190,31 @@ def _check_beat(beat: ClusterBeat, cluster: str, limits: LimitsConfig) -> None:
 def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamMessage:
     """Decode and check one stream message; raises ``Rejected``."""
     # A service subject is split here (the SubjectKey of parse_subject costs as much as
-    # the checks below); every other subject goes through parse_subject.
+    # the checks below) and checked on a path of its own: nearly every message is one.
     parts = subject.split(".")
     if len(parts) == 6 and parts[2] == "svc" and parts[0] == "syncmesh" and parts[1] == "v2":
-        kind, cluster = "svc", parts[3]
-    else:
-        key = subjects.parse_subject(subject)
-        kind, cluster = ("", "") if key is None else (key.kind, key.cluster)
+        cluster = parts[3]
+        if len(data) > limits.max_message_bytes:
+            raise Rejected("oversize", cluster, f"{len(data)} bytes > {limits.max_message_bytes}")
+        try:
+            state = decode_service_state(data)
+        except msgspec.ValidationError as exc:
+            raise Rejected(_schema_reason(exc), cluster, str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise Rejected("schema", cluster, str(exc)) from None
+        _check_header(state, cluster)
+        _check_service(state, cluster, parts[4], parts[5], limits)
+        return state
+    key = subjects.parse_subject(subject)
+    kind, cluster = ("", "") if key is None else (key.kind, key.cluster)
     if len(data) > limits.max_message_bytes:
         raise Rejected("oversize", cluster, f"{len(data)} bytes > {limits.max_message_bytes}")
     if not kind:
         raise Rejected("subject", "", f"not a syncmesh stream subject: {subject[:200]!r}")
-    message: StreamMessage
+    # Only a service subject (six parts, the path above) names a ServiceState.
+    message: ClusterBeat | EpochClaim
     try:
-        if kind == "svc":
-            message = decode_service_state(data)
-        elif kind == "cluster":
+        if kind == "cluster":
             message = decode_cluster_beat(data)
         else:
             message = decode_epoch_claim(data)
@@ -213,6 +222,14 @@ def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamM
         raise Rejected(_schema_reason(exc), cluster, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise Rejected("schema", cluster, str(exc)) from None
+    _check_header(message, cluster)
+    if isinstance(message, ClusterBeat):
+        _check_beat(message, cluster, limits)
+    return message
+
+
+def _check_header(message: StreamMessage, cluster: str) -> None:
+    """The schema version, and the cluster the subject names (``cluster``)."""
     if message.schema != SCHEMA_VERSION:
         raise Rejected(
             "schema-version",
@@ -225,9 +242,3 @@ def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamM
             cluster,
             f"subject of cluster {cluster!r} carries a message of cluster {message.cluster!r}",
         )
-    if isinstance(message, ServiceState):
-        # Only a service subject (six parts) decodes as a ServiceState.
-        _check_service(message, cluster, parts[4], parts[5], limits)
-    elif isinstance(message, ClusterBeat):
-        _check_beat(message, cluster, limits)
-    return message

@@ -11,6 +11,7 @@ Every message comes with the stream sequence it was stored at: epoch fencing
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -23,7 +24,12 @@ from syncmesh.schema import ClusterBeat, EpochClaim, ServiceState
 from syncmesh.validate import Rejected, StreamMessage, validate_message
 from syncmesh.view_api import ViewChange
 
-__all__ = ["MessageKind", "IngestResult", "Ingest"]
+__all__ = ["MessageKind", "IngestResult", "Ingest", "Delivery"]
+
+# One delivered message as the stream reader reads it off the wire: subject, payload,
+# stream sequence, consumer sequence (the reader's business), and the pending count and
+# stored-at time (Unix ns) of its ack subject as ASCII digits, converted only when used.
+Delivery = tuple[bytes, bytes, int, int, bytes, bytes]
 
 _NO_CHANGE = ViewChange()
 _EVERYTHING = ViewChange(everything=True)
@@ -46,6 +52,18 @@ _KINDS: dict[type, MessageKind] = {
     EpochClaim: MessageKind.EPOCH,
 }
 _tuple_new = tuple.__new__
+_SERVICE = MessageKind.SERVICE
+_APPLIED = Outcome.APPLIED
+
+
+def _age(wall_s: float, stored_at_ns: bytes) -> float:
+    """Seconds since the server stored a message (never negative: the server's clock
+    against ours only ever makes a replayed beat older)."""
+    try:
+        age_s = wall_s - int(stored_at_ns) * 1e-9
+    except ValueError:  # not a number: no age to go by
+        return 0.0
+    return age_s if age_s > 0.0 else 0.0
 
 
 def _kind_of(subject: str) -> MessageKind:
@@ -67,6 +85,8 @@ class IngestResult(NamedTuple):
     caught_up_now: bool = False
     # Already caught up before this message: its own change is reported.
     live: bool = True
+    # The subject of a rejected message (for its log line).
+    subject: str = ""
 
     @property
     def change(self) -> ViewChange:
@@ -165,19 +185,7 @@ class Ingest:
             else:
                 applied = self.view.apply(message, stream_seq, now, age_s, data)
         except Rejected as rejected:
-            log, suppressed = self._log.allow((rejected.reason, rejected.cluster), now)
-            kind = _kind_of(subject)
-            self._count(kind, Outcome.REJECTED)
-            self.rejections[rejected.reason] = self.rejections.get(rejected.reason, 0) + 1
-            return IngestResult(
-                Outcome.REJECTED,
-                kind,
-                rejected=rejected,
-                log=log,
-                suppressed=suppressed,
-                caught_up_now=caught_up_now,
-                live=live,
-            )
+            return self._rejected(subject, rejected, now, caught_up_now, live)
         kind = _KINDS[type(message)]
         outcome = applied.outcome
         counts = self.counts
@@ -185,7 +193,100 @@ class Ingest:
         counts[counted] = counts.get(counted, 0) + 1
         # What IngestResult(...) does, without its Python-level __new__ (once per message).
         return _tuple_new(
-            IngestResult, (outcome, kind, applied, message, None, False, 0, caught_up_now, live)
+            IngestResult, (outcome, kind, applied, message, None, False, 0, caught_up_now, live, "")
+        )
+
+    def handle_batch(
+        self,
+        batch: Sequence[Delivery],
+        now: float,
+        wall_s: float,
+        report: Callable[[IngestResult], None],
+    ) -> None:
+        """``handle`` for each message of ``batch`` in order, ``report`` called with its
+        result right after it is applied; ``wall_s``: the Unix time now (a message's
+        age is ``wall_s`` minus when the server stored it).
+
+        While catching up, a service state that was applied, was the same or was
+        stale is only counted: no result (nobody is served yet, and the end of
+        the catch-up reports ``everything``). Rejections, tombstones, beats,
+        claims, the message that completes the catch-up and every message after
+        it are reported.
+        """
+        limits = self._limits
+        view = self.view
+        apply_service = view.apply_service
+        counts = self.counts
+        target = self.target_seq
+        # Service states counted but not reported while catching up, by outcome.
+        quiet_applied = 0
+        quiet: dict[Outcome, int] = {}
+        try:
+            for subject_bytes, data, stream_seq, _, pending, stored_at in batch:
+                if stream_seq > self.last_seq:
+                    self.last_seq = stream_seq
+                live = self.caught_up
+                caught_up_now = False
+                if not live and (
+                    (target is not None and self.last_seq >= target) or pending == b"0"
+                ):
+                    self._mark_caught_up(now)
+                    caught_up_now = True
+                subject = subject_bytes.decode()
+                try:
+                    message = validate_message(subject, data, limits)
+                    if type(message) is ServiceState:
+                        deleted = message.deleted
+                        age_s = _age(wall_s, stored_at) if deleted else 0.0
+                        applied = apply_service(message, stream_seq, now, age_s, data)
+                        if not (live or caught_up_now or deleted):
+                            outcome = applied.outcome
+                            if outcome is _APPLIED:
+                                quiet_applied += 1
+                            else:
+                                quiet[outcome] = quiet.get(outcome, 0) + 1
+                            continue
+                    else:
+                        applied = view.apply(
+                            message, stream_seq, now, _age(wall_s, stored_at), data
+                        )
+                except Rejected as rejected:
+                    report(self._rejected(subject, rejected, now, caught_up_now, live))
+                    continue
+                kind = _KINDS[type(message)]
+                outcome = applied.outcome
+                counted = (kind, outcome)
+                counts[counted] = counts.get(counted, 0) + 1
+                report(
+                    _tuple_new(
+                        IngestResult,
+                        (outcome, kind, applied, message, None, False, 0, caught_up_now, live, ""),
+                    )
+                )
+        finally:
+            if quiet_applied:
+                quiet[_APPLIED] = quiet_applied
+            for outcome, count in quiet.items():
+                counted = (_SERVICE, outcome)
+                counts[counted] = counts.get(counted, 0) + count
+
+    def _rejected(
+        self, subject: str, rejected: Rejected, now: float, caught_up_now: bool, live: bool
+    ) -> IngestResult:
+        """Count a rejection; its result, with whether to log it now."""
+        log, suppressed = self._log.allow((rejected.reason, rejected.cluster), now)
+        kind = _kind_of(subject)
+        self._count(kind, Outcome.REJECTED)
+        self.rejections[rejected.reason] = self.rejections.get(rejected.reason, 0) + 1
+        return IngestResult(
+            Outcome.REJECTED,
+            kind,
+            rejected=rejected,
+            log=log,
+            suppressed=suppressed,
+            caught_up_now=caught_up_now,
+            live=live,
+            subject=subject,
         )
 
     def _count(self, kind: MessageKind, outcome: Outcome) -> None:

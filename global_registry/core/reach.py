@@ -10,7 +10,7 @@ every cache miss.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from global_registry.config import LoadConfig
 from global_registry.core.load import ClusterLoad
@@ -21,6 +21,12 @@ __all__ = ["ClusterReach", "NO_RTT"]
 
 # (RTT bucket, RTT in ms) of a cluster with no measured up gateway.
 NO_RTT: tuple[int | None, float | None] = (None, None)
+_INF = float("inf")
+
+
+def _bucket_or_inf(rtt: tuple[int | None, float | None] | None) -> float:
+    bucket = None if rtt is None else rtt[0]
+    return _INF if bucket is None else bucket
 
 
 class ClusterReach:
@@ -78,3 +84,24 @@ class ClusterReach:
         self.up[cluster] = served
         self.rtt[cluster] = best
         return changed
+
+    def shared_between(
+        self,
+        cluster: str,
+        keys: Iterable[tuple[str, str]],
+        holders: Mapping[tuple[str, str], Collection[str]],
+        before: int,
+        after: int,
+    ) -> list[tuple[str, str]]:
+        """Which of ``keys`` (services of ``cluster``) another of their ``holders`` offers
+        from an RTT bucket between ``before`` and ``after``, both included."""
+        low, high = min(before, after), max(before, after)
+        rtt = self.rtt
+        return [
+            key
+            for key in keys
+            if any(
+                other != cluster and low <= _bucket_or_inf(rtt.get(other)) <= high
+                for other in holders.get(key, ())
+            )
+        ]

@@ -69,28 +69,15 @@ __all__ = ["RegistryView"]
 
 _NO_CHANGE = ViewChange()
 _EVERYTHING = ViewChange(everything=True)
-_INF = float("inf")
 # Looked up once: this runs for every message.
 _OK = EpochVerdict.OK
 _APPLIED, _SAME, _STALE = Outcome.APPLIED, Outcome.SAME, Outcome.STALE_REVISION
-
-
-def _bucket_or_inf(rtt: tuple[int | None, float | None] | None) -> float:
-    bucket = None if rtt is None else rtt[0]
-    return _INF if bucket is None else bucket
+_APPLIED_QUIETLY = Applied(_APPLIED)
 
 
 def _topology(gateways: Iterable[Gateway]) -> list[tuple[str, int, int]]:
     """What of the gateways the probes and SRV targets depend on: all but the load."""
     return [(g.address, g.port, g.weight) for g in gateways]
-
-
-def _fence_detail(verdict: EpochVerdict, epoch: int, seq: int, claimed: int) -> str:
-    if verdict is EpochVerdict.FUTURE:
-        return f"epoch {epoch} is not below the message's own stream sequence {seq}"
-    if verdict is EpochVerdict.UNCLAIMED:
-        return f"epoch {epoch} was never claimed (latest claim: {claimed or 'none'})"
-    return f"epoch {epoch} was deposed by the claim at {claimed}; message stored at {seq}"
 
 
 class RegistryView:
@@ -107,6 +94,7 @@ class RegistryView:
         self._locality = locality
         self._clusters: dict[str, ClusterRecord] = {}
         self._fence = EpochFence()
+        self._claims = self._fence.claims
         self._by_key: dict[Key, dict[str, ServiceEntry]] = {}
         # Services per namespace, so DNS can tell an empty non-terminal from NXDOMAIN
         # in O(1) even under a flood of random names.
@@ -117,9 +105,21 @@ class RegistryView:
         # entry whose tombstone was replaced meanwhile is skipped when it comes up.
         self._tombstone_expiry: list[tuple[float, str, Key]] = []
         self.instance_count = 0
-        # True while a first full read runs: nobody is served yet and the end of it
-        # invalidates everything, so cluster-wide changes are not worked out.
-        self.quiet = False
+        self._quiet = False
+        # Client CIDRs changed while quiet: the index is rebuilt once, when it ends.
+        self._cidrs_outdated = False
+
+    @property
+    def quiet(self) -> bool:
+        """True while a first full read runs: nobody is served yet and its end changes
+        everything, so what a message changed is not worked out (nor the CIDR index)."""
+        return self._quiet
+
+    @quiet.setter
+    def quiet(self, quiet: bool) -> None:
+        self._quiet = quiet
+        if not quiet and self._cidrs_outdated:
+            self._rebuild_cidrs()
 
     # -- ViewReader ---------------------------------------------------------
 
@@ -230,7 +230,7 @@ class RegistryView:
         verdict = self._fence.judge(cluster, epoch, seq)
         if verdict is not _OK:
             claimed = self._fence.current(cluster)
-            raise Rejected(verdict.value, cluster, _fence_detail(verdict, epoch, seq, claimed))
+            raise Rejected(verdict.value, cluster, verdict.detail(epoch, seq, claimed))
 
     def _record(self, cluster: str) -> ClusterRecord:
         if len(self._clusters) >= self._limits.max_clusters:
@@ -248,7 +248,11 @@ class RegistryView:
         raw: bytes | None = None,
     ) -> Applied:
         cluster = state.cluster
-        self._judge(cluster, state.epoch, seq)
+        epoch = state.epoch
+        # The current agent's message is the common case: the fence's verdict is OK
+        # without asking it (see EpochFence.judge).
+        if epoch != self._claims.get(cluster) or not 0 < epoch < seq:
+            self._judge(cluster, epoch, seq)
         rec = self._clusters.get(cluster)
         base = _NO_CHANGE
         if rec is None:
@@ -256,45 +260,49 @@ class RegistryView:
             # A new cluster name changes cluster_known(), which the DNS layer caches.
             base = _EVERYTHING
         key = (state.namespace, state.service)
-        entry = rec.services.get(key)
+        services = rec.services
+        entry = services.get(key)
         tombstone = None
         if entry is not None:
-            if (state.epoch, state.revision) <= (entry.epoch, entry.revision):
+            if (epoch, state.revision) <= (entry.epoch, entry.revision):
                 return Applied(_STALE, base)
         else:
             tombstone = rec.tombstones.get(key)
-            if tombstone is not None and (state.epoch, state.revision) <= tombstone[:2]:
+            if tombstone is not None and (epoch, state.revision) <= tombstone[:2]:
                 return Applied(_STALE, base)
-            if not state.deleted and len(rec.services) >= self._limits.max_services_per_cluster:
+            if not state.deleted and len(services) >= self._limits.max_services_per_cluster:
                 raise Rejected(
                     "too-many-services",
                     cluster,
-                    f"cluster already has {len(rec.services)} services",
+                    f"cluster already has {len(services)} services",
                 )
         rec.set_digest = None  # a newer message for the key: the service set's digest moves
         if state.deleted:
             expires_at = now - max(0.0, age_s) + self._stale.tombstone_ttl_s
-            rec.tombstones[key] = Tombstone(state.epoch, state.revision, expires_at)
+            rec.tombstones[key] = Tombstone(epoch, state.revision, expires_at)
             heapq.heappush(self._tombstone_expiry, (expires_at, cluster, key))
             if entry is None:
                 return Applied(_SAME, base)
-            del rec.services[key]
+            del services[key]
             self._unindex(cluster, key, entry)
             return Applied(_APPLIED, base, key=key)
         if tombstone is not None:
             del rec.tombstones[key]
         instances = state.instances
         fresh = ServiceEntry(encode(state) if raw is None else raw, state)
-        rec.services[key] = fresh
+        services[key] = fresh
         holders = self._by_key.get(key)
         if holders is None:
             holders = self._by_key[key] = {}
             self._namespace_services[key[0]] = self._namespace_services.get(key[0], 0) + 1
         holders[cluster] = fresh
         if entry is None:
-            self.instance_count += len(instances)
+            self.instance_count += fresh.instances
+            if self._quiet:
+                # Nobody asks what a message of the first full read changed.
+                return _APPLIED_QUIETLY
             # Applied(_APPLIED, base, key=key) without the NamedTuple's Python-level
-            # __new__: every service of a cold start passes here.
+            # __new__.
             return tuple.__new__(Applied, (_APPLIED, base, False, key))
         self.instance_count += len(instances) - entry.instances
         if entry.instances == len(instances) and entry.state.instances == instances:
@@ -438,6 +446,8 @@ class RegistryView:
 
     @property
     def cidr_conflicts(self) -> list[tuple[str, str, str]]:
+        if self._cidrs_outdated:
+            self._rebuild_cidrs(even_if_quiet=True)
         return list(self._cidrs.conflicts)
 
     def epoch(self, cluster: str) -> int:
@@ -473,13 +483,17 @@ class RegistryView:
     def _is_stale(self, rec: ClusterRecord, now: float) -> bool:
         return rec.beat is None or now - rec.beat_at > self.ttl(rec.beat)
 
-    def _rebuild_cidrs(self) -> None:
+    def _rebuild_cidrs(self, even_if_quiet: bool = False) -> None:
+        if self._quiet and not even_if_quiet:
+            self._cidrs_outdated = True
+            return
+        self._cidrs_outdated = False
         self._cidrs = CidrIndex(
             (rec.name, net) for rec in self._clusters.values() for net in rec.networks
         )
 
     def _cluster_change(self, rec: ClusterRecord) -> ViewChange:
-        if not rec.services or self.quiet:
+        if not rec.services or self._quiet:
             return _NO_CHANGE
         return ViewChange(services=rec.service_keys())
 
@@ -494,22 +508,13 @@ class RegistryView:
         share a bucket. A move from or to "no RTT" changes the reason shown
         even for a service of one cluster, so it names all of them.
         """
-        if self.quiet:
+        if self._quiet:
             return _NO_CHANGE
         services = self._clusters[cluster].services
         if before is None or after is None:
             keys: Iterable[Key] = services
         else:
-            low, high = min(before, after), max(before, after)
-            rtt = self._reach.rtt
-            keys = [
-                key
-                for key in services
-                if any(
-                    other != cluster and low <= _bucket_or_inf(rtt.get(other)) <= high
-                    for other in self._by_key.get(key, ())
-                )
-            ]
+            keys = self._reach.shared_between(cluster, services, self._by_key, before, after)
         if not keys:
             return _NO_CHANGE
         return ViewChange(services=frozenset(ServiceKey(ns, svc) for ns, svc in keys))

@@ -25,37 +25,58 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from operator import itemgetter
+from typing import Any, Protocol
 
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
+from global_registry.core.ingest import Delivery
 from syncmesh_io.retry import forever
 
-__all__ = ["FrameParser", "install_parser", "FastOrderedReader", "MessageHandler", "supported"]
+__all__ = [
+    "FrameParser",
+    "FrameSink",
+    "install_parser",
+    "FastOrderedReader",
+    "BatchHandler",
+    "supported",
+]
 
 log = logging.getLogger(__name__)
 
-# frame -> FlowControl reply subject to answer now, if any
-FrameHandler = Callable[[bytes, bytes, bytes, bytes], bytes | None]
-# (subject, data, stream sequence, messages still pending, stored at in Unix ns)
-MessageHandler = Callable[[str, bytes, int, int, int], None]
+# Every message of one read, in stream order (``Delivery``: see global_registry.core.ingest).
+BatchHandler = Callable[[list[Delivery]], None]
 
 _CONTROL = b"NATS/1.0 100"
+_consumer_seq = itemgetter(3)
 
 
 def supported(nc: Any) -> bool:
     return isinstance(getattr(nc, "_ps", None), Parser) and hasattr(Parser, "parse")
 
 
+class FrameSink(Protocol):
+    """What takes the frames of one subscription off the connection."""
+
+    def on_batch(self, batch: list[Delivery]) -> None:
+        """Messages with a v1 ack subject, in the order they arrived."""
+
+    def on_frame(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> bytes | None:
+        """Any other frame (``headers`` only for a message without payload); returns the
+        subject of a reply to publish now (a flow-control answer), if any."""
+
+
 class FrameParser(Parser):
     """nats-py's parser, with the frames of chosen subscription ids taken out.
 
-    ``handlers`` maps a subscription id (as the bytes that appear on the wire)
-    to a synchronous handler of ``(subject, reply, headers, payload)``.
+    ``handlers`` maps a subscription id (as the bytes that appear on the wire) to a
+    ``FrameSink``. The messages of a read that are complete in the buffer go to it
+    as one batch; a frame of another kind first hands over what was batched before
+    it, so the sink sees everything in wire order.
     """
 
     def __init__(self, nc: Any) -> None:
-        self.handlers: dict[bytes, FrameHandler] = {}
+        self.handlers: dict[bytes, FrameSink] = {}
         self._generation = 0
         super().__init__(nc)
 
@@ -82,6 +103,9 @@ class FrameParser(Parser):
         handlers = self.handlers
         size = len(buf)
         pos = 0
+        # Messages read but not handed over yet, all for ``sink``.
+        batch: list[Delivery] = []
+        sink: FrameSink | None = None
         # Slices of a memoryview copy once (bytes(bytearray[...]) copies twice); it
         # is released before the buffer is trimmed, which a live export forbids.
         view = memoryview(buf)
@@ -90,41 +114,103 @@ class FrameParser(Parser):
                 eol = buf.find(b"\r\n", pos)
                 if eol < 0:
                     break
-                lead = buf[pos]
-                if lead in (72, 77) and (
-                    buf.startswith(b"HMSG ", pos) or buf.startswith(b"MSG ", pos)
-                ):
-                    with_headers = lead == 72
-                    parts = view[pos + (5 if with_headers else 4) : eol].tobytes().split()
-                    end = eol + 2 + int(parts[-1])
-                    if end + 2 > size:
-                        break
-                    handler = handlers.get(parts[1])
-                    if handler is None:
-                        await self._delegate(view[pos : end + 2].tobytes(), generation)
-                    else:
-                        header_size = int(parts[-2]) if with_headers else 0
-                        start = eol + 2 + header_size
-                        payload = view[start:end].tobytes()
-                        answer = handler(
-                            parts[0],
-                            parts[2] if len(parts) == (5 if with_headers else 4) else b"",
-                            # Only control messages (no payload) need their headers read.
-                            b"" if payload else view[eol + 2 : start].tobytes(),
-                            payload,
-                        )
-                        if answer:
-                            await self.nc.publish(answer.decode(), b"")
-                    pos = end + 2
-                else:
-                    await self._delegate(view[pos : eol + 2].tobytes(), generation)
-                    pos = eol + 2
+                # The form nearly every frame of a read has: a message delivered by
+                # JetStream with its v1 ack subject, ``HMSG <subject> <sid> $JS.ACK.
+                # <stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<stored at
+                # ns>.<pending> <header bytes> <total bytes>``; anything else (control
+                # messages, the v2 ack form, a message without headers) is a frame for
+                # ``_other_frame``.
+                if buf[pos] == 72:  # H
+                    parts = view[pos:eol].tobytes().split(b" ")
+                    if len(parts) == 6 and parts[0] == b"HMSG":
+                        handler = handlers.get(parts[2])
+                        tokens = parts[3].split(b".")
+                        if (
+                            handler is not None
+                            and len(tokens) == 9
+                            and tokens[1] == b"ACK"
+                            and tokens[0] == b"$JS"
+                        ):
+                            try:
+                                start = eol + 2 + int(parts[4])
+                                end = eol + 2 + int(parts[5])
+                                stream_seq = int(tokens[5])
+                                consumer_seq = int(tokens[6])
+                            except ValueError:
+                                start = end = -1
+                            if eol < start <= end:
+                                if end + 2 > size:
+                                    break
+                                if handler is not sink:
+                                    if batch:
+                                        sink.on_batch(batch)  # type: ignore[union-attr]
+                                        batch = []
+                                    sink = handler
+                                batch.append(
+                                    (
+                                        parts[1],
+                                        view[start:end].tobytes(),
+                                        stream_seq,
+                                        consumer_seq,
+                                        tokens[8],
+                                        tokens[7],
+                                    )
+                                )
+                                pos = end + 2
+                                continue
+                if batch:
+                    sink.on_batch(batch)  # type: ignore[union-attr]
+                    batch = []
+                    if self._generation != generation:
+                        return
+                after = await self._other_frame(buf, view, pos, size, generation)
                 if self._generation != generation:
                     return
+                if after < 0:
+                    break
+                pos = after
         finally:
+            if batch:
+                sink.on_batch(batch)  # type: ignore[union-attr]
             view.release()
-            if self._generation == generation:
+            if pos > 0 and self._generation == generation:
                 del buf[:pos]
+
+    async def _other_frame(
+        self, buf: bytearray, view: memoryview, pos: int, size: int, generation: int
+    ) -> int:
+        """Handle the frame at ``pos``; the position after it (-1: incomplete)."""
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return -1
+        lead = buf[pos]
+        if not (
+            lead in (72, 77) and (buf.startswith(b"HMSG ", pos) or buf.startswith(b"MSG ", pos))
+        ):
+            await self._delegate(view[pos : eol + 2].tobytes(), generation)
+            return eol + 2
+        with_headers = lead == 72
+        parts = view[pos + (5 if with_headers else 4) : eol].tobytes().split()
+        end = eol + 2 + int(parts[-1])
+        if end + 2 > size:
+            return -1
+        handler = self.handlers.get(parts[1])
+        if handler is None:
+            await self._delegate(view[pos : end + 2].tobytes(), generation)
+            return end + 2
+        header_size = int(parts[-2]) if with_headers else 0
+        start = eol + 2 + header_size
+        payload = view[start:end].tobytes()
+        answer = handler.on_frame(
+            parts[0],
+            parts[2] if len(parts) == (5 if with_headers else 4) else b"",
+            # Only control messages (no payload) need their headers read.
+            b"" if payload else view[eol + 2 : start].tobytes(),
+            payload,
+        )
+        if answer:
+            await self.nc.publish(answer.decode(), b"")
+        return end + 2
 
 
 def install_parser(nc: Any) -> FrameParser:
@@ -139,7 +225,8 @@ def install_parser(nc: Any) -> FrameParser:
 
 
 class FastOrderedReader:
-    """Every message of ``stream`` in order, from ``start_seq``, to ``on_message``."""
+    """Every message of ``stream`` in order, in batches, to ``on_batch``; the ``FrameSink``
+    of its subscription."""
 
     def __init__(
         self,
@@ -147,14 +234,14 @@ class FastOrderedReader:
         parser: FrameParser,
         stream: str,
         filter_subjects: list[str],
-        on_message: MessageHandler,
+        on_batch: BatchHandler,
         heartbeat_s: float = 2.0,
     ) -> None:
         self._nc = nc
         self._parser = parser
         self._stream = stream
         self._filters = filter_subjects
-        self._on_message = on_message
+        self._on_batch = on_batch
         self._heartbeat_s = heartbeat_s
         self._loop = asyncio.get_running_loop()
         self._sub: Any = None
@@ -185,7 +272,7 @@ class FastOrderedReader:
         self._sub = await self._nc.subscribe(inbox)
         self._sid = str(self._sub._id).encode()
         self._expected_dseq = 1
-        self._parser.handlers[self._sid] = self._on_frame
+        self._parser.handlers[self._sid] = self
         self._last_activity = self._loop.time()
         config = ConsumerConfig(
             deliver_subject=inbox,
@@ -244,35 +331,49 @@ class FastOrderedReader:
                 await self._drop_current()
                 await self._create(self.last_sseq + 1)
 
-    def _on_frame(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> bytes | None:
+    def on_batch(self, batch: list[Delivery]) -> None:
+        self._last_activity = self._loop.time()
+        expected = self._expected_dseq
+        count = len(batch)
+        if list(map(_consumer_seq, batch)) != list(range(expected, expected + count)):
+            # A gap: what came before it is good, the rest comes again from a new consumer.
+            good = 0
+            while batch[good][3] == expected + good:
+                good += 1
+            if good:
+                self._deliver(batch[:good])
+            self._reset(f"consumer sequence {batch[good][3]}, expected {expected + good}")
+            return
+        self._deliver(batch)
+
+    def _deliver(self, batch: list[Delivery]) -> None:
+        last = batch[-1]
+        self._expected_dseq = last[3] + 1
+        self.last_sseq = last[2]
+        try:
+            self._on_batch(batch)
+        except Exception:  # a bug here must not kill the connection's read loop
+            log.exception(
+                "stream reader: messages at sequences %d-%d not applied", batch[0][2], last[2]
+            )
+
+    def on_frame(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> bytes | None:
         self._last_activity = self._loop.time()
         if not data and headers.startswith(_CONTROL):
             return self._on_control(reply, headers)
-        # The JetStream metadata in the reply subject, read in place (as
-        # ``parse_ack_reply_bytes``, without an AckInfo per message):
+        # A message whose ack subject is not the v1 form the parser reads in one match:
         # v1 $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>,
         # v2 adds <domain>.<account hash> after ACK and a token at the end.
         tokens = reply.split(b".")
         count = len(tokens)
         base = 2 if count == 9 else 4 if count >= 11 else -1
-        try:
-            if base < 0:
-                raise ValueError
-            stream_seq = int(tokens[base + 3])
-            consumer_seq = int(tokens[base + 4])
-            stored_at_ns = int(tokens[base + 5])
-            pending = int(tokens[base + 6])
-        except ValueError:
+        if base < 0 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
             return None
-        if consumer_seq != self._expected_dseq:
-            self._reset(f"consumer sequence {consumer_seq}, expected {self._expected_dseq}")
+        digits = tokens[base + 3 : base + 7]
+        if not all(token.isdigit() for token in digits):
             return None
-        self._expected_dseq = consumer_seq + 1
-        self.last_sseq = stream_seq
-        try:
-            self._on_message(subject.decode(), data, stream_seq, pending, stored_at_ns)
-        except Exception:  # a bug here must not kill the connection's read loop
-            log.exception("stream reader: message at sequence %d not applied", stream_seq)
+        stream_seq, consumer_seq, stored_at, pending = digits
+        self.on_batch([(subject, data, int(stream_seq), int(consumer_seq), pending, stored_at)])
         return None
 
     def _on_control(self, reply: bytes, headers: bytes) -> bytes | None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from global_registry.core.ingest import Ingest, IngestResult, MessageKind
+from global_registry.core.ingest import Delivery, Ingest, IngestResult, MessageKind
 from global_registry.core.jsmeta import parse_ack_reply
 from global_registry.core.records import Outcome
 from global_registry.io.fast_reader import FastOrderedReader, install_parser, supported
@@ -116,7 +116,7 @@ class StreamReader:
                 install_parser(self._nc),
                 subjects.STREAM,
                 list(subjects.STREAM_SUBJECTS),
-                self._process,
+                self._process_batch,
                 self._heartbeat_s,
             )
             await self._fast.start()
@@ -147,29 +147,49 @@ class StreamReader:
             # Not delivered by the stream: no sequence to fence or order it by.
             log.debug("message on %s without JetStream metadata ignored", msg.subject[:200])
             return
-        self._process(msg.subject, msg.data, ack.stream_seq, ack.pending, ack.stored_at_ns)
-
-    def _process(
-        self, subject: str, data: bytes, stream_seq: int, pending: int, stored_at_ns: int
-    ) -> None:
-        now = self._loop.time()
-        # The server's clock against ours; only ever makes a replayed beat older.
-        age_s = time.time() - stored_at_ns * 1e-9
-        result = self._ingest.handle(
-            subject, data, stream_seq, now, pending, age_s if age_s > 0.0 else 0.0
+        self._process_batch(
+            [
+                (
+                    msg.subject.encode(),
+                    msg.data,
+                    ack.stream_seq,
+                    ack.consumer_seq,
+                    b"%d" % ack.pending,
+                    b"%d" % ack.stored_at_ns,
+                )
+            ]
         )
-        if result.rejected is not None and result.log:
-            rejected = result.rejected
+
+    def _process_batch(self, batch: list[Delivery]) -> None:
+        """Messages in stream order into the core, each result reported as it is applied."""
+        now = self._loop.time()
+        wall_s = time.time()
+        ingest = self._ingest
+        while batch:
+            try:
+                ingest.handle_batch(batch, now, wall_s, self._report)
+                return
+            except Exception:
+                # A bug must not lose the rest of the batch: the core had set
+                # ``last_seq`` to the message it was on.
+                failed = ingest.last_seq
+                log.exception("stream reader: message at sequence %d not applied", failed)
+                rest = [item for item in batch if item[2] > failed]
+                batch = rest if len(rest) < len(batch) else batch[1:]
+
+    def _report(self, result: IngestResult) -> None:
+        rejected = result.rejected
+        if rejected is not None and result.log:
             more = f" ({result.suppressed} more since last logged)" if result.suppressed else ""
             log.warning(
                 "rejected message on %s (cluster %r): %s%s",
-                subject[:200],
+                result.subject[:200],
                 rejected.cluster,
                 rejected,
                 more,
             )
         if result.caught_up_now:
-            self._on_caught_up(now)
+            self._on_caught_up(self._ingest.caught_up_at or self._loop.time())
         self._on_result(result)
 
     def _on_caught_up(self, now: float) -> None:
