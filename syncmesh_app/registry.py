@@ -280,6 +280,8 @@ class RegistryApp:
                 # long as the process) out of every later scan.
                 gc.collect()
                 gc.freeze()
+                # syncmesh_gc_longest_pause_seconds is the longest while serving.
+                self._gc_pauses.longest_s = 0.0
         if self._prober is not None:
             self._phase = "waiting for the first probe of every gateway"
             # A gateway that never answers still resolves after its timeout.
@@ -293,7 +295,7 @@ class RegistryApp:
         if self.config.api.enabled:
             self._api = RegistryApi(self.nc, self.config.api, lambda: self._view, self.metrics)
             await self._api.start()
-        self._spawn(keep_frozen(self.config.gc, self._gc_pauses), "registry-gc")
+        self._spawn(keep_frozen(self.config.gc), "registry-gc")
         assert self._ready is not None
         self._ready.set()
         self.metrics.ready.set(1)

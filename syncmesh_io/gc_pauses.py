@@ -4,13 +4,12 @@ Why: CPython's cyclic collector runs with the GIL held, so every thread —
 the DNS reader thread too — waits while it scans. A full collection scans
 every tracked object that is not frozen, and the registry's heap grows
 after it is ready (the DNS answer cache, client classes, the states churn
-replaces): ``bench/scale.py --sizes 1000`` measured 14 full collections in
-one run, the longest 576 ms, 2.5 s in all. The registry freezes the view
-once caught up (``gc.freeze``); this module freezes again whatever survived,
-every ``refreeze_interval_s`` and at once when a full collection of the
-unfrozen objects took longer than ``pause_target_ms`` (the heap is growing
-fast: a cache filling), so no collection scans much more than what about a
-second allocated.
+replaces). The registry freezes the view once caught up (``gc.freeze``);
+with only that, ``bench/scale.py --sizes 100000`` paused up to 1,067 ms
+while serving (6.9 s in one run). This module collects the young
+generations and freezes the survivors every ``refreeze_interval_s`` (1 s),
+so no collection scans much more than a second's allocations: 47 ms
+longest, 2.0 s in all (every 30 s: 403 ms).
 
 What freezing costs: a cycle of objects that were alive at a freeze and die
 later is never collected until the objects are thawed. So every
@@ -39,7 +38,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["GcConfig", "GcPauses", "keep_frozen", "refreeze", "refreeze_due"]
+__all__ = ["GcConfig", "GcPauses", "keep_frozen", "refreeze"]
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +46,18 @@ _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class GcConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    # Freeze what survived at least this often (0: only the freeze after the
-    # catch-up, and never refreeze).
-    refreeze_interval_s: float = 30.0
-    # Refreeze at once (checked every second) after a full collection of the
-    # unfrozen objects paused longer than this: the heap is growing fast.
-    pause_target_ms: float = 10.0
+    # Collect the young generations and freeze what survived this often (0:
+    # only the freeze after the catch-up). Each refreeze costs a young
+    # collection; a full collection then scans at most about a second's
+    # allocations.
+    refreeze_interval_s: float = 1.0
     # Thaw, collect everything and freeze again (0: never; frozen cycles that
     # died then stay until the process ends).
     full_collect_interval_s: float = 3600.0
 
     def __post_init__(self) -> None:
-        if min(self.refreeze_interval_s, self.pause_target_ms, self.full_collect_interval_s) < 0:
-            raise ValueError("gc intervals and pause_target_ms must be >= 0")
+        if self.refreeze_interval_s < 0 or self.full_collect_interval_s < 0:
+            raise ValueError("gc intervals must be >= 0")
         if 0 < self.full_collect_interval_s < self.refreeze_interval_s:
             raise ValueError("gc full_collect_interval_s must be 0 or >= refreeze_interval_s")
 
@@ -74,8 +72,6 @@ class GcPauses(Collector):
         self._buckets = [[0] * (len(_BUCKETS) + 1) for _ in range(3)]
         self._sums = [0.0, 0.0, 0.0]
         self.longest_s = 0.0
-        # The longest full collection since the last refreeze (``keep_frozen`` resets it).
-        self.longest_full_s = 0.0
         self._registry = registry
         registry.register(self)
         gc.callbacks.append(self._on_gc)
@@ -96,8 +92,6 @@ class GcPauses(Collector):
         self._sums[generation] += paused
         if paused > self.longest_s:
             self.longest_s = paused
-        if generation == 2 and paused > self.longest_full_s:
-            self.longest_full_s = paused
 
     def describe(self) -> Iterator[Any]:
         return iter(())
@@ -118,7 +112,8 @@ class GcPauses(Collector):
         yield histogram
         yield GaugeMetricFamily(
             "syncmesh_gc_longest_pause_seconds",
-            "The longest garbage-collector pause since the process started",
+            "The longest garbage-collector pause since the registry was ready "
+            "(the collection before the view is frozen is left out)",
             value=self.longest_s,
         )
         yield GaugeMetricFamily(
@@ -139,40 +134,24 @@ def refreeze(full: bool) -> None:
     gc.freeze()
 
 
-def refreeze_due(
-    config: GcConfig, now: float, last_freeze: float, last_full: float, longest_full_s: float
-) -> tuple[bool, bool]:
-    """(refreeze now, and thaw-and-collect-all with it)."""
-    full = bool(config.full_collect_interval_s) and (
-        now - last_full >= config.full_collect_interval_s
-    )
-    due = (
-        full
-        or now - last_freeze >= config.refreeze_interval_s
-        or longest_full_s * 1000 > config.pause_target_ms
-    )
-    return due, full
-
-
-async def keep_frozen(config: GcConfig, pauses: GcPauses) -> None:
-    """Run until cancelled, refreezing as ``refreeze_due`` says. Does nothing
-    while the collector is disabled (the registry disables it while catching up)."""
+async def keep_frozen(config: GcConfig) -> None:
+    """Run until cancelled: refreeze every ``refreeze_interval_s``, and thaw and
+    collect all every ``full_collect_interval_s``. Does nothing while the
+    collector is disabled (the registry disables it while catching up)."""
     if not config.refreeze_interval_s:
         return
     loop = asyncio.get_running_loop()
-    last_freeze = last_full = loop.time()
+    last_full = loop.time()
     while True:
-        await asyncio.sleep(min(1.0, config.refreeze_interval_s))
+        await asyncio.sleep(config.refreeze_interval_s)
         if not gc.isenabled():
             continue
         now = loop.time()
-        due, full = refreeze_due(config, now, last_freeze, last_full, pauses.longest_full_s)
-        if not due:
-            continue
+        full = bool(config.full_collect_interval_s) and (
+            now - last_full >= config.full_collect_interval_s
+        )
         started = time.perf_counter()
         refreeze(full)
-        pauses.longest_full_s = 0.0
-        last_freeze = now
         if full:
             last_full = now
             log.info(

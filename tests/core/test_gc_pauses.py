@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from syncmesh_io.gc_pauses import GcConfig, GcPauses, refreeze, refreeze_due
+from syncmesh_io.gc_pauses import GcConfig, GcPauses, refreeze
 
 pytestmark = pytest.mark.core
 
@@ -86,17 +86,4 @@ def test_config_rejects_a_full_collection_more_often_than_the_refreeze() -> None
         GcConfig(refreeze_interval_s=60, full_collect_interval_s=10)
     with pytest.raises(ValueError, match=">= 0"):
         GcConfig(refreeze_interval_s=-1)
-    with pytest.raises(ValueError, match=">= 0"):
-        GcConfig(pause_target_ms=-1)
     GcConfig(refreeze_interval_s=0, full_collect_interval_s=0)
-
-
-def test_refreeze_is_due_on_the_interval_on_a_long_pause_and_with_the_full_collection() -> None:
-    config = GcConfig(refreeze_interval_s=30, pause_target_ms=10, full_collect_interval_s=3600)
-    # (now, last freeze, last full, longest full collection since the freeze) -> due, full
-    assert refreeze_due(config, 10.0, 0.0, 0.0, 0.002) == (False, False)
-    assert refreeze_due(config, 30.0, 0.0, 0.0, 0.0) == (True, False)
-    assert refreeze_due(config, 10.0, 0.0, 0.0, 0.011) == (True, False)  # heap growing fast
-    assert refreeze_due(config, 3600.0, 3590.0, 0.0, 0.0) == (True, True)
-    never = GcConfig(refreeze_interval_s=30, pause_target_ms=10, full_collect_interval_s=0)
-    assert refreeze_due(never, 1e9, 1e9 - 1, 0.0, 0.0) == (False, False)
