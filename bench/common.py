@@ -35,7 +35,7 @@ import aiohttp
 
 from syncmesh import subjects
 from syncmesh.schema import SCHEMA_VERSION, EpochClaim, encode
-from syncmesh_app.embedded.process import dying_with_parent
+from syncmesh_app.embedded.process import dying_with_parent, stop_popen
 
 CLIENT = "127.0.0.1"
 ZONE = "syncmesh.internal."
@@ -466,15 +466,7 @@ zone:
     )
 
 
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+stop = stop_popen
 
 
 # -- asking a server every question once (to build a static zone of its answers) -------------

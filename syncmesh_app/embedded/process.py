@@ -25,6 +25,7 @@ __all__ = [
     "dying_with_parent",
     "free_port",
     "reserve_ports",
+    "stop_popen",
     "cache_dir",
     "file_lock",
     "wait_tcp",
@@ -240,3 +241,16 @@ class ManagedProcess:
         if self.proc is not None:
             with contextlib.suppress(Exception):
                 self.proc.wait(timeout=5)
+
+
+def stop_popen(process: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
+    """SIGTERM a plain ``Popen`` child, SIGKILL after ``grace`` seconds; None or
+    an exited process is left alone."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -39,7 +39,7 @@ from harness.view_feed import ViewFeed
 from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Gateway
 from syncmesh.view_api import ServiceKey, ViewChange
-from syncmesh_app.embedded.process import wait_until
+from syncmesh_app.embedded.process import stop_popen, wait_until
 from syncmesh_app.registry import RegistryApp
 from syncmesh_app.registry_config import RegistryConfig
 from syncmesh_io.nats_connection import ensure_stream
@@ -528,7 +528,7 @@ async def unbound(
     try:
         yield port
     finally:
-        stop(process)
+        stop_popen(process)
 
 
 async def start_unbound(
@@ -550,20 +550,11 @@ async def start_unbound(
     try:
         await wait_until(answering, 15, interval=0.2)
     except BaseException:
-        stop(process)
+        stop_popen(process)
         raise
     if process.poll() is not None:
         return log_path.read_text(errors="replace")
     return process, port
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # `./run test` installs unbound; under CI a missing binary fails instead of skipping.
