@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 
 import msgspec
 
@@ -189,41 +190,37 @@ def _check_beat(beat: ClusterBeat, cluster: str, limits: LimitsConfig) -> None:
 
 def validate_message(subject: str, data: bytes, limits: LimitsConfig) -> StreamMessage:
     """Decode and check one stream message; raises ``Rejected``."""
-    # A service subject is split here (the SubjectKey of parse_subject costs as much as
-    # the checks below) and checked on a path of its own: nearly every message is one.
+    # A service subject is recognised here without parse_subject (its SubjectKey costs
+    # as much as the checks below): nearly every message is one.
     parts = subject.split(".")
-    if len(parts) == 6 and parts[2] == "svc" and parts[0] == "syncmesh" and parts[1] == "v2":
-        cluster = parts[3]
-        if len(data) > limits.max_message_bytes:
-            raise Rejected("oversize", cluster, f"{len(data)} bytes > {limits.max_message_bytes}")
-        try:
-            state = decode_service_state(data)
-        except msgspec.ValidationError as exc:
-            raise Rejected(_schema_reason(exc), cluster, str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise Rejected("schema", cluster, str(exc)) from None
-        _check_header(state, cluster)
-        _check_service(state, cluster, parts[4], parts[5], limits)
-        return state
-    key = subjects.parse_subject(subject)
-    kind, cluster = ("", "") if key is None else (key.kind, key.cluster)
+    service = len(parts) == 6 and parts[2] == "svc" and parts[0] == "syncmesh" and parts[1] == "v2"
+    if service:
+        kind, cluster = "svc", parts[3]
+    else:
+        key = subjects.parse_subject(subject)
+        kind, cluster = ("", "") if key is None else (key.kind, key.cluster)
     if len(data) > limits.max_message_bytes:
         raise Rejected("oversize", cluster, f"{len(data)} bytes > {limits.max_message_bytes}")
     if not kind:
         raise Rejected("subject", "", f"not a syncmesh stream subject: {subject[:200]!r}")
-    # Only a service subject (six parts, the path above) names a ServiceState.
-    message: ClusterBeat | EpochClaim
+    # Only a service subject (six parts, the test above) names a ServiceState.
+    decode: Callable[[bytes], StreamMessage] = (
+        decode_service_state
+        if service
+        else decode_cluster_beat
+        if kind == "cluster"
+        else decode_epoch_claim
+    )
     try:
-        if kind == "cluster":
-            message = decode_cluster_beat(data)
-        else:
-            message = decode_epoch_claim(data)
+        message = decode(data)
     except msgspec.ValidationError as exc:
         raise Rejected(_schema_reason(exc), cluster, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise Rejected("schema", cluster, str(exc)) from None
     _check_header(message, cluster)
-    if isinstance(message, ClusterBeat):
+    if isinstance(message, ServiceState):  # only from a service subject
+        _check_service(message, cluster, parts[4], parts[5], limits)
+    elif isinstance(message, ClusterBeat):
         _check_beat(message, cluster, limits)
     return message
 

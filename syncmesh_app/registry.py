@@ -44,7 +44,7 @@ from syncmesh.schema import (
 )
 from syncmesh.view_api import ViewChange
 from syncmesh_app.registry_config import RegistryConfig
-from syncmesh_io.gc_pauses import GcPauses, keep_frozen
+from syncmesh_io.gc_pauses import GcPauses, keep_frozen, refreeze
 from syncmesh_io.nats_connection import connect, ensure_stream
 from syncmesh_io.retry import forever
 
@@ -278,8 +278,7 @@ class RegistryApp:
             if self._resume_gc():
                 # Collect what the read left behind, then keep the view (which lives as
                 # long as the process) out of every later scan.
-                gc.collect()
-                gc.freeze()
+                refreeze(full=True)
                 # syncmesh_gc_longest_pause_seconds is the longest while serving.
                 self._gc_pauses.longest_s = 0.0
         if self._prober is not None:

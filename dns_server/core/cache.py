@@ -57,9 +57,8 @@ Packets = dict[bytes, PacketEntry]
 HostKey = str | int
 # (query packet, client address) -> the response, or None: not a level-1 hit.
 HotLookup = Callable[[bytes, HostKey], bytes | None]
+# (class, key): a level-2 answer, or a level-1 packet.
 _Slot = tuple[str | None, bytes]
-# A level-1 packet: its class, its key; the value is the answer it was built from.
-_PacketSlot = tuple[str | None, bytes]
 
 
 def packet_key(data: bytes) -> bytes:
@@ -136,8 +135,8 @@ class AnswerCache:
         self.lookup: HotLookup = make_lookup(self.by_host)
         # Client address or ECS subnet -> class, for the slow path; oldest first.
         self._classes: OrderedDict[Hashable, str | None] = OrderedDict()
-        # Every level-1 packet, oldest first, for eviction.
-        self._packet_order: OrderedDict[_PacketSlot, Rendered] = OrderedDict()
+        # Every level-1 packet, oldest first, with the answer it was built from.
+        self._packet_order: OrderedDict[_Slot, Rendered] = OrderedDict()
         self._order: OrderedDict[_Slot, frozenset[Tag]] = OrderedDict()
         self._index: dict[Tag, set[_Slot]] = {}
 

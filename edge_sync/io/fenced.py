@@ -76,13 +76,10 @@ class FencedSender:
                 await self.js.publish(subject, data, headers=headers)
             except Exception as exc:
                 self._last_failed = max(self._last_failed, sent)
-                if (
-                    getattr(exc, "err_code", None) != FENCE_BUSY
-                    or attempt + 1 == FENCE_BUSY_RETRIES
-                ):
+                if not _fence_busy(exc) or attempt + 1 == FENCE_BUSY_RETRIES:
                     raise
                 self.metrics.fence_busy.inc()
-                await asyncio.sleep(0.0005 * min(attempt + 1, 20))
+                await _busy_pause(attempt + 1)
             else:
                 self._last_acked = max(self._last_acked, sent)
                 return
@@ -99,7 +96,7 @@ class FencedSender:
             if not busy:
                 break
             self.metrics.fence_busy.inc(len(busy))
-            await asyncio.sleep(0.0005 * min(attempt, 20))
+            await _busy_pause(attempt)
             again = await self._send_batch([messages[i] for i in busy], timeout_s)
             for i, error in zip(busy, again, strict=True):
                 results[i] = error
@@ -182,6 +179,11 @@ def _ack_error(msg: Any) -> BaseException | None:
 
 def _fence_busy(error: BaseException | None) -> bool:
     return getattr(error, "err_code", None) == FENCE_BUSY
+
+
+async def _busy_pause(attempt: int) -> None:
+    """The pause before sending again what a busy fence refused (0.5 ms, growing to 10)."""
+    await asyncio.sleep(0.0005 * min(attempt, 20))
 
 
 def _timeout() -> BaseException:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
+from global_registry.core.jsmeta import AckInfo
 from global_registry.core.records import Applied, Outcome
 from global_registry.core.view import RegistryView
 from syncmesh import subjects
@@ -24,12 +25,25 @@ from syncmesh.schema import ClusterBeat, EpochClaim, ServiceState
 from syncmesh.validate import Rejected, StreamMessage, validate_message
 from syncmesh.view_api import ViewChange
 
-__all__ = ["MessageKind", "IngestResult", "Ingest", "Delivery"]
+__all__ = ["MessageKind", "IngestResult", "Ingest", "Delivery", "delivery"]
 
 # One delivered message as the stream reader reads it off the wire: subject, payload,
 # stream sequence, consumer sequence (the reader's business), and the pending count and
 # stored-at time (Unix ns) of its ack subject as ASCII digits, converted only when used.
 Delivery = tuple[bytes, bytes, int, int, bytes, bytes]
+
+
+def delivery(subject: bytes, data: bytes, ack: AckInfo) -> Delivery:
+    """A ``Delivery`` from metadata already parsed (the readers' slower paths)."""
+    return (
+        subject,
+        data,
+        ack.stream_seq,
+        ack.consumer_seq,
+        b"%d" % ack.pending,
+        b"%d" % ack.stored_at_ns,
+    )
+
 
 _NO_CHANGE = ViewChange()
 _EVERYTHING = ViewChange(everything=True)
@@ -186,15 +200,7 @@ class Ingest:
                 applied = self.view.apply(message, stream_seq, now, age_s, data)
         except Rejected as rejected:
             return self._rejected(subject, rejected, now, caught_up_now, live)
-        kind = _KINDS[type(message)]
-        outcome = applied.outcome
-        counts = self.counts
-        counted = (kind, outcome)
-        counts[counted] = counts.get(counted, 0) + 1
-        # What IngestResult(...) does, without its Python-level __new__ (once per message).
-        return _tuple_new(
-            IngestResult, (outcome, kind, applied, message, None, False, 0, caught_up_now, live, "")
-        )
+        return self._applied(message, applied, caught_up_now, live)
 
     def handle_batch(
         self,
@@ -253,22 +259,27 @@ class Ingest:
                 except Rejected as rejected:
                     report(self._rejected(subject, rejected, now, caught_up_now, live))
                     continue
-                kind = _KINDS[type(message)]
-                outcome = applied.outcome
-                counted = (kind, outcome)
-                counts[counted] = counts.get(counted, 0) + 1
-                report(
-                    _tuple_new(
-                        IngestResult,
-                        (outcome, kind, applied, message, None, False, 0, caught_up_now, live, ""),
-                    )
-                )
+                report(self._applied(message, applied, caught_up_now, live))
         finally:
             if quiet_applied:
                 quiet[_APPLIED] = quiet_applied
             for outcome, count in quiet.items():
                 counted = (_SERVICE, outcome)
                 counts[counted] = counts.get(counted, 0) + count
+
+    def _applied(
+        self, message: StreamMessage, applied: Applied, caught_up_now: bool, live: bool
+    ) -> IngestResult:
+        """Count an accepted message; its result."""
+        kind = _KINDS[type(message)]
+        outcome = applied.outcome
+        counts = self.counts
+        counted = (kind, outcome)
+        counts[counted] = counts.get(counted, 0) + 1
+        # What IngestResult(...) does, without its Python-level __new__ (once per message).
+        return _tuple_new(
+            IngestResult, (outcome, kind, applied, message, None, False, 0, caught_up_now, live, "")
+        )
 
     def _rejected(
         self, subject: str, rejected: Rejected, now: float, caught_up_now: bool, live: bool

@@ -30,7 +30,8 @@ from typing import Any, Protocol
 
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
-from global_registry.core.ingest import Delivery
+from global_registry.core.ingest import Delivery, delivery
+from global_registry.core.jsmeta import parse_ack_reply_bytes
 from syncmesh_io.retry import forever
 
 __all__ = [
@@ -361,19 +362,12 @@ class FastOrderedReader:
         self._last_activity = self._loop.time()
         if not data and headers.startswith(_CONTROL):
             return self._on_control(reply, headers)
-        # A message whose ack subject is not the v1 form the parser reads in one match:
-        # v1 $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>,
-        # v2 adds <domain>.<account hash> after ACK and a token at the end.
-        tokens = reply.split(b".")
-        count = len(tokens)
-        base = 2 if count == 9 else 4 if count >= 11 else -1
-        if base < 0 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
+        # A message whose ack subject is not the v1 form the parser reads in place
+        # (the v2 form, or a message without headers).
+        ack = parse_ack_reply_bytes(reply) if reply.startswith(b"$JS.ACK.") else None
+        if ack is None:
             return None
-        digits = tokens[base + 3 : base + 7]
-        if not all(token.isdigit() for token in digits):
-            return None
-        stream_seq, consumer_seq, stored_at, pending = digits
-        self.on_batch([(subject, data, int(stream_seq), int(consumer_seq), pending, stored_at)])
+        self.on_batch([delivery(subject, data, ack)])
         return None
 
     def _on_control(self, reply: bytes, headers: bytes) -> bytes | None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from global_registry.core.ingest import Delivery, Ingest, IngestResult, MessageKind
+from global_registry.core.ingest import Delivery, Ingest, IngestResult, MessageKind, delivery
 from global_registry.core.jsmeta import parse_ack_reply
 from global_registry.core.records import Outcome
 from global_registry.io.fast_reader import FastOrderedReader, install_parser, supported
@@ -147,18 +147,7 @@ class StreamReader:
             # Not delivered by the stream: no sequence to fence or order it by.
             log.debug("message on %s without JetStream metadata ignored", msg.subject[:200])
             return
-        self._process_batch(
-            [
-                (
-                    msg.subject.encode(),
-                    msg.data,
-                    ack.stream_seq,
-                    ack.consumer_seq,
-                    b"%d" % ack.pending,
-                    b"%d" % ack.stored_at_ns,
-                )
-            ]
-        )
+        self._process_batch([delivery(msg.subject.encode(), msg.data, ack)])
 
     def _process_batch(self, batch: list[Delivery]) -> None:
         """Messages in stream order into the core, each result reported as it is applied."""

@@ -462,6 +462,13 @@ def unbound_binary() -> str | None:
     return shutil.which("unbound") or shutil.which("unbound", path="/usr/sbin:/sbin")
 
 
+# `./run test` installs unbound; under CI a missing binary fails instead of skipping.
+needs_unbound = pytest.mark.skipif(
+    unbound_binary() is None and not os.environ.get("CI"),
+    reason="unbound is not installed (apt-get install unbound; ./run test installs it)",
+)
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((HOST, 0))
@@ -557,11 +564,7 @@ async def start_unbound(
     return process, port
 
 
-# `./run test` installs unbound; under CI a missing binary fails instead of skipping.
-@pytest.mark.skipif(
-    unbound_binary() is None and not os.environ.get("CI"),
-    reason="unbound is not installed (apt-get install unbound; ./run test installs it)",
-)
+@needs_unbound
 async def test_behind_unbound_with_0x20_the_hot_lookup_serves_every_repeat(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
@@ -587,10 +590,7 @@ async def test_behind_unbound_with_0x20_the_hot_lookup_serves_every_repeat(
             assert served.metric("syncmesh_dns_cache_misses_total") == misses
 
 
-@pytest.mark.skipif(
-    unbound_binary() is None and not os.environ.get("CI"),
-    reason="unbound is not installed (apt-get install unbound; ./run test installs it)",
-)
+@needs_unbound
 async def test_unbound_taken_port_is_retried_on_another(
     nats_peer: NatsPeer, tmp_path: Path
 ) -> None:
