@@ -83,21 +83,30 @@ class Resolution:
 class ViewChange:
     """What one applied event or probe transition changed.
 
-    ``services``: the service keys whose resolution may differ now.
+    ``services``: the service keys whose resolution may differ now (which
+    clusters are candidates, or whether the service exists).
+    ``counts``: keys whose candidates are the same but whose healthy-instance
+    counts moved; only what shows a count (``Resolution`` clusters'
+    ``healthy_instances``, the DNS TXT explanation) differs. An instance that
+    flips health while others stay healthy is the common change under churn,
+    and A/AAAA/SRV answers survive it.
     ``everything``: topology changed (client CIDRs, localities, cluster set):
     every cached answer is invalid.
     """
 
     services: frozenset[ServiceKey] = field(default_factory=frozenset)
     everything: bool = False
+    counts: frozenset[ServiceKey] = field(default_factory=frozenset)
 
     def __bool__(self) -> bool:
-        return self.everything or bool(self.services)
+        return self.everything or bool(self.services) or bool(self.counts)
 
     def merge(self, other: ViewChange) -> ViewChange:
         if self.everything or other.everything:
             return ViewChange(everything=True)
-        return ViewChange(services=self.services | other.services)
+        return ViewChange(
+            services=self.services | other.services, counts=self.counts | other.counts
+        )
 
 
 class ViewReader(Protocol):

@@ -332,7 +332,8 @@ class RegistryApp:
     def _forward(self, change: ViewChange) -> None:
         if not change:
             return
-        self.metrics.view_changes.labels("everything" if change.everything else "services").inc()
+        scope = "everything" if change.everything else "services" if change.services else "counts"
+        self.metrics.view_changes.labels(scope).inc()
         if self._dns is not None:
             self._dns.invalidate(change)
 

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 
 from dns_server.core.render import Rendered
-from dns_server.core.resolver import NamespaceTag, Tag
+from dns_server.core.resolver import CountsTag, NamespaceTag, Tag
 from syncmesh.view_api import ViewChange
 
 __all__ = [
@@ -266,9 +266,12 @@ class AnswerCache:
             self._index.clear()
             return dropped
         dropped = 0
+        tags: list[Tag] = []
         for key in change.services:
-            for tag in (key, NamespaceTag(key.namespace)):
-                for slot in list(self._index.get(tag, ())):
-                    self._drop(slot)
-                    dropped += 1
+            tags += (key, NamespaceTag(key.namespace))
+        tags += map(CountsTag, change.counts)
+        for tag in tags:
+            for slot in list(self._index.get(tag, ())):
+                self._drop(slot)
+                dropped += 1
         return dropped

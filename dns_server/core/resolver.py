@@ -19,7 +19,7 @@ from dns_server.core.wire import Rcode, name_text
 from syncmesh.schema import Gateway, RankedCluster
 from syncmesh.view_api import ServiceKey, ViewReader
 
-__all__ = ["Answer", "Resolver", "NamespaceTag", "Tag", "srv_weight"]
+__all__ = ["Answer", "CountsTag", "Resolver", "NamespaceTag", "Tag", "srv_weight"]
 
 _A, _AAAA, _SRV, _TXT, _SOA, _NS, _ANY = (
     QTYPE.A,
@@ -41,7 +41,16 @@ class NamespaceTag:
     namespace: str
 
 
-Tag = ServiceKey | NamespaceTag
+@dataclass(frozen=True, slots=True)
+class CountsTag:
+    """Answers that show ``key``'s healthy-instance counts (the TXT explanation): they
+    change with a count, while A/AAAA/SRV change only with the candidates
+    (``ViewChange.counts``)."""
+
+    key: ServiceKey
+
+
+Tag = ServiceKey | NamespaceTag | CountsTag
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +221,12 @@ class Resolver:
             records = tuple(
                 RR(owner, _TXT, ttl=self._ttl, rdata=_txt(_explain(c))) for c in candidates
             )
-            return Answer(Rcode.NOERROR, answers=records, client_dependent=True, tags=tags)
+            return Answer(
+                Rcode.NOERROR,
+                answers=records,
+                client_dependent=True,
+                tags=tags | {CountsTag(key)},
+            )
         return self._nodata(tags)
 
     def _addresses(

@@ -41,12 +41,18 @@ class Applied(NamedTuple):
     # The one service an applied service message changed; kept as a tuple and
     # turned into a ViewChange only when asked, so catching up builds none.
     key: Key | None = None
+    # ``key``'s candidates stayed the same; only its healthy counts moved
+    # (``ViewChange.counts``).
+    counts_only: bool = False
 
     @property
     def change(self) -> ViewChange:
         if self.key is None:
             return self.wide
-        return self.wide.merge(ViewChange(services=frozenset((ServiceKey(*self.key),))))
+        keys = frozenset((ServiceKey(*self.key),))
+        return self.wide.merge(
+            ViewChange(counts=keys) if self.counts_only else ViewChange(services=keys)
+        )
 
 
 # (version, tags) of healthy instances, in label form (``subset_label``).
@@ -118,6 +124,21 @@ class ServiceEntry:
     @property
     def state(self) -> ServiceState:
         return decode_service_state(self.raw)
+
+    def same_candidacy(self, other: ServiceEntry) -> bool:
+        """Whether ``other`` makes its cluster a candidate for exactly the same subsets
+        (the whole service and every version/tag combination) as this entry: only
+        "any healthy instance" counts for that, not how many (``view.resolve``)."""
+        if (self.healthy > 0) != (other.healthy > 0):
+            return False
+        # Every profile kept has a healthy instance, so the key sets decide.
+        mine, theirs = self.profiles, other.profiles
+        if mine is None or theirs is None:
+            return mine is theirs
+        return mine.keys() == theirs.keys()
+
+    def same_counts(self, other: ServiceEntry) -> bool:
+        return self.healthy == other.healthy and self.profiles == other.profiles
 
 
 class Tombstone(NamedTuple):

@@ -303,11 +303,17 @@ class RegistryView:
                 return _APPLIED_QUIETLY
             # Applied(_APPLIED, base, key=key) without the NamedTuple's Python-level
             # __new__.
-            return tuple.__new__(Applied, (_APPLIED, base, False, key))
+            return tuple.__new__(Applied, (_APPLIED, base, False, key, False))
         self.instance_count += len(instances) - entry.instances
         if entry.instances == len(instances) and entry.state.instances == instances:
             return Applied(_SAME, base)
-        return Applied(_APPLIED, base, key=key)
+        if not entry.same_candidacy(fresh):
+            return Applied(_APPLIED, base, key=key)
+        if entry.same_counts(fresh):
+            # Only what no answer shows moved (addresses, ports, metadata, which
+            # instance is the healthy one): cached answers stay.
+            return Applied(_APPLIED, base)
+        return Applied(_APPLIED, base, key=key, counts_only=True)
 
     def _unindex(self, cluster: str, key: Key, entry: ServiceEntry) -> None:
         """Take a service entry (already out of its record) out of the lookups."""

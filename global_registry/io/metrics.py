@@ -25,7 +25,8 @@ class RegistryMetrics:
     def __init__(self, collector_registry: CollectorRegistry) -> None:
         self.view_changes = Counter(
             "syncmesh_registry_view_changes",
-            "View changes forwarded to the DNS cache, by scope (services, everything).",
+            "View changes forwarded to the DNS cache, by scope (everything; services: candidates "
+            "may differ; counts: only healthy counts moved).",
             ["scope"],
             registry=collector_registry,
         )

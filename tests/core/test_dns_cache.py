@@ -12,6 +12,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import dnslib
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -23,7 +24,7 @@ from dns_server.io.metrics import DnsMetrics
 from global_registry.core.probe_fsm import ProbePhase
 from global_registry.core.probes import GatewayStatus
 from harness.view_feed import ViewFeed
-from syncmesh.schema import Gateway
+from syncmesh.schema import Gateway, Instance
 from syncmesh.view_api import ServiceKey, ViewChange
 
 pytestmark = pytest.mark.core
@@ -244,6 +245,115 @@ def test_invalidation_drops_exactly_the_changed_service_for_every_type_and_class
     assert calls[0] == 0  # api untouched
     assert engine.invalidate(ViewChange(everything=True)) == len(warm) - 7 + 2
     assert len(engine.cache) == 0 and engine.cache.packet_count == 0
+
+
+def test_a_count_only_change_drops_only_the_answers_that_show_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Churn is mostly one instance of many flipping health: the cluster stays a
+    candidate, so A/AAAA/SRV answers must survive (re-rendering them all after a
+    burst of such changes halved the QPS until the cache was warm again); the TXT
+    explanation shows the count and must not."""
+    feed = make_feed()
+    engine = make_engine(feed)
+    for rdtype in ("A", "AAAA", "SRV", "TXT"):
+        ask(engine, f"web.svc.{ZONE}", rdtype)
+    ask(engine, f"web.svc.{ZONE}", "A", WEST_CLIENT)
+    assert any("healthy=2" in v for v in answer_values(ask(engine, f"web.svc.{ZONE}", "TXT")))
+    change = feed.service(WEB, "east", healthy=1, critical=1)
+    assert change == ViewChange(counts=frozenset({WEB}))
+    assert engine.invalidate(change) == 1  # the one TXT answer, for the one class that has it
+    calls = count_resolves(feed, monkeypatch)
+    for rdtype in ("A", "AAAA", "SRV"):
+        wire = dns.message.make_query(f"web.svc.{ZONE}", rdtype).to_wire()
+        assert exchange(engine, wire)[1], f"{rdtype} fell out of the hot cache"
+    assert calls[0] == 0
+    txt = answer_values(ask(engine, f"web.svc.{ZONE}", "TXT"))
+    assert calls[0] == 1 and any("healthy=1" in v for v in txt)
+    # The last healthy instance going is a candidacy change: every answer goes.
+    change = feed.service(WEB, "east", healthy=0, critical=2)
+    assert change == ViewChange(services=frozenset({WEB}))
+    engine.invalidate(change)
+    assert answer_values(ask(engine, f"web.svc.{ZONE}")) == ["10.9.0.1"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_after_random_instance_changes_every_cached_answer_is_what_a_fresh_engine_gives(
+    seed: int,
+) -> None:
+    """Attack on the narrow invalidation: random instances (health, versions, tags)
+    change service by service; after each change is invalidated, every answer the
+    warm engine gives (A, SRV, TXT, version and tag subsets, pinned names, from
+    every client class) must be byte for byte what a new engine renders."""
+    rng = random.Random(seed)
+    feed = ViewFeed()
+    clusters = [f"c{i}" for i in range(rng.randint(2, 5))]
+    for i, name in enumerate(clusters):
+        feed.cluster(name, [Gateway(address=f"10.0.{i}.1", port=443)], [f"10.{i + 1}.0.0/16"])
+    keys = [ServiceKey("default", f"s{i}") for i in range(rng.randint(1, 4))]
+
+    def new_instance(n: int) -> Instance:
+        return Instance(
+            id=f"i{n}",
+            address=f"192.0.2.{rng.randint(1, 3)}",
+            port=8080,
+            health=rng.choice(["passing", "passing", "warning", "critical"]),
+            version=rng.choice(["", "v1", "v2"]),
+            tags=rng.sample(["blue", "green"], rng.randint(0, 2)),
+        )
+
+    def mutate(current: list[Instance]) -> list[Instance]:
+        """One change as agents send them: mostly one instance flipping health."""
+        out = list(current)
+        roll = rng.random()
+        if out and roll < 0.6:
+            i = rng.randrange(len(out))
+            health = rng.choice(["passing", "warning", "critical"])
+            out[i] = msgspec.structs.replace(out[i], health=health)
+        elif out and roll < 0.7:
+            i = rng.randrange(len(out))
+            out[i] = msgspec.structs.replace(out[i], address=f"192.0.2.{rng.randint(1, 9)}")
+        elif out and roll < 0.8:
+            out.pop(rng.randrange(len(out)))
+        elif roll < 0.9:
+            out.append(new_instance(len(out) + rng.randint(10, 99)))
+        else:
+            out = [new_instance(n) for n in range(rng.randint(1, 4))]
+        return out or [new_instance(0)]
+
+    held: dict[tuple[ServiceKey, str], list[Instance]] = {}
+    for key in keys:
+        for cluster in clusters:
+            if rng.random() < 0.7:
+                held[key, cluster] = [new_instance(n) for n in range(rng.randint(1, 4))]
+                feed.service(key, cluster, instances=held[key, cluster])
+    names = []
+    for key in keys:
+        base = f"{key.service}.{key.namespace}.svc.{ZONE}"
+        names += [base, f"v1.version.{base}", f"v2.version.{base}", f"blue.tag.{base}"]
+        names += [f"{c}.{base}" for c in clusters]
+    questions = [(n, t) for n in names for t in ("A", "SRV", "TXT")]
+    hosts = [NOWHERE] + [f"10.{i + 1}.0.9" for i in range(len(clusters))]
+    engine = make_engine(feed)
+
+    def answers(of: AnswerEngine) -> dict[tuple[str, str, str], bytes]:
+        out = {}
+        for name, rdtype in questions:
+            for host in hosts:
+                query = dns.message.make_query(name, rdtype)
+                query.id = 7
+                out[name, rdtype, host] = exchange(of, query.to_wire(), host)[0]
+        return out
+
+    answers(engine)  # warm both levels
+    for _ in range(10):
+        key, cluster = rng.choice(list(held))
+        held[key, cluster] = mutate(held[key, cluster])
+        engine.invalidate(feed.service(key, cluster, instances=held[key, cluster]))
+        fresh = answers(make_engine(feed))
+        cached = answers(engine)
+        wrong = [q for q in fresh if cached[q] != fresh[q]]
+        assert not wrong, wrong[:3]
 
 
 def test_new_service_replaces_cached_nxdomain_and_namespace_ent() -> None:

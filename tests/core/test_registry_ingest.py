@@ -50,7 +50,7 @@ def test_no_changes_while_catching_up_then_one_everything() -> None:
     assert ingest.caught_up and ingest.caught_up_at == 2.5
     live = feed(
         ingest,
-        service_state("east", "web", revision=2, instances=[instance(address="10.0.0.7")]),
+        service_state("east", "web", revision=2, instances=[instance(health="critical")]),
         seq=5,
         pending=0,
     )

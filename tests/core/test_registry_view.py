@@ -15,7 +15,7 @@ from global_registry.core.probes import GatewayId, GatewayStatus
 from global_registry.core.view import RegistryView
 from harness.samples import ScriptedStream, cluster_beat, epoch_claim, instance, service_state
 from syncmesh.limits import LimitsConfig
-from syncmesh.schema import Gateway, Locality
+from syncmesh.schema import Gateway, Instance, Locality
 from syncmesh.validate import Rejected
 from syncmesh.view_api import ServiceKey, ViewChange
 
@@ -54,11 +54,69 @@ def test_newer_revision_replaces_and_names_exactly_its_service() -> None:
     view = stream.view
     stream.apply(service_state("east", "web", revision=1))
     applied = stream.apply(
-        service_state("east", "web", revision=2, instances=[instance(address="10.0.0.2")])
+        service_state(
+            "east", "web", revision=2, instances=[instance(address="10.0.0.2", health="critical")]
+        )
     )
     assert applied.outcome == "applied"
     assert applied.change == ViewChange(services=frozenset({WEB}))
     assert instances_of(view, "east") == ["10.0.0.2"]
+
+
+def _two(health: str = "passing", version: str = "", address: str = "10.0.0.2") -> list[Instance]:
+    return [
+        instance(id="i1", address="10.0.0.1"),
+        instance(id="i2", address=address, health=health, version=version),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        # One of two healthy instances fails: the cluster is still a candidate,
+        # only the count moved (TXT shows it; A/AAAA/SRV stay cached).
+        (_two(), _two(health="critical"), ViewChange(counts=frozenset({WEB}))),
+        (_two(health="critical"), _two(), ViewChange(counts=frozenset({WEB}))),
+        # An address or metadata no answer shows: nothing for the DNS cache.
+        (_two(), _two(address="10.0.0.9"), ViewChange()),
+        # The last healthy instance of version v2 goes: the v2 subset loses the
+        # cluster as a candidate although the service keeps one healthy instance.
+        (
+            _two(version="v2"),
+            _two(version="v2", health="critical"),
+            ViewChange(services=frozenset({WEB})),
+        ),
+        # A version appears: a subset gains a candidate.
+        (_two(), _two(version="v2"), ViewChange(services=frozenset({WEB}))),
+        # Every instance fails: the cluster is no candidate any more.
+        (
+            [instance(id="i1")],
+            [instance(id="i1", health="critical")],
+            ViewChange(services=frozenset({WEB})),
+        ),
+    ],
+    ids=[
+        "one-of-two-fails",
+        "one-of-two-heals",
+        "address-only",
+        "subset-empties",
+        "subset-appears",
+        "last-fails",
+    ],
+)
+def test_a_change_names_the_service_only_when_its_candidacy_moves(
+    before: list,
+    after: list,
+    expected: ViewChange,  # type: ignore[type-arg]
+) -> None:
+    stream = make_stream()
+    stream.apply(service_state("east", "web", revision=1, instances=before))
+    applied = stream.apply(service_state("east", "web", revision=2, instances=after))
+    assert applied.outcome == "applied"
+    assert applied.change == expected
+    assert [
+        i.health for i in stream.view.clusters["east"].services[("default", "web")].state.instances
+    ] == [i.health for i in after]
 
 
 def test_older_and_duplicate_revisions_are_dropped() -> None:
