@@ -44,12 +44,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,11 +57,8 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    CLIENT,
     ZONE,
     DnsRun,
-    ProcStats,
-    Zipf,
     ask_all,
     dnsperf,
     ensure_tools,
@@ -74,163 +68,29 @@ from bench.common import (  # noqa: E402
     load_average,
     median,
     metric_sum,
-    mixed_case,
     reference_consumer,
     say,
     scrape,
     start_nsd,
     stop,
     wait_answering,
-    wire_query,
-    write_binary_queries,
     zone_of,
 )
 from bench.scale_inventory import Churn, Inventory, publish_inventory  # noqa: E402
+from bench.scale_queries import write_query_files  # noqa: E402
+from bench.scale_registry import Registry, spawn_registry  # noqa: E402
 from bench.scale_report import last_line, markdown, plot, print_size  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh import subjects  # noqa: E402
-from syncmesh_app.embedded.process import dying_with_parent, free_port  # noqa: E402
 from syncmesh_io.nats_connection import ensure_stream  # noqa: E402
+
+__all__ = ["Settings", "dns_round", "run_size", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "scale.json"
+# Whole-cache invalidations of the registry's DNS answers, counted next to the hit
+# rate: each one empties the answer cache, so they are what explains a low one.
 EVERYTHING = 'syncmesh_registry_view_changes_total{scope="everything"}'
-
-
-# -- the registry process --------------------------------------------------------------------
-
-
-@dataclass
-class Registry:
-    process: asyncio.subprocess.Process
-    admin_port: int
-    dns_port: int
-    spawned_at: float
-    log: Path
-
-    @property
-    def stats(self) -> ProcStats:
-        return ProcStats(self.process.pid)
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{CLIENT}:{self.admin_port}/metrics"
-
-    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 300) -> float:
-        url = f"http://{CLIENT}:{self.admin_port}/readyz"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"registry exited: {self.log.read_text()[-3000:]}")
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return time.monotonic() - self.spawned_at
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"registry not ready after {timeout}s: {self.log.read_text()[-3000:]}")
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 20)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
-async def spawn_registry(workdir: Path, nats_url: str, name: str, extra: str = "") -> Registry:
-    """``extra``: more TOML appended to the config (diagnostics; the default is none)."""
-    admin_port, dns_port = free_port(), free_udp_tcp_port()
-    config = workdir / f"{name}.toml"
-    config.write_text(
-        f'replica = "bench"\nadmin_address = "{CLIENT}"\nadmin_port = {admin_port}\n'
-        f'[locality]\nregion = "r0"\nzone = "r0-z0"\n'
-        f'[nats]\nservers = ["{nats_url}"]\n'
-        f'[dns]\naddress = "{CLIENT}"\nport = {dns_port}\nzone = "{ZONE}"\n' + extra
-    )
-    log = workdir / f"{name}.log"
-    spawned = time.monotonic()
-    argv, preexec = dying_with_parent(
-        [sys.executable, "-m", "syncmesh_app", "--log-level", "WARNING", "registry"]
-        + ["--config", str(config)]
-    )
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        preexec_fn=preexec,  # noqa: PLW1509 - only without setpriv
-    )
-    return Registry(process, admin_port, dns_port, spawned, log)
-
-
-# -- queries ---------------------------------------------------------------------------------
-
-
-def question_stream(
-    inv: Inventory, count: int, zipf_s: float, seed: int
-) -> Iterator[tuple[str, str]]:
-    """``count`` questions; names drawn with Zipf popularity (a random order of all names)."""
-    rng = random.Random(seed)
-    names = inv.names()
-    rng.shuffle(names)
-    zipf = Zipf(len(names), zipf_s, rng)
-    for _ in range(count):
-        namespace, service, pair = names[zipf.draw()]
-        base = f"{service}.{namespace}.svc.{ZONE}"
-        roll = rng.random()
-        if roll < 0.60:
-            yield base, "A"
-        elif roll < 0.70:
-            yield base, "AAAA"
-        elif roll < 0.80:
-            yield base, "SRV"
-        elif roll < 0.90:
-            yield base, "TXT"
-        elif roll < 0.95:
-            yield f"{inv.cluster(pair[rng.randrange(2)])}.{base}", "A"
-        else:
-            yield f"missing-{base}", "A"
-
-
-@dataclass
-class QueryFiles:
-    plain: Path
-    mixed: Path
-    ecs_inside: Path
-    ecs_outside: Path
-    distinct: list[tuple[str, str]]
-
-
-def write_query_files(workdir: Path, inv: Inventory, count: int, zipf_s: float) -> QueryFiles:
-    asked = list(question_stream(inv, count, zipf_s, seed=11))
-    rng = random.Random(12)
-    files = QueryFiles(
-        workdir / "plain.bin",
-        workdir / "mixed.bin",
-        workdir / "ecs-inside.bin",
-        workdir / "ecs-outside.bin",
-        sorted(set(asked)),
-    )
-    write_binary_queries(files.plain, (wire_query(n, t) for n, t in asked))
-    write_binary_queries(files.mixed, (wire_query(mixed_case(n, rng), t) for n, t in asked))
-    # 10,000 /24s inside the clusters' client CIDRs (10.<c>.<x>.0/24), then 10,000 outside any.
-    per_subnet = 10
-    inside = [(f"10.{k // 100}.{k % 100}.0", 24) for k in range(10_000)]
-    outside = [(f"100.{64 + k // 256}.{k % 256}.0", 24) for k in range(10_000)]
-    for path, subnets in ((files.ecs_inside, inside), (files.ecs_outside, outside)):
-        write_binary_queries(
-            path,
-            (
-                wire_query(*asked[(k * 7919 + j) % len(asked)], ecs=subnets[k])
-                for j in range(per_subnet)
-                for k in range(len(subnets))
-            ),
-        )
-    return files
 
 
 # -- one size --------------------------------------------------------------------------------
@@ -238,6 +98,8 @@ def write_query_files(workdir: Path, inv: Inventory, count: int, zipf_s: float) 
 
 @dataclass
 class Settings:
+    """The command line's measurement settings, as ``run_size`` and ``dns_round`` read them."""
+
     rounds: int
     seconds: int
     latency_qps: int
