@@ -67,7 +67,8 @@ from bench.common import (  # noqa: E402
     write_binary_queries,
     zone_of,
 )
-from bench.scale import Inventory, publish_inventory, spawn_registry  # noqa: E402
+from bench.scale_inventory import Inventory, publish_inventory  # noqa: E402
+from bench.scale_registry import spawn_registry  # noqa: E402
 from harness.consul_peer import consul_agent  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh_app.embedded.process import dying_with_parent  # noqa: E402

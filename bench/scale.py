@@ -44,13 +44,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +57,9 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    CLIENT,
     ZONE,
     DnsRun,
-    ProcStats,
-    Zipf,
     ask_all,
-    claim_epoch,
     dnsperf,
     ensure_tools,
     free_udp_tcp_port,
@@ -75,345 +68,29 @@ from bench.common import (  # noqa: E402
     load_average,
     median,
     metric_sum,
-    mixed_case,
     reference_consumer,
     say,
     scrape,
-    spread,
     start_nsd,
     stop,
     wait_answering,
-    wait_stream_messages,
-    wire_query,
-    write_binary_queries,
     zone_of,
 )
+from bench.scale_inventory import Churn, Inventory, publish_inventory  # noqa: E402
+from bench.scale_queries import write_query_files  # noqa: E402
+from bench.scale_registry import Registry, spawn_registry  # noqa: E402
+from bench.scale_report import last_line, markdown, plot, print_size  # noqa: E402
 from harness.nats_peer import nats_server  # noqa: E402
 from syncmesh import subjects  # noqa: E402
-from syncmesh.schema import (  # noqa: E402
-    SCHEMA_VERSION,
-    ClusterBeat,
-    Gateway,
-    Instance,
-    Locality,
-    ServiceState,
-    encode,
-)
-from syncmesh_app.embedded.process import dying_with_parent, free_port  # noqa: E402
 from syncmesh_io.nats_connection import ensure_stream  # noqa: E402
+
+__all__ = ["Settings", "dns_round", "run_size", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "scale.json"
-CLUSTERS = 100
-GOAL_READY_S = 5.0
+# Whole-cache invalidations of the registry's DNS answers, counted next to the hit
+# rate: each one empties the answer cache, so they are what explains a low one.
 EVERYTHING = 'syncmesh_registry_view_changes_total{scope="everything"}'
-
-
-# -- the inventory ---------------------------------------------------------------------------
-
-
-@dataclass
-class Inventory:
-    """``size`` states over 100 clusters; clusters 2k and 2k+1 hold the same service names."""
-
-    size: int
-    clusters: int = CLUSTERS
-    epochs: dict[int, int] = field(default_factory=dict)
-    revisions: dict[int, int] = field(default_factory=dict)
-    # (cluster, index in the cluster) -> health of instance 0 (what churn flips)
-    flipped: dict[tuple[int, int], bool] = field(default_factory=dict)
-
-    @property
-    def per_cluster(self) -> int:
-        return max(1, self.size // self.clusters)
-
-    @staticmethod
-    def cluster(c: int) -> str:
-        return f"c{c:03d}"
-
-    def name_id(self, c: int, s: int) -> int:
-        return (c // 2) * self.per_cluster + s
-
-    @staticmethod
-    def namespace(name_id: int) -> str:
-        return "default" if name_id % 4 == 0 else f"team{name_id % 8}"
-
-    @staticmethod
-    def service(name_id: int) -> str:
-        return f"svc{name_id:06d}"
-
-    def names(self) -> list[tuple[str, str, tuple[int, int]]]:
-        """Every distinct (namespace, service) with the two clusters that have it."""
-        out = []
-        for pair in range(0, self.clusters, 2):
-            for s in range(self.per_cluster):
-                nid = self.name_id(pair, s)
-                out.append((self.namespace(nid), self.service(nid), (pair, pair + 1)))
-        return out
-
-    @staticmethod
-    def gateways(c: int, port: int) -> list[Gateway]:
-        count = 2 if c % 3 == 0 else 1
-        return [Gateway(address=f"127.1.{c}.{g + 1}", port=port) for g in range(count)]
-
-    def gateway_addresses(self) -> list[str]:
-        return [g.address for c in range(self.clusters) for g in self.gateways(c, 1)]
-
-    def beat(self, c: int, port: int) -> ClusterBeat:
-        cidrs = [f"10.{c}.0.0/16"] + (["127.0.0.0/8"] if c == 0 else [])
-        return ClusterBeat(
-            schema=SCHEMA_VERSION,
-            cluster=self.cluster(c),
-            epoch=self.epochs[c],
-            revision=1,
-            interval_s=3600.0,
-            gateways=self.gateways(c, port),
-            locality=Locality(region=f"r{c % 5}", zone=f"r{c % 5}-z{c % 3}"),
-            client_cidrs=cidrs,
-            agent_version="bench",
-            source_kind="consul",
-            services=self.per_cluster,
-        )
-
-    def state(self, c: int, s: int, revision: int) -> ServiceState:
-        nid = self.name_id(c, s)
-        name = self.service(nid)
-        count = 3 + (nid * 7 + c) % 8
-        down = self.flipped.get((c, s), False)
-        return ServiceState(
-            schema=SCHEMA_VERSION,
-            cluster=self.cluster(c),
-            namespace=self.namespace(nid),
-            service=name,
-            epoch=self.epochs.get(c, 0),
-            revision=revision,
-            source="consul",
-            source_name=name,
-            instances=[
-                Instance(
-                    id=f"node-{(nid + i) % 97:02d}/{name}-{i}",
-                    address=f"10.{c}.{(s * 10 + i) // 250 % 250}.{(s * 10 + i) % 250 + 1}",
-                    port=8080 + i,
-                    health="critical" if (i == 0 and down) else "passing",
-                    zone=f"r{c % 5}-z{i % 3}",
-                    meta={"version": f"v{nid % 3}", "team": f"t{nid % 11}"},
-                )
-                for i in range(count)
-            ],
-        )
-
-    def next_revision(self, c: int) -> int:
-        self.revisions[c] = self.revisions.get(c, 1) + 1
-        return self.revisions[c]
-
-
-async def publish_inventory(js: Any, nc: Any, inv: Inventory, gateway_port: int) -> int:
-    """Claims, beats and every state; returns how many messages the stream holds."""
-    for c in range(inv.clusters):
-        inv.epochs[c] = await claim_epoch(js, inv.cluster(c))
-    for c in range(inv.clusters):
-        beat = inv.beat(c, gateway_port)
-        await nc.publish(
-            subjects.cluster_subject(beat.cluster),
-            encode(beat),
-            headers={"Nats-Msg-Id": subjects.msg_id(beat.cluster, beat.epoch, beat.revision)},
-        )
-        for s in range(inv.per_cluster):
-            state = inv.state(c, s, inv.next_revision(c))
-            await nc.publish(
-                subjects.service_subject(state.cluster, state.namespace, state.service),
-                encode(state),
-                headers={
-                    "Nats-Msg-Id": subjects.msg_id(state.cluster, state.epoch, state.revision)
-                },
-            )
-        await nc.flush()
-    expected = inv.clusters * (2 + inv.per_cluster)
-    info = await wait_stream_messages(js, expected)
-    return int(info.state.bytes)
-
-
-class Churn:
-    """``rate`` changes/s (one instance of a random service flips health), while running."""
-
-    def __init__(self, nc: Any, inv: Inventory, rate: int, seed: int = 5) -> None:
-        self._nc, self._inv, self._rate = nc, inv, rate
-        self._rng = random.Random(seed)
-        self._task: asyncio.Task[None] | None = None
-        self.sent = 0
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        inv = self._inv
-        started = loop.time()
-        while True:
-            due = int((loop.time() - started) * self._rate) - self.sent
-            for _ in range(due):
-                c = self._rng.randrange(inv.clusters)
-                s = self._rng.randrange(inv.per_cluster)
-                inv.flipped[(c, s)] = not inv.flipped.get((c, s), False)
-                state = inv.state(c, s, inv.next_revision(c))
-                await self._nc.publish(
-                    subjects.service_subject(state.cluster, state.namespace, state.service),
-                    encode(state),
-                    headers={
-                        "Nats-Msg-Id": subjects.msg_id(state.cluster, state.epoch, state.revision)
-                    },
-                )
-                self.sent += 1
-            await asyncio.sleep(0.005)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        await self._nc.flush()
-
-
-# -- the reference: a stock ordered consumer that only counts --------------------------------
-
-
-# -- the registry process --------------------------------------------------------------------
-
-
-@dataclass
-class Registry:
-    process: asyncio.subprocess.Process
-    admin_port: int
-    dns_port: int
-    spawned_at: float
-    log: Path
-
-    @property
-    def stats(self) -> ProcStats:
-        return ProcStats(self.process.pid)
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{CLIENT}:{self.admin_port}/metrics"
-
-    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 300) -> float:
-        url = f"http://{CLIENT}:{self.admin_port}/readyz"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"registry exited: {self.log.read_text()[-3000:]}")
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return time.monotonic() - self.spawned_at
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"registry not ready after {timeout}s: {self.log.read_text()[-3000:]}")
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 20)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
-async def spawn_registry(workdir: Path, nats_url: str, name: str, extra: str = "") -> Registry:
-    """``extra``: more TOML appended to the config (diagnostics; the default is none)."""
-    admin_port, dns_port = free_port(), free_udp_tcp_port()
-    config = workdir / f"{name}.toml"
-    config.write_text(
-        f'replica = "bench"\nadmin_address = "{CLIENT}"\nadmin_port = {admin_port}\n'
-        f'[locality]\nregion = "r0"\nzone = "r0-z0"\n'
-        f'[nats]\nservers = ["{nats_url}"]\n'
-        f'[dns]\naddress = "{CLIENT}"\nport = {dns_port}\nzone = "{ZONE}"\n' + extra
-    )
-    log = workdir / f"{name}.log"
-    spawned = time.monotonic()
-    argv, preexec = dying_with_parent(
-        [sys.executable, "-m", "syncmesh_app", "--log-level", "WARNING", "registry"]
-        + ["--config", str(config)]
-    )
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        preexec_fn=preexec,  # noqa: PLW1509 - only without setpriv
-    )
-    return Registry(process, admin_port, dns_port, spawned, log)
-
-
-# -- queries ---------------------------------------------------------------------------------
-
-
-def question_stream(
-    inv: Inventory, count: int, zipf_s: float, seed: int
-) -> Iterator[tuple[str, str]]:
-    """``count`` questions; names drawn with Zipf popularity (a random order of all names)."""
-    rng = random.Random(seed)
-    names = inv.names()
-    rng.shuffle(names)
-    zipf = Zipf(len(names), zipf_s, rng)
-    for _ in range(count):
-        namespace, service, pair = names[zipf.draw()]
-        base = f"{service}.{namespace}.svc.{ZONE}"
-        roll = rng.random()
-        if roll < 0.60:
-            yield base, "A"
-        elif roll < 0.70:
-            yield base, "AAAA"
-        elif roll < 0.80:
-            yield base, "SRV"
-        elif roll < 0.90:
-            yield base, "TXT"
-        elif roll < 0.95:
-            yield f"{inv.cluster(pair[rng.randrange(2)])}.{base}", "A"
-        else:
-            yield f"missing-{base}", "A"
-
-
-@dataclass
-class QueryFiles:
-    plain: Path
-    mixed: Path
-    ecs_inside: Path
-    ecs_outside: Path
-    distinct: list[tuple[str, str]]
-
-
-def write_query_files(workdir: Path, inv: Inventory, count: int, zipf_s: float) -> QueryFiles:
-    asked = list(question_stream(inv, count, zipf_s, seed=11))
-    rng = random.Random(12)
-    files = QueryFiles(
-        workdir / "plain.bin",
-        workdir / "mixed.bin",
-        workdir / "ecs-inside.bin",
-        workdir / "ecs-outside.bin",
-        sorted(set(asked)),
-    )
-    write_binary_queries(files.plain, (wire_query(n, t) for n, t in asked))
-    write_binary_queries(files.mixed, (wire_query(mixed_case(n, rng), t) for n, t in asked))
-    # 10,000 /24s inside the clusters' client CIDRs (10.<c>.<x>.0/24), then 10,000 outside any.
-    per_subnet = 10
-    inside = [(f"10.{k // 100}.{k % 100}.0", 24) for k in range(10_000)]
-    outside = [(f"100.{64 + k // 256}.{k % 256}.0", 24) for k in range(10_000)]
-    for path, subnets in ((files.ecs_inside, inside), (files.ecs_outside, outside)):
-        write_binary_queries(
-            path,
-            (
-                wire_query(*asked[(k * 7919 + j) % len(asked)], ecs=subnets[k])
-                for j in range(per_subnet)
-                for k in range(len(subnets))
-            ),
-        )
-    return files
 
 
 # -- one size --------------------------------------------------------------------------------
@@ -421,6 +98,8 @@ def write_query_files(workdir: Path, inv: Inventory, count: int, zipf_s: float) 
 
 @dataclass
 class Settings:
+    """The command line's measurement settings, as ``run_size`` and ``dns_round`` read them."""
+
     rounds: int
     seconds: int
     latency_qps: int
@@ -634,262 +313,7 @@ async def run_size(size: int, s: Settings, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def print_size(result: dict[str, Any]) -> None:
-    r = result["rounds"]
-    size = result["size"]
-    say(f"-- size {size:,}: rounds min/median/max")
-    for key in (
-        "ready_s", "catchup_s", "states_per_s", "ref_states_per_s", "idle_cpu_pct",
-        "churn_cpu_pct", "cpu_pct_per_1k", "syncmesh_qps", "nsd_qps", "churn_qps",
-        "syncmesh_0x20_qps", "nsd_0x20_qps", "syncmesh_p99_ms", "nsd_p99_ms", "churn_p99_ms",
-        "syncmesh_0x20_p99_ms", "nsd_0x20_p99_ms", "syncmesh_hit_rate", "churn_hit_rate",
-        "syncmesh_0x20_hit_rate", "idle_flushes_per_s", "syncmesh_flushes_per_s",
-        "churn_flushes_per_s",
-    ):  # fmt: skip
-        if key in r:
-            say(f"   {key:24s} {spread(r[key], '{:,.4g}')}")
-    say(
-        f"   rss_mb {result['rss_mb']:.1f} (peak {result['hwm_mb']:.1f}, "
-        f"{result['rss_mb_per_1k']:.2f} MB per 1,000 services); after DNS runs "
-        f"{result['rss_after_dns_mb']:.1f}; ECS RSS {result['ecs_rss_before_mb']:.1f} -> "
-        f"{result['ecs_rss_after_inside_mb']:.1f} -> {result['ecs_rss_after_outside_mb']:.1f} MB"
-    )
-
-
-# -- plots -----------------------------------------------------------------------------------
-
-
-def plot(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = [r["size"] for r in results]
-
-    def series(ax: Any, key: str, label: str, scale: float = 1.0, **kw: Any) -> None:
-        med = [r[key] * scale for r in results]
-        lo = [min(r["rounds"].get(key, [r[key]])) * scale for r in results]
-        hi = [max(r["rounds"].get(key, [r[key]])) * scale for r in results]
-        ax.errorbar(
-            sizes,
-            med,
-            yerr=[[m - a for m, a in zip(med, lo, strict=True)],
-                  [b - m for m, b in zip(med, hi, strict=True)]],
-            label=label,
-            marker="o",
-            capsize=3,
-            **kw,
-        )  # fmt: skip
-
-    def finish(ax: Any, title: str, ylabel: str) -> None:
-        ax.set_xscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([f"{s:,}" for s in sizes])
-        ax.set_xlabel("service states")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-
-    written = []
-    note = "median of rounds, bars = min..max; 2-core VM"
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    series(axes[0][0], "ready_s", "spawn -> /readyz 200")
-    series(axes[0][0], "catchup_s", "stream read (catch-up)")
-    axes[0][0].axhline(GOAL_READY_S, color="red", ls="--", lw=1, label="goal 5 s")
-    finish(axes[0][0], "Registry start to ready", "seconds")
-    series(axes[0][1], "states_per_s", "registry (decode+validate+apply)")
-    series(axes[0][1], "ref_states_per_s", "stock nats-py ordered consumer (count only)")
-    finish(axes[0][1], "Ingest rate on cold start", "messages/s")
-    axes[1][0].plot(
-        sizes, [r["rss_mb"] for r in results], "b-", marker="o", label="RSS after ready"
-    )
-    axes[1][0].plot(sizes, [r["hwm_mb"] for r in results], "c:", marker="s", label="peak RSS")
-    axes[1][0].plot(
-        sizes, [r["rss_after_dns_mb"] for r in results], "m-.", marker="v",
-        label="RSS after the DNS runs (answer cache)",
-    )  # fmt: skip
-    ax2 = axes[1][0].twinx()
-    ax2.plot(sizes, [r["rss_mb_per_1k"] for r in results], "g--", marker="^")
-    ax2.set_ylabel("MB per 1,000 services (green, dashed)", color="g")
-    finish(axes[1][0], "Registry memory", "MB")
-    series(axes[1][1], "cpu_pct_per_1k", "CPU per 1,000 changes/s (minus idle)")
-    series(axes[1][1], "idle_cpu_pct", "idle CPU")
-    finish(axes[1][1], "Registry CPU under churn", "% of one core")
-    fig.suptitle(f"syncmesh registry vs inventory size ({note})")
-    fig.tight_layout()
-    path = out_dir / "bench-scale-registry.png"
-    fig.savefig(path, dpi=90)
-    written.append(path)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    series(axes[0], "syncmesh_qps", "syncmesh")
-    series(axes[0], "churn_qps", "syncmesh + churn")
-    series(axes[0], "nsd_qps", "NSD (static zone)")
-    finish(axes[0], "DNS max QPS (Zipf mix over all names)", "queries/s")
-    series(axes[1], "syncmesh_p99_ms", "syncmesh")
-    series(axes[1], "churn_p99_ms", "syncmesh + churn")
-    series(axes[1], "nsd_p99_ms", "NSD")
-    finish(axes[1], f"DNS p99 at {results[0].get('latency_qps', 50000):,} qps offered", "ms")
-    axes[1].set_yscale("log")
-    series(axes[2], "syncmesh_hit_rate", "no churn")
-    series(axes[2], "churn_hit_rate", "with churn")
-    series(axes[2], "syncmesh_0x20_hit_rate", "0x20 case")
-    finish(axes[2], "Answer-cache hit rate", "hits / (hits+misses)")
-    fig.suptitle(f"syncmesh DNS vs inventory size ({note})")
-    fig.tight_layout()
-    path = out_dir / "bench-scale-dns.png"
-    fig.savefig(path, dpi=90)
-    written.append(path)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    series(axes[0], "syncmesh_0x20_qps", "syncmesh, 0x20 names")
-    series(axes[0], "nsd_0x20_qps", "NSD, 0x20 names")
-    series(axes[0], "syncmesh_qps", "syncmesh, lower case", ls=":")
-    finish(axes[0], "DNS max QPS with 0x20 case randomisation", "queries/s")
-    series(axes[1], "syncmesh_0x20_p99_ms", "syncmesh, 0x20 names")
-    series(axes[1], "nsd_0x20_p99_ms", "NSD, 0x20 names")
-    finish(axes[1], "p99 at fixed offered load, 0x20 names", "ms")
-    axes[1].set_yscale("log")
-    fig.suptitle(f"0x20 (Unbound use-caps-for-id) query names ({note})")
-    fig.tight_layout()
-    path = out_dir / "bench-scale-dns-0x20.png"
-    fig.savefig(path, dpi=90)
-    written.append(path)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.6))
-    for key, label in (
-        ("ecs_rss_before_mb", "before ECS queries"),
-        ("ecs_rss_after_inside_mb", "after 10,000 subnets in cluster CIDRs"),
-        ("ecs_rss_after_outside_mb", "after 10,000 more outside any CIDR"),
-    ):
-        ax.plot(sizes, [r[key] for r in results], marker="o", label=label)
-    finish(ax, "Registry RSS with many ECS client subnets", "MB")
-    fig.tight_layout()
-    path = out_dir / "bench-scale-ecs-memory.png"
-    fig.savefig(path, dpi=90)
-    written.append(path)
-    plt.close(fig)
-    return written
-
-
-# -- tables (docs/benchmarks.md) ------------------------------------------------------------
-
-
-def markdown(results: list[dict[str, Any]]) -> str:
-    """The tables of docs/benchmarks.md: median (min-max) of the rounds per size."""
-
-    def cell(r: dict[str, Any], key: str, fmt: str) -> str:
-        values = r["rounds"].get(key)
-        if not values:
-            return fmt.format(r[key])
-        if len(values) == 1 or min(values) == max(values):
-            return fmt.format(r[key])
-        return f"{fmt.format(r[key])} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-    def table(title: str, rows: list[tuple[str, str, str]]) -> str:
-        head = "| " + title + " | " + " | ".join(f"{r['size']:,}" for r in results) + " |"
-        line = "| --- |" + " --- |" * len(results)
-        body = [
-            f"| {label} | " + " | ".join(cell(r, key, fmt) for r in results) + " |"
-            for label, key, fmt in rows
-        ]
-        return "\n".join([head, line, *body])
-
-    registry = table(
-        "registry (states)",
-        [
-            ("spawn to /readyz 200, s", "ready_s", "{:.2f}"),
-            ("stream read (catch-up), s", "catchup_s", "{:.2f}"),
-            ("ingest, messages/s", "states_per_s", "{:,.0f}"),
-            ("stock ordered consumer (count only), messages/s", "ref_states_per_s", "{:,.0f}"),
-            ("ingest ratio vs stock consumer", "ingest_ratio", "{:.2f}"),
-            ("RSS after ready, MB", "rss_mb", "{:.0f}"),
-            ("RSS per 1,000 services, MB", "rss_mb_per_1k", "{:.2f}"),
-            ("idle CPU, % of a core", "idle_cpu_pct", "{:.1f}"),
-            ("CPU with 1,000 changes/s, %", "churn_cpu_pct", "{:.1f}"),
-            ("CPU per 1,000 changes/s (minus idle), %", "cpu_pct_per_1k", "{:.1f}"),
-            ("whole-cache invalidations/s while idle", "idle_flushes_per_s", "{:.1f}"),
-        ],
-    )
-    dns = table(
-        "DNS (states)",
-        [
-            ("distinct names in the query mix", "dns_names", "{:,}"),
-            ("syncmesh max qps", "syncmesh_qps", "{:,.0f}"),
-            ("NSD max qps", "nsd_qps", "{:,.0f}"),
-            ("qps ratio syncmesh / NSD", "qps_ratio_vs_nsd", "{:.2f}"),
-            ("syncmesh + 1,000 changes/s, max qps", "churn_qps", "{:,.0f}"),
-            ("syncmesh p99 at 50,000 qps offered, ms", "syncmesh_p99_ms", "{:.2f}"),
-            ("NSD p99 at 50,000 qps offered, ms", "nsd_p99_ms", "{:.2f}"),
-            ("p99 ratio syncmesh / NSD", "p99_ratio_vs_nsd", "{:.1f}"),
-            ("syncmesh + churn p99, ms", "churn_p99_ms", "{:.2f}"),
-            ("syncmesh qps actually served at 50,000 offered", "syncmesh_fixed_qps", "{:,.0f}"),
-            ("answer-cache hit rate", "syncmesh_hit_rate", "{:.3f}"),
-            ("hit rate with churn", "churn_hit_rate", "{:.3f}"),
-            ("whole-cache invalidations/s during the runs", "syncmesh_flushes_per_s", "{:.1f}"),
-        ],
-    )
-    case = table(
-        "0x20 names (states)",
-        [
-            ("syncmesh max qps", "syncmesh_0x20_qps", "{:,.0f}"),
-            ("NSD max qps", "nsd_0x20_qps", "{:,.0f}"),
-            ("qps ratio", "qps_ratio_0x20", "{:.2f}"),
-            ("syncmesh p99 at 50,000 offered, ms", "syncmesh_0x20_p99_ms", "{:.2f}"),
-            ("NSD p99 at 50,000 offered, ms", "nsd_0x20_p99_ms", "{:.2f}"),
-            ("p99 ratio", "p99_ratio_0x20", "{:.1f}"),
-            ("hit rate", "syncmesh_0x20_hit_rate", "{:.3f}"),
-        ],
-    )
-    ecs = table(
-        "ECS, RSS in MB (states)",
-        [
-            ("after ready (before any query)", "rss_mb", "{:.0f}"),
-            ("before the ECS queries (after the DNS runs)", "ecs_rss_before_mb", "{:.0f}"),
-            ("after 10,000 /24s inside cluster CIDRs", "ecs_rss_after_inside_mb", "{:.0f}"),
-            ("after 10,000 more outside any CIDR", "ecs_rss_after_outside_mb", "{:.0f}"),
-        ],
-    )
-    return "\n\n".join([registry, dns, case, ecs])
-
-
 # -- main ------------------------------------------------------------------------------------
-
-
-def last_line(results: list[dict[str, Any]]) -> str:
-    top = results[-1]
-    fields = {
-        "sizes": ",".join(str(r["size"]) for r in results),
-        "size": top["size"],
-        "ready_s": f"{top['ready_s']:.2f}",
-        "states_per_s": f"{top['states_per_s']:.0f}",
-        "ref_states_per_s": f"{top['ref_states_per_s']:.0f}",
-        "ingest_ratio_vs_ref": f"{top['ingest_ratio']:.2f}",
-        "rss_mb": f"{top['rss_mb']:.0f}",
-        "rss_mb_per_1k": f"{top['rss_mb_per_1k']:.2f}",
-        "cpu_pct_per_1k_changes": f"{top['cpu_pct_per_1k']:.1f}",
-        "syncmesh_qps": f"{top['syncmesh_qps']:.0f}",
-        "nsd_qps": f"{top['nsd_qps']:.0f}",
-        "qps_ratio_vs_nsd": f"{top['qps_ratio_vs_nsd']:.2f}",
-        "p99_ratio_vs_nsd": f"{top['p99_ratio_vs_nsd']:.2f}",
-        "churn_qps": f"{top['churn_qps']:.0f}",
-        "churn_p99_ms": f"{top['churn_p99_ms']:.3f}",
-        "hit_rate": f"{top['syncmesh_hit_rate']:.3f}",
-        "churn_hit_rate": f"{top['churn_hit_rate']:.3f}",
-        "qps_ratio_0x20": f"{top['qps_ratio_0x20']:.2f}",
-        "p99_ratio_0x20": f"{top['p99_ratio_0x20']:.2f}",
-        "ecs_rss_growth_mb": f"{top['ecs_rss_after_outside_mb'] - top['ecs_rss_before_mb']:.1f}",
-        "gc_longest_pause_ms": f"{top['gc_longest_pause_ms']:.1f}",
-        "ready_goal_met": "yes" if top["ready_s"] <= GOAL_READY_S else "no",
-    }
-    return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
 async def main(args: argparse.Namespace) -> None:
