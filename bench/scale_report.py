@@ -32,7 +32,7 @@ def print_size(result: dict[str, Any]) -> None:
         "syncmesh_0x20_qps", "nsd_0x20_qps", "syncmesh_p99_ms", "nsd_p99_ms", "churn_p99_ms",
         "syncmesh_0x20_p99_ms", "nsd_0x20_p99_ms", "syncmesh_hit_rate", "churn_hit_rate",
         "syncmesh_0x20_hit_rate", "idle_flushes_per_s", "syncmesh_flushes_per_s",
-        "churn_flushes_per_s",
+        "churn_flushes_per_s", "after_churn_qps", "after_churn_hit_rate",
     ):  # fmt: skip
         if key in r:
             say(f"   {key:24s} {spread(r[key], '{:,.4g}')}")
@@ -174,6 +174,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
     """The tables of docs/benchmarks.md: median (min-max) of the rounds per size."""
 
     def cell(r: dict[str, Any], key: str, fmt: str) -> str:
+        if key not in r:  # a figure added after that run was saved
+            return "n/a"
         values = r["rounds"].get(key)
         if not values:
             return fmt.format(r[key])
@@ -221,6 +223,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             ("syncmesh qps actually served at 50,000 offered", "syncmesh_fixed_qps", "{:,.0f}"),
             ("answer-cache hit rate", "syncmesh_hit_rate", "{:.3f}"),
             ("hit rate with churn", "churn_hit_rate", "{:.3f}"),
+            ("syncmesh max qps in the 4 s after churn stops", "after_churn_qps", "{:,.0f}"),
+            ("hit rate in the 4 s after churn stops", "after_churn_hit_rate", "{:.3f}"),
             ("whole-cache invalidations/s during the runs", "syncmesh_flushes_per_s", "{:.1f}"),
         ],
     )
@@ -271,10 +275,13 @@ def last_line(results: list[dict[str, Any]]) -> str:
         "churn_p99_ms": f"{top['churn_p99_ms']:.3f}",
         "hit_rate": f"{top['syncmesh_hit_rate']:.3f}",
         "churn_hit_rate": f"{top['churn_hit_rate']:.3f}",
+        "after_churn_qps_ratio_vs_nsd": (
+            f"{top['after_churn_qps'] / top['nsd_qps']:.2f}" if "after_churn_qps" in top else "n/a"
+        ),
         "qps_ratio_0x20": f"{top['qps_ratio_0x20']:.2f}",
         "p99_ratio_0x20": f"{top['p99_ratio_0x20']:.2f}",
         "ecs_rss_growth_mb": f"{top['ecs_rss_after_outside_mb'] - top['ecs_rss_before_mb']:.1f}",
-        "gc_longest_pause_ms": f"{top['gc_longest_pause_ms']:.1f}",
+        "gc_longest_pause_ms": f"{top.get('gc_longest_pause_ms', float('nan')):.1f}",
         "ready_goal_met": "yes" if top["ready_s"] <= GOAL_READY_S else "no",
     }
     return " ".join(f"{k}={v}" for k, v in fields.items())
