@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Health",
     "Label",
+    "LABEL_PATTERN",
     "Instance",
     "ServiceState",
     "Gateway",
@@ -60,8 +61,13 @@ __all__ = [
 SCHEMA_VERSION = 2
 
 # A DNS label as syncmesh uses it: lower case letters, digits and inner dashes.
-Label = Annotated[
-    str, Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LABEL_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Label = Annotated[str, Meta(min_length=1, max_length=63, pattern=LABEL_PATTERN)]
+# The same in the JSON Schema, but msgspec leaves the pattern to ``decode_service_state``:
+# it enforces a ``pattern`` by calling Python's ``re`` for every value, and the three
+# labels of a ServiceState were 30-60 % of decoding it (see ``_ServiceStateChecked``).
+_LabelInSchema = Annotated[
+    str, Meta(min_length=1, max_length=63, extra_json_schema={"pattern": LABEL_PATTERN})
 ]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Weight = Annotated[int, Meta(ge=0, le=65535)]
@@ -96,9 +102,10 @@ class ServiceState(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """
 
     schema: int
-    cluster: Label
-    namespace: Label
-    service: Label
+    # Labels: decode with ``decode_service_state``, which checks them.
+    cluster: _LabelInSchema
+    namespace: _LabelInSchema
+    service: _LabelInSchema
     epoch: NonNegative
     revision: NonNegative
     source: Literal["consul", "nacos", "file"]
@@ -356,30 +363,29 @@ WIRE_TYPES: dict[str, type[Struct]] = {
 }
 
 _encoder = msgspec.json.Encoder()
-_service_decoder = msgspec.json.Decoder(ServiceState)
 
-# The fast path of ``decode_service_state``. msgspec checks a ``pattern`` by calling
-# Python's ``re`` for every value: the three labels of a state were the dearest part of
-# decoding it (30-60 % of the decode at 5 instances). This Struct is the same
-# ServiceState with the labels' regex left out (their lengths stay); a label is then
-# matched once per distinct string (``_LABELS_SEEN``), and a state whose labels do not all
-# pass is decoded again by the full decoder, so accepted and rejected messages and the
-# errors are exactly those of ``_service_decoder``. It never leaves this module.
-_LABEL_PATTERN: str = Label.__metadata__[0].pattern  # type: ignore[attr-defined]
-_label_search = re.compile(_LABEL_PATTERN).search
-_LabelLength = Annotated[str, Meta(min_length=1, max_length=63)]
+# ``decode_service_state``: msgspec decodes a ServiceState checking every constraint but
+# the labels' pattern; a label is then matched once per distinct string
+# (``_LABELS_SEEN``). A state that fails either way is decoded again by the decoder of
+# ``_ServiceStateChecked`` (the same Struct with the pattern on its labels), whose error
+# is the one raised: accepted and rejected messages, and the reason and text of each
+# rejection, are exactly those of a full msgspec decode, field order included. Valid
+# states come out as ServiceState itself, with no copy (rebuilding one from a private
+# Struct cost a tenth of the decode).
+_service_decoder = msgspec.json.Decoder(ServiceState)
+_label_search = re.compile(LABEL_PATTERN).search
 _LABELS_SEEN: set[str] = set()
 # Distinct labels remembered (about 80 bytes each); the set starts over when full.
 _LABELS_SEEN_MAX = 65_536
 
 
-class _ServiceStateLabelsUnchecked(ServiceState, frozen=True, kw_only=True, omit_defaults=True):
-    cluster: _LabelLength
-    namespace: _LabelLength
-    service: _LabelLength
+class _ServiceStateChecked(ServiceState, frozen=True, kw_only=True, omit_defaults=True):
+    cluster: Label
+    namespace: Label
+    service: Label
 
 
-_service_decoder_fast = msgspec.json.Decoder(_ServiceStateLabelsUnchecked)
+_checked_decoder = msgspec.json.Decoder(_ServiceStateChecked)
 
 
 def _labels_pass(*labels: str) -> bool:
@@ -396,6 +402,13 @@ def _labels_pass(*labels: str) -> bool:
     return True
 
 
+def _checked(data: bytes) -> ServiceState:
+    """The full decode, for a state that failed the fast one: raises its error."""
+    s = _checked_decoder.decode(data)
+    # Only if the two disagree (they cannot): the state as the full decoder took it.
+    return msgspec.convert(msgspec.to_builtins(s), ServiceState)
+
+
 _beat_decoder = msgspec.json.Decoder(ClusterBeat)
 _claim_decoder = msgspec.json.Decoder(EpochClaim)
 
@@ -407,29 +420,15 @@ def encode(message: Struct) -> bytes:
 def decode_service_state(data: bytes) -> ServiceState:
     """Decode and validate; raises ``msgspec.ValidationError``/``DecodeError``."""
     try:
-        s = _service_decoder_fast.decode(data)
+        state = _service_decoder.decode(data)
     except msgspec.MsgspecError:
-        # Invalid either way: the full decoder raises the error it always raised.
-        return _service_decoder.decode(data)
-    cluster, namespace, service = s.cluster, s.namespace, s.service
+        return _checked(data)
     seen = _LABELS_SEEN
-    if not (
-        (cluster in seen and namespace in seen and service in seen)
-        or _labels_pass(cluster, namespace, service)
-    ):
-        return _service_decoder.decode(data)
-    return ServiceState(
-        schema=s.schema,
-        cluster=cluster,
-        namespace=namespace,
-        service=service,
-        epoch=s.epoch,
-        revision=s.revision,
-        source=s.source,
-        source_name=s.source_name,
-        instances=s.instances,
-        deleted=s.deleted,
-    )
+    if (
+        state.cluster in seen and state.namespace in seen and state.service in seen
+    ) or _labels_pass(state.cluster, state.namespace, state.service):
+        return state
+    return _checked(data)
 
 
 def decode_cluster_beat(data: bytes) -> ClusterBeat:
