@@ -45,7 +45,9 @@ class Registry:
     def metrics_url(self) -> str:
         return f"http://{CLIENT}:{self.admin_port}/metrics"
 
-    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 300) -> float:
+    async def wait_ready(
+        self, http: aiohttp.ClientSession, timeout: float = 300, poll_s: float = 0.01
+    ) -> float:
         url = f"http://{CLIENT}:{self.admin_port}/readyz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -57,7 +59,7 @@ class Registry:
                         return time.monotonic() - self.spawned_at
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(poll_s)
         raise RuntimeError(f"registry not ready after {timeout}s: {self.log.read_text()[-3000:]}")
 
     async def stop(self) -> None:
