@@ -224,7 +224,7 @@ async def run_agent(
 
         async def synced() -> bool:
             if not agent.alive():
-                raise agent.fail(f"agent exited with {agent.proc.returncode}")
+                raise agent.fail(f"agent exited with {agent.returncode}")
             conns = consul_connections(agent.pid, consul_port)
             if conns and math.isnan(figures["first_conn_s"]):
                 figures["first_conn_s"] = time.monotonic() - started

@@ -331,7 +331,7 @@ async def run_agent(
         async def synced() -> bool:
             nonlocal max_conns
             if not agent.alive():
-                raise agent.fail(f"agent exited with {agent.proc.returncode}")
+                raise agent.fail(f"agent exited with {agent.returncode}")
             stats = ProcStats(agent.pid)
             max_conns = max(max_conns, stats.tcp_connections(grpc_port))
             published = await metric(http, url, 'syncmesh_edge_published_total{kind="service"}')
