@@ -23,7 +23,8 @@ Key = tuple[str, str]
 class Outcome(StrEnum):
     """What became of one stream message; the ``outcome`` label of the messages metric."""
 
-    # Accepted, and answers may differ.
+    # Accepted, and the view holds something new (``Applied.change`` names the answers
+    # that may differ: possibly none, when only addresses, ports or metadata moved).
     APPLIED = "applied"
     # Accepted (or already known), and no answer can differ.
     SAME = "same"
