@@ -5,6 +5,7 @@ stream, bad messages included: each is rejected, counted and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,12 +19,13 @@ from global_registry.core.snapshot import inventory
 from global_registry.core.view import RegistryView
 from global_registry.io.fast_reader import READ_SIZE, FrameParser
 from global_registry.io.stream_reader import StreamReader
-from harness.nats_peer import NatsPeer
+from harness.nats_peer import NatsPeer, nats_server
 from harness.samples import claim_epoch, cluster_beat, instance, publish, service_state
 from syncmesh import subjects
 from syncmesh.limits import LimitsConfig
+from syncmesh.nats_config import NatsConfig
 from syncmesh.schema import Locality, encode
-from syncmesh_io.nats_connection import ensure_stream
+from syncmesh_io.nats_connection import connect, ensure_stream
 
 pytestmark = [pytest.mark.peers, pytest.mark.security]
 
@@ -181,3 +183,45 @@ async def test_the_fast_reader_reads_more_than_32_kib_per_turn_across_a_reconnec
     finally:
         await reader.stop()
         await reader_nc.close()
+
+
+async def test_the_fast_reader_over_tls_reads_large_chunks(tmp_path: Path) -> None:
+    """Over TLS nats-py swaps the socket reader for one on the TLS transport after
+    connecting; the reader still takes its frames and reads more than 32 KiB a turn."""
+    async with nats_server(workdir=tmp_path / "nats", tls=True) as peer:
+        assert peer.certs is not None
+        config = NatsConfig(servers=[peer.url], tls_ca=str(peer.certs.ca))
+        nc = await connect(config)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        epoch = await claim_epoch(js, "east")
+        many = [instance(id=f"i{n}", address=f"10.1.0.{n + 1}") for n in range(40)]
+        for i in range(600):
+            await publish(
+                js, service_state("east", f"s{i}", epoch=epoch, revision=i + 1, instances=many)
+            )
+        await nc.close()
+
+        chunks: list[int] = []
+        parse = FrameParser.parse
+
+        async def counted(self: FrameParser, data: bytes = b"") -> None:
+            chunks.append(len(data))
+            await parse(self, data)
+
+        reader_nc = await connect(config)
+        view = RegistryView(StaleConfig(), LimitsConfig(), Locality(), probes_required=False)
+        ingest = Ingest(view, LimitsConfig())
+        reader = StreamReader(reader_nc, ingest, lambda _: None, fast_path=True, heartbeat_s=0.5)
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(FrameParser, "parse", counted)
+                await reader.start()
+                async with asyncio.timeout(60):
+                    await reader.caught_up.wait()
+            assert reader.mode == "fast"
+            assert len(view.clusters["east"].services) == 600
+            assert max(chunks) > 32768, sorted(chunks)[-5:]
+        finally:
+            await reader.stop()
+            await reader_nc.close()
