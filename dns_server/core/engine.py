@@ -228,7 +228,7 @@ class AnswerEngine:
         # Stored with the folded name of the key, so an exact hit echoes it as is.
         prefix = headers[variant] + packet[10 : 10 + size]
         responses = [prefix + body + opt for body in bodies]
-        response = next(self.cache.store_packet(client_class, packet, entry, responses))
+        response = self.cache.store_packet(client_class, packet, entry, responses)
         if packet[10 : 10 + size] != name:
             response = response[:10] + name + response[10 + size :]
         return data[:2] + response
