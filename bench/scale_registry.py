@@ -45,9 +45,7 @@ class Registry:
     def metrics_url(self) -> str:
         return f"http://{CLIENT}:{self.admin_port}/metrics"
 
-    async def wait_ready(
-        self, http: aiohttp.ClientSession, timeout: float = 300, poll_s: float = 0.01
-    ) -> float:
+    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = 300) -> float:
         url = f"http://{CLIENT}:{self.admin_port}/readyz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -59,7 +57,7 @@ class Registry:
                         return time.monotonic() - self.spawned_at
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(poll_s)
+            await asyncio.sleep(0.01)
         raise RuntimeError(f"registry not ready after {timeout}s: {self.log.read_text()[-3000:]}")
 
     async def stop(self) -> None:

@@ -11,7 +11,7 @@ from syncmesh.schema import ClusterBeat, ServiceState, decode_service_state
 from syncmesh.validate import Network
 from syncmesh.view_api import ServiceKey, Subset, SubsetCounts, ViewChange
 
-__all__ = ["Key", "Outcome", "Applied", "ServiceEntry", "Tombstone", "ClusterRecord"]
+__all__ = ["Key", "Outcome", "Applied", "ServiceEntry", "Tombstone", "ClusterRecord", "replaced"]
 
 _NO_CHANGE = ViewChange()
 
@@ -140,6 +140,17 @@ class ServiceEntry:
 
     def same_counts(self, other: ServiceEntry) -> bool:
         return self.healthy == other.healthy and self.profiles == other.profiles
+
+
+def replaced(old: ServiceEntry, fresh: ServiceEntry, wide: ViewChange, key: Key) -> Applied:
+    """What replacing ``old`` by ``fresh`` (other instances) changed: the service when
+    its candidacy moved, only its counts when they alone did, else nothing an answer
+    shows (addresses, ports, metadata, which instance is the healthy one)."""
+    if not old.same_candidacy(fresh):
+        return Applied(Outcome.APPLIED, wide, key=key)
+    if old.same_counts(fresh):
+        return Applied(Outcome.APPLIED, wide)
+    return Applied(Outcome.APPLIED, wide, key=key, counts_only=True)
 
 
 class Tombstone(NamedTuple):

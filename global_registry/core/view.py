@@ -44,6 +44,7 @@ from global_registry.core.records import (
     Outcome,
     ServiceEntry,
     Tombstone,
+    replaced,
 )
 from syncmesh.epochs import EpochFence, EpochVerdict
 from syncmesh.limits import LimitsConfig
@@ -307,13 +308,7 @@ class RegistryView:
         self.instance_count += len(instances) - entry.instances
         if entry.instances == len(instances) and entry.state.instances == instances:
             return Applied(_SAME, base)
-        if not entry.same_candidacy(fresh):
-            return Applied(_APPLIED, base, key=key)
-        if entry.same_counts(fresh):
-            # Only what no answer shows moved (addresses, ports, metadata, which
-            # instance is the healthy one): cached answers stay.
-            return Applied(_APPLIED, base)
-        return Applied(_APPLIED, base, key=key, counts_only=True)
+        return replaced(entry, fresh, base, key)
 
     def _unindex(self, cluster: str, key: Key, entry: ServiceEntry) -> None:
         """Take a service entry (already out of its record) out of the lookups."""

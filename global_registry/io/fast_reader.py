@@ -233,9 +233,9 @@ def install_parser(nc: Any) -> FrameParser:
     return parser
 
 
-def enlarge_reads(nc: Any) -> bool:
-    """Read up to ``READ_SIZE`` bytes per turn of nats-py's read loop on ``nc``; True if
-    its transport is one this knows (nats-py's ``TcpTransport``, plain or TLS).
+def enlarge_reads(nc: Any) -> None:
+    """Read up to ``READ_SIZE`` bytes per turn of nats-py's read loop on ``nc`` when its
+    transport is one this knows (nats-py's ``TcpTransport``, plain or TLS).
 
     Why: nats-py reads 32 KiB per turn and its StreamReader stops reading the
     socket above 64 KiB. A catch-up of 87 MB took 2,700 turns (each an await,
@@ -247,7 +247,7 @@ def enlarge_reads(nc: Any) -> bool:
     if not isinstance(transport, TcpTransport) or not isinstance(
         getattr(transport, "_io_reader", None), asyncio.StreamReader
     ):
-        return False
+        return
 
     async def read(_: int) -> bytes:
         # Looked up per call: a TLS upgrade replaces the reader.
@@ -257,7 +257,6 @@ def enlarge_reads(nc: Any) -> bool:
         return await reader.read(READ_SIZE)  # type: ignore[no-any-return]
 
     transport.read = read  # type: ignore[method-assign,assignment]
-    return True
 
 
 class FastOrderedReader:
