@@ -43,7 +43,7 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import median, reference_consumer, spread  # noqa: E402
-from bench.registry_ingest import gateway_listener, publish  # noqa: E402
+from bench.registry_ingest import gateway_listener, publish, stream_arguments  # noqa: E402
 from global_registry.config import StaleConfig  # noqa: E402
 from global_registry.core.ingest import Delivery, Ingest, IngestResult  # noqa: E402
 from global_registry.core.view import RegistryView  # noqa: E402
@@ -182,14 +182,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--clusters", type=int, default=100)
-    parser.add_argument("--services", type=int, default=1000)
-    parser.add_argument("--instances", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--child", metavar="NATS_URL", help=argparse.SUPPRESS)
+    parser = stream_arguments(__doc__)
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:

@@ -246,16 +246,22 @@ async def run_child(url: str) -> tuple[dict[str, float], float]:
     return json.loads(line), spawn_to_ready_s
 
 
-if __name__ == "__main__":
+def stream_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a bench that publishes this stream and reads it in rounds, each
+    reader in a child process (``--child``)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--instances", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", metavar="NATS_URL", help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
+    return parser
+
+
+if __name__ == "__main__":
+    arguments = stream_arguments(__doc__).parse_args()
     if arguments.child:
         # The event loop the registry runs on (``syncmesh registry``: ops/process.py).
         import uvloop
