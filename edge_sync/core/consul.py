@@ -118,6 +118,8 @@ class ConsulTracker:
         self._emitted: dict[str, frozenset[str]] = {}
         # Catalog indexes no check change explained yet -> when to give up and re-list.
         self._unexplained: dict[int, float] = {}
+        # A watch saw Consul's index go backwards since the last ``take_rebuilt``.
+        self._rebuilt = False
 
     def wanted(self, name: str) -> bool:
         return name not in self._skip and self._may_accept(name)
@@ -214,6 +216,28 @@ class ConsulTracker:
             return False
         self._unexplained.clear()
         return True
+
+    def index_reset(self) -> None:
+        """A watch saw Consul's index go backwards: its state was rebuilt (a restart,
+        a snapshot restore). Every service is fetched again (``take_rebuilt``).
+
+        Why not trust the diff: the rebuilt catalog's names and checks can come back
+        exactly as last seen while a service's instances did not (a snapshot from
+        before an address change), and a fetch that was running across a restart
+        may have read a Consul still re-registering its services (an empty answer:
+        a tombstone). Neither moves a name or a check afterwards, so no diff would
+        ever fetch that service again.
+        """
+        self._rebuilt = True
+
+    @property
+    def rebuilt_pending(self) -> bool:
+        return self._rebuilt
+
+    def take_rebuilt(self) -> bool:
+        """True once after ``index_reset``: a re-list is wanted."""
+        rebuilt, self._rebuilt = self._rebuilt, False
+        return rebuilt
 
     def next_deadline(self) -> float | None:
         """When the oldest unexplained catalog change runs out of grace (None: there is none)."""
@@ -359,17 +383,26 @@ class RelistReason(enum.StrEnum):
 
     UNEXPLAINED = "unexplained"  # a catalog change no check change explained within the grace
     FULL = "full"  # anti-entropy, every full_relist_interval_s
+    REBUILT = "rebuilt"  # an index went backwards: Consul restarted or restored a snapshot
 
 
 class RelistSchedule:
     """When to re-fetch every service.
 
     A re-list is wanted when a catalog change stays unexplained for the tracker's
-    grace, and every ``full_interval_s`` (0: never); it happens at most once per
+    grace, when a watch saw Consul's index go backwards (``index_reset``), and
+    every ``full_interval_s`` (0: never); it happens at most once per
     ``min_interval_s`` (a churning catalog must not turn into back-to-back full
     re-lists) and never before the tracker's initial plan (that fetches everything
     anyway). A wanted re-list is kept, never dropped. The adapter sleeps until
     ``next_deadline()`` or until a watch result arrives, then asks ``due(now)``.
+
+    One exception to the interval: the first re-list for a rebuilt Consul runs at
+    once, whatever ran before it (a rebuild is rare, and until then the agent may
+    publish what Consul no longer holds). Both watches see a restart, one after
+    the other: the second reset's re-list keeps the interval, so a restart costs
+    one immediate re-list and one more ``min_interval_s`` later (by then every
+    service Consul re-registers after its restart is back).
     """
 
     def __init__(
@@ -380,7 +413,14 @@ class RelistSchedule:
         self.min_interval_s = min_interval_s
         self._next_full = now + full_interval_s if full_interval_s > 0 else math.inf
         self._last = -math.inf
+        self._last_reason: RelistReason | None = None
         self._wanted: RelistReason | None = None
+
+    def _earliest(self, wanted: RelistReason) -> float:
+        """When a re-list wanted for ``wanted`` may run."""
+        if wanted is RelistReason.REBUILT and self._last_reason is not RelistReason.REBUILT:
+            return -math.inf
+        return self._last + self.min_interval_s
 
     def due(self, now: float) -> RelistReason | None:
         """The reason to re-list now, or None; a re-list it returns counts as started."""
@@ -389,20 +429,21 @@ class RelistSchedule:
             self._wanted = self._wanted or RelistReason.FULL
         if self.tracker.relist_due(now):
             self._wanted = RelistReason.UNEXPLAINED
-        if (
-            self._wanted is None
-            or not self.tracker.initial_planned
-            or now - self._last < self.min_interval_s
-        ):
+        if self.tracker.take_rebuilt():
+            self._wanted = RelistReason.REBUILT
+        wanted = self._wanted
+        if wanted is None or not self.tracker.initial_planned or now < self._earliest(wanted):
             return None
         reason, self._wanted, self._last = self._wanted, None, now
+        self._last_reason = reason
         return reason
 
     def next_deadline(self) -> float | None:
         """The earliest time ``due`` may answer differently (None: only a watch result can)."""
-        if self._wanted is not None:
+        wanted = RelistReason.REBUILT if self.tracker.rebuilt_pending else self._wanted
+        if wanted is not None:
             # Waiting for the minimum interval; before the initial plan, for the plan itself.
-            return self._last + self.min_interval_s if self.tracker.initial_planned else None
+            return self._earliest(wanted) if self.tracker.initial_planned else None
         candidates = [self._next_full]
         unexplained = self.tracker.next_deadline()
         if unexplained is not None:

@@ -246,7 +246,12 @@ class ConsulSource:
             data, header = await self._get(path, params, blocking_timeout, kind, fresh_read, decode)
             if index.observe(header):
                 self.sink.event("consul_index_reset")
-                log.info("consul %s index went backwards; reset to 0 for a fresh read", path)
+                log.info(
+                    "consul %s index went backwards (restart or snapshot restore); reset to 0 "
+                    "for a fresh read, and every service is read again",
+                    path,
+                )
+                self.tracker.index_reset()
             try:
                 plan = handle(data, _index_value(header), loop.time())
             except ConsulFormatError as exc:

@@ -268,6 +268,47 @@ def test_relist_schedule_never_runs_before_the_initial_plan_and_can_be_off() -> 
     assert off.next_deadline() is None and off.due(1e9) is None
 
 
+def test_a_rebuilt_consul_is_read_again_at_once_and_once_more_after_the_interval() -> None:
+    """Found by the nemesis (seed 8): a fetch running across a Consul restart read the
+    restarted agent before it re-registered its services (an empty answer: a
+    tombstone), and the rebuilt catalog and checks came back exactly as the tracker
+    last saw them, so no diff ever fetched that service again."""
+    tracker = ready_tracker()
+    checks = [check("n1", "serfHealth", "passing"), check("n1", "c-web", "passing", "web")]
+    schedule = RelistSchedule(tracker, full_interval_s=600.0, min_interval_s=30.0, now=0.0)
+    tracker.on_catalog({"web": [], "api": ["v1"]}, 20, now=100.0)  # unexplained
+    assert schedule.due(101.0) is RelistReason.UNEXPLAINED
+    # Consul restarts: the fetch of web in flight reads it before it re-registered web.
+    assert tracker.on_service_health("web", []).removed == [ServiceRef("default", "web")]
+    # The catalog watch sees the index go backwards; names and tags as before.
+    tracker.index_reset()
+    plan = tracker.on_catalog({"web": [], "api": ["v1"]}, 10, now=102.0)
+    assert plan.fetch == set() and plan.removed == []  # the diff sees nothing
+    assert not tracker.relist_due(200.0)  # index 10 is a check's: nothing unexplained
+    assert schedule.next_deadline() is not None and schedule.next_deadline() <= 102.0
+    # At once, although a re-list ran a second ago: web is read again.
+    assert schedule.due(102.0) is RelistReason.REBUILT
+    # The checks watch sees its own reset a moment later; the checks are as before.
+    tracker.index_reset()
+    assert tracker.on_checks(checks, 10, now=102.2).fetch == set()
+    assert schedule.due(102.2) is None  # the second reset of one restart keeps the interval
+    assert schedule.next_deadline() == 132.0
+    assert schedule.due(132.0) is RelistReason.REBUILT  # kept: once more, 30 s later
+    assert schedule.due(140.0) is None
+    assert not tracker.take_rebuilt()
+
+
+def test_a_rebuild_before_the_initial_plan_waits_for_it() -> None:
+    tracker = ConsulTracker(["consul"], lambda name: True, grace_s=1.0)
+    schedule = RelistSchedule(tracker, full_interval_s=0.0, min_interval_s=30.0, now=0.0)
+    tracker.index_reset()
+    assert schedule.due(1.0) is None  # the initial plan fetches everything anyway
+    assert schedule.next_deadline() is None
+    tracker.on_catalog({"web": []}, 5, now=2.0)
+    tracker.on_checks([], 5, now=2.0)
+    assert schedule.due(2.0) is RelistReason.REBUILT
+
+
 def _node(name: str, **meta: str) -> dict[str, Any]:
     return {"Node": name, "Address": f"10.9.0.{len(name)}", "Meta": meta or None}
 
