@@ -434,15 +434,15 @@ class RelistSchedule:
         wanted = self._wanted
         if wanted is None or not self.tracker.initial_planned or now < self._earliest(wanted):
             return None
-        reason, self._wanted, self._last = self._wanted, None, now
-        self._last_reason = reason
-        return reason
+        self._wanted, self._last, self._last_reason = None, now, wanted
+        return wanted
 
     def next_deadline(self) -> float | None:
         """The earliest time ``due`` may answer differently (None: only a watch result can)."""
         wanted = RelistReason.REBUILT if self.tracker.rebuilt_pending else self._wanted
         if wanted is not None:
-            # Waiting for the minimum interval; before the initial plan, for the plan itself.
+            # Waiting for the minimum interval (none for a rebuild's first re-list); before
+            # the initial plan, for the plan itself.
             return self._earliest(wanted) if self.tracker.initial_planned else None
         candidates = [self._next_full]
         unexplained = self.tracker.next_deadline()
